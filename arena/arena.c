@@ -1,0 +1,704 @@
+/*
+ * Region arenas: chunks from shared chunk pools, bump allocation, large
+ * mappings, marks, cleanups, per-CPU bump regions for concurrent arenas.
+ *
+ * Layout. The first chunk holds struct tp_arena, then allocations. Every
+ * chunk starts with a struct chunk header; allocations follow at 16-byte
+ * alignment. Chunks in use form a list, newest first; `cur` is the head.
+ * Large allocations (over a quarter chunk) are separate page-rounded
+ * mappings on their own list, so they never waste the current chunk.
+ *
+ * Concurrent arenas. Each CPU has a bump region {ptr, end} on its own cache
+ * line. An allocation is one rseq sequence: read the CPU's region, check
+ * ptr + n <= end, commit with one store of ptr (no atomic; see
+ * <tidepool/percpu.h> for why a sequence that commits had the region to
+ * itself). A CPU whose region is exhausted installs a fresh chunk with a
+ * sequence of three stores — end = 0, ptr, then end (the commit) — so that
+ * if it is aborted part-way the region is left with end == 0, which refuses
+ * every allocation (never a region that spans two chunks). Chunks are
+ * taken from the pool and linked into the arena under the arena's mutex.
+ * Without rseq, a region is taken with a CAS on its `busy` word (acquire)
+ * and given back with a release store; a busy region sends the allocation
+ * to the arena's mutex-protected shared region (no spinning).
+ */
+#define _GNU_SOURCE
+#include <tidepool/arena.h>
+#include <tidepool/epoch.h>
+#include <tidepool/pool.h>
+
+#include "core/debug_internal.h"
+#include "core/os_internal.h"
+#include "core/percpu_internal.h"
+#include "pool/pool_internal.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define DEFAULT_CHUNK ((size_t)64 << 10)
+#define MIN_CHUNK ((size_t)4 << 10)
+#define MAX_CHUNK ((size_t)1 << 20)
+#define ALIGN_MAX ((size_t)4096)
+
+struct chunk {
+  struct chunk *next; /* older chunk */
+  size_t used;        /* bytes used, recorded when it stopped being current */
+};
+#define CHUNK_HDR tp__round_up(sizeof(struct chunk), 16)
+
+struct large {
+  struct large *next;
+  size_t map_bytes;
+  size_t size; /* as asked */
+};
+#define LARGE_HDR tp__round_up(sizeof(struct large), 16)
+
+struct cleanup {
+  struct cleanup *next;
+  void (*fn)(void *);
+  void *arg;
+};
+
+/* A CPU's bump region (concurrent arenas); one cache line each. */
+struct region {
+  char *ptr;
+  char *end;
+  uint64_t busy; /* fallback only */
+  char pad[TP_CACHELINE - 2 * sizeof(char *) - sizeof(uint64_t)];
+};
+#define REGION_SHIFT 6
+_Static_assert(sizeof(struct region) == (1u << REGION_SHIFT), "one line per CPU");
+
+struct tp_arena {
+  struct tp__arena_head head; /* plain fast path; NULLs when it is off */
+  tp_pool *chunks;            /* the shared chunk pool */
+  size_t chunk_size, max_bytes, keep_bytes;
+  unsigned flags;
+  bool fast_on;
+  /* Plain arenas: where the bump pointer lives when the fast path is off. */
+  char *ptr, *end;
+  struct chunk *first, *cur; /* cur: newest (head of the list) */
+  struct chunk *spare;       /* kept by reset, used before the pool */
+  struct large *large;
+  struct cleanup *cleanups;
+  size_t nchunks, nlarge, held, wasted, high_water, large_bytes;
+  size_t retired_used; /* bytes used in chunks that stopped being current */
+  uint64_t generation, resets;
+  /* Concurrent arenas. */
+  pthread_mutex_t lock;
+  struct region *regions; /* block 0 of ncpu (+2 sentinels below) */
+  void *regions_raw;
+  unsigned ncpu;
+};
+
+/* ---- chunk pools, one per chunk size ------------------------------------ */
+
+#define MAX_CHUNK_POOLS 16
+static pthread_mutex_t chunk_pools_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct {
+  size_t size;
+  tp_pool *pool;
+} chunk_pools[MAX_CHUNK_POOLS];
+
+static tp_pool *chunk_pool(size_t size) {
+  tp_pool *p = NULL;
+  pthread_mutex_lock(&chunk_pools_lock);
+  int i;
+  for (i = 0; i < MAX_CHUNK_POOLS && chunk_pools[i].pool; i++)
+    if (chunk_pools[i].size == size) {
+      p = chunk_pools[i].pool;
+      break;
+    }
+  if (!p && i < MAX_CHUNK_POOLS) {
+    tp_pool_config cfg = {.name = "arena-chunks", .obj_size = size, .align = 64};
+    p = tp_pool_create(&cfg);
+    if (p) chunk_pools[i].size = size, chunk_pools[i].pool = p;
+  } else if (!p) {
+    errno = ENOMEM;
+  }
+  pthread_mutex_unlock(&chunk_pools_lock);
+  return p;
+}
+
+/* ---- helpers ---------------------------------------------------------------- */
+
+static inline char *chunk_data(struct chunk *c) { return (char *)c + CHUNK_HDR; }
+static inline char *chunk_end(const tp_arena *a, struct chunk *c) {
+  return (char *)c + a->chunk_size;
+}
+/* Where allocations start in c: after the arena itself in the first chunk. */
+static inline char *alloc_start(const tp_arena *a, struct chunk *c) {
+  return c == a->first ? (char *)tp__round_up((uintptr_t)(a + 1), 16) : chunk_data(c);
+}
+
+static void note_held(tp_arena *a, ssize_t delta) {
+  a->held = (size_t)((ssize_t)a->held + delta);
+  if (a->held > a->high_water) a->high_water = a->held;
+}
+
+static bool may_hold(const tp_arena *a, size_t more) {
+  return !a->max_bytes || (a->held <= a->max_bytes && more <= a->max_bytes - a->held);
+}
+
+/* A chunk for the arena: a spare kept by reset, else one from the pool.
+ * Its data is poisoned until allocated from. */
+static struct chunk *chunk_take(tp_arena *a) {
+  struct chunk *c = a->spare;
+  if (c) {
+    a->spare = c->next;
+  } else {
+    if (!may_hold(a, a->chunk_size)) {
+      errno = ENOMEM;
+      return NULL;
+    }
+    if (!(c = tp_pool_get(a->chunks))) return NULL;
+    a->nchunks++;
+    note_held(a, (ssize_t)a->chunk_size);
+    TP_POISON(chunk_data(c), a->chunk_size - CHUNK_HDR);
+  }
+  c->next = NULL;
+  c->used = 0;
+  return c;
+}
+
+static void chunk_give(tp_arena *a, struct chunk *c) {
+  TP_UNPOISON(c, a->chunk_size);
+  a->nchunks--;
+  note_held(a, -(ssize_t)a->chunk_size);
+  tp_pool_put(a->chunks, c);
+}
+
+/* The plain arena's bump pointer lives in the head when the fast path is
+ * on, else in a->ptr/end. */
+static inline char **bump_ptr(tp_arena *a) { return a->fast_on ? &a->head.ptr : &a->ptr; }
+static inline char **bump_end(tp_arena *a) { return a->fast_on ? &a->head.end : &a->end; }
+
+static void make_current(tp_arena *a, struct chunk *c, char *from) {
+  if (a->cur) {
+    char *p = *bump_ptr(a);
+    size_t used = (size_t)(p - alloc_start(a, a->cur));
+    a->cur->used = used;
+    a->retired_used += used;
+    a->wasted += (size_t)(chunk_end(a, a->cur) - p);
+  }
+  c->next = a->cur;
+  a->cur = c;
+  *bump_ptr(a) = from;
+  *bump_end(a) = chunk_end(a, c);
+}
+
+/* ---- large allocations -------------------------------------------------------- */
+
+static void *large_alloc(tp_arena *a, size_t size, size_t align) {
+  size_t page = tp__os_page_size();
+  size_t hdr = align > LARGE_HDR ? align : LARGE_HDR;
+  if (size > SIZE_MAX / 2 - hdr - page) {
+    errno = ENOMEM;
+    return NULL;
+  }
+  size_t bytes = tp__round_up(hdr + size, page);
+  if (!may_hold(a, bytes)) {
+    errno = ENOMEM;
+    return NULL;
+  }
+  struct large *l = tp__os_map(bytes, page);
+  if (!l) return NULL;
+  tp__counter_add(&tp__os.resident, (int64_t)bytes);
+  l->map_bytes = bytes;
+  l->size = size;
+  l->next = a->large;
+  a->large = l;
+  a->nlarge++;
+  a->large_bytes += size;
+  note_held(a, (ssize_t)bytes);
+  return (char *)l + hdr;
+}
+
+static void large_free(tp_arena *a, struct large *l) {
+  a->nlarge--;
+  a->large_bytes -= l->size;
+  note_held(a, -(ssize_t)l->map_bytes);
+  tp__counter_add(&tp__os.resident, -(int64_t)l->map_bytes);
+  tp__os_unmap(l, l->map_bytes);
+}
+
+/* ---- concurrent arenas: per-CPU bump regions --------------------------------- */
+
+/*
+ * Bumps the calling CPU's region by n (a multiple of 16). NULL when it has
+ * no room (or rseq is off for the thread). Linearization point: the commit
+ * store of ptr.
+ */
+static inline char *region_bump_rseq(struct region *base, size_t n) {
+  char *p;
+  __asm__ goto(TP__RSEQ_CS_DESCRIPTOR TP__RSEQ_ENTER
+               "movslq %%fs:4(%[rseq]), %%rax\n\t"
+               "shlq $6, %%rax\n\t"
+               "addq %[base], %%rax\n\t"
+               "movq (%%rax), %[p]\n\t"       /* ptr */
+               "leaq (%[p],%[n]), %%rcx\n\t"  /* ptr + n */
+               "cmpq 8(%%rax), %%rcx\n\t"
+               "ja %l[miss]\n\t"              /* past end (end 0: refused) */
+               "movq %%rcx, (%%rax)\n\t"      /* commit */
+               "2:\n\t" TP__RSEQ_ABORT_HANDLER
+               : [p] "=&r"(p)
+               : [rseq] "r"(__rseq_offset), [base] "r"(base), [n] "r"(n)
+               : "rax", "rcx", "memory", "cc"
+               : miss);
+  return p;
+miss:
+  return NULL;
+}
+
+/*
+ * Installs chunk data [from, to) as the calling CPU's region and allocates n
+ * bytes from it, in one sequence; returns the allocation. old_ptr and old_end
+ * receive what the region held (its unused tail is counted as waste).
+ */
+static char *region_install_rseq(struct region *base, char *from, char *to, size_t n,
+                                 char **old_ptr, char **old_end) {
+  char *optr, *oend;
+  __asm__ volatile(TP__RSEQ_CS_DESCRIPTOR TP__RSEQ_ENTER
+                   "movslq %%fs:4(%[rseq]), %%rax\n\t"
+                   "shlq $6, %%rax\n\t"
+                   "addq %[base], %%rax\n\t"
+                   "movq (%%rax), %[optr]\n\t"
+                   "movq 8(%%rax), %[oend]\n\t"
+                   "movq $0, 8(%%rax)\n\t"          /* end = 0: refuse all */
+                   "leaq (%[from],%[n]), %%rcx\n\t"
+                   "movq %%rcx, (%%rax)\n\t"        /* ptr = from + n */
+                   "movq %[to], 8(%%rax)\n\t"       /* commit: end = to */
+                   "2:\n\t" TP__RSEQ_ABORT_HANDLER
+                   : [optr] "=&r"(optr), [oend] "=&r"(oend)
+                   : [rseq] "r"(__rseq_offset), [base] "r"(base), [from] "r"(from),
+                     [to] "r"(to), [n] "r"(n)
+                   : "rax", "rcx", "memory", "cc");
+  *old_ptr = optr;
+  *old_end = oend;
+  return from;
+}
+
+static bool region_lock(struct region *r) {
+  uint64_t z = 0;
+  /* acquire: the previous holder's ptr/end stores are visible. */
+  return __atomic_compare_exchange_n(&r->busy, &z, 1, false, __ATOMIC_ACQUIRE,
+                                     __ATOMIC_RELAXED);
+}
+static void region_unlock(struct region *r) {
+  __atomic_store_n(&r->busy, 0, __ATOMIC_RELEASE);
+}
+
+static inline struct region *region_of(tp_arena *a, unsigned cpu) {
+  return (struct region *)((char *)a->regions + ((size_t)cpu << REGION_SHIFT));
+}
+
+/* Concurrent arena, everything but the rseq fast sequence. */
+static void *concurrent_alloc(tp_arena *a, size_t n) {
+  const struct tp__percpu_info *pi = tp__percpu();
+  if (pi->rseq) {
+    char *p = region_bump_rseq(a->regions, n);
+    if (TP_LIKELY(p != NULL)) {
+      TP_UNPOISON(p, n);
+      return p;
+    }
+  } else {
+    struct region *r = region_of(a, tp__current_cpu());
+    if (region_lock(r)) {
+      char *p = r->ptr;
+      if (p && n <= (size_t)(r->end - p)) {
+        r->ptr = p + n;
+        region_unlock(r);
+        TP_UNPOISON(p, n);
+        return p;
+      }
+      region_unlock(r);
+    }
+  }
+  /* Refill: a fresh chunk, linked into the arena under its lock. */
+  pthread_mutex_lock(&a->lock);
+  struct chunk *c = chunk_take(a);
+  if (!c) {
+    int e = errno;
+    pthread_mutex_unlock(&a->lock);
+    errno = e;
+    return NULL;
+  }
+  c->next = a->first->next; /* keep the first chunk (the arena) at the tail */
+  a->first->next = c;
+  char *from = chunk_data(c), *to = chunk_end(a, c);
+  if (pi->rseq) {
+    pthread_mutex_unlock(&a->lock);
+    char *optr, *oend;
+    char *p = region_install_rseq(a->regions, from, to, n, &optr, &oend);
+    pthread_mutex_lock(&a->lock);
+    if (optr && oend > optr) a->wasted += (size_t)(oend - optr);
+    pthread_mutex_unlock(&a->lock);
+    TP_UNPOISON(p, n);
+    return p;
+  }
+  struct region *r = region_of(a, tp__current_cpu());
+  if (region_lock(r)) {
+    if (r->ptr && r->end > r->ptr) a->wasted += (size_t)(r->end - r->ptr);
+    r->ptr = from + n;
+    r->end = to;
+    region_unlock(r);
+  } else {
+    /* Busy: the chunk serves this allocation; its rest counts as waste. */
+    a->wasted += (size_t)(to - from) - n;
+  }
+  pthread_mutex_unlock(&a->lock);
+  TP_UNPOISON(from, n);
+  return from;
+}
+
+/* ---- allocation ------------------------------------------------------------------ */
+
+static void *plain_alloc(tp_arena *a, size_t size, size_t align) {
+  char **pp = bump_ptr(a), **pe = bump_end(a);
+  char *p = (char *)tp__round_up((uintptr_t)*pp, align);
+  size_t n = tp__round_up(size ? size : 1, 16);
+  if (*pp && p <= *pe && n <= (size_t)(*pe - p)) {
+    *pp = p + n;
+    TP_UNPOISON(p, size);
+    return p;
+  }
+  /* A fresh chunk. */
+  struct chunk *c = chunk_take(a);
+  if (!c) return NULL;
+  p = (char *)tp__round_up((uintptr_t)chunk_data(c), align);
+  make_current(a, c, p + n);
+  TP_UNPOISON(p, size);
+  return p;
+}
+
+static void *alloc_impl(tp_arena *a, size_t size, size_t align) {
+  if (!a) {
+    errno = EINVAL;
+    return NULL;
+  }
+  if (size > SIZE_MAX / 4) {
+    errno = ENOMEM;
+    return NULL;
+  }
+  if (size + align > a->chunk_size / 4 ||
+      (align > 16 && CHUNK_HDR + size + align > a->chunk_size)) {
+    if (a->flags & TP_ARENA_CONCURRENT) {
+      pthread_mutex_lock(&a->lock);
+      void *p = large_alloc(a, size, align);
+      int e = errno;
+      pthread_mutex_unlock(&a->lock);
+      errno = e;
+      return p;
+    }
+    return large_alloc(a, size, align);
+  }
+  if (a->flags & TP_ARENA_CONCURRENT) {
+    size_t n = tp__round_up(size ? size : 1, 16);
+    if (align <= 16) return concurrent_alloc(a, n);
+    /* Over-allocate, then align inside (rare; alignment > 16). */
+    char *p = concurrent_alloc(a, n + align);
+    return p ? (void *)tp__round_up((uintptr_t)p, align) : NULL;
+  }
+  return plain_alloc(a, size, align);
+}
+
+void *tp__arena_alloc_slow(tp_arena *a, size_t size) { return alloc_impl(a, size, 16); }
+
+void *tp_arena_alloc_aligned(tp_arena *a, size_t size, size_t align) {
+  if (!a || !tp__is_pow2(align) || align > ALIGN_MAX) {
+    errno = EINVAL;
+    return NULL;
+  }
+  return alloc_impl(a, size, align < 16 ? 16 : align);
+}
+
+void *tp_arena_calloc(tp_arena *a, size_t n, size_t size) {
+  size_t bytes;
+  if (!a) {
+    errno = EINVAL;
+    return NULL;
+  }
+  if (__builtin_mul_overflow(n, size, &bytes)) {
+    errno = ENOMEM;
+    return NULL;
+  }
+  void *p = tp_arena_alloc(a, bytes);
+  if (p) memset(p, 0, bytes);
+  return p;
+}
+
+char *tp_arena_strdup(tp_arena *a, const char *s) {
+  if (!a || !s) {
+    errno = EINVAL;
+    return NULL;
+  }
+  size_t len = strlen(s);
+  char *d = tp_arena_alloc(a, len + 1);
+  if (d) memcpy(d, s, len + 1);
+  return d;
+}
+
+/* ---- create / destroy -------------------------------------------------------------- */
+
+tp_arena *tp_arena_create(const tp_arena_config *cfg) {
+  tp_arena_config d = {0};
+  if (!cfg) cfg = &d;
+  size_t cs = cfg->chunk_size ? tp__round_up(cfg->chunk_size, 64) : DEFAULT_CHUNK;
+  if (cs < MIN_CHUNK || cs > MAX_CHUNK || (cfg->flags & ~TP_ARENA_CONCURRENT) ||
+      (cfg->max_bytes && cfg->max_bytes < cs)) {
+    errno = EINVAL;
+    return NULL;
+  }
+  tp_pool *pool = chunk_pool(cs);
+  if (!pool) return NULL;
+  struct chunk *c = tp_pool_get(pool);
+  if (!c) return NULL;
+  c->next = NULL;
+  c->used = 0;
+  TP_UNPOISON(c, cs);
+  tp_arena *a = (tp_arena *)chunk_data(c);
+  memset(a, 0, sizeof *a);
+  a->chunks = pool;
+  a->chunk_size = cs;
+  a->max_bytes = cfg->max_bytes;
+  a->keep_bytes = cfg->keep_bytes;
+  a->flags = cfg->flags;
+  a->first = c;
+  a->nchunks = 1;
+  a->held = a->high_water = cs;
+  pthread_mutex_init(&a->lock, NULL);
+  char *from = (char *)tp__round_up((uintptr_t)(a + 1), 16);
+  if (a->flags & TP_ARENA_CONCURRENT) {
+    const struct tp__percpu_info *pi = tp__percpu();
+    a->ncpu = pi->ncpu;
+    size_t bytes = (size_t)(a->ncpu + 2) << REGION_SHIFT;
+    a->regions_raw = aligned_alloc(TP_CACHELINE, bytes);
+    if (!a->regions_raw) {
+      pthread_mutex_destroy(&a->lock);
+      tp_pool_put(pool, c);
+      errno = ENOMEM;
+      return NULL;
+    }
+    memset(a->regions_raw, 0, bytes); /* sentinels and empty regions refuse */
+    a->regions = (struct region *)((char *)a->regions_raw + (2u << REGION_SHIFT));
+    a->cur = c;
+    a->fast_on = false;
+    a->ptr = a->end = NULL;
+    TP_POISON(from, (size_t)(chunk_end(a, c) - from));
+    return a;
+  }
+  a->fast_on = !TP_ASAN;
+  a->cur = c;
+  *bump_ptr(a) = from;
+  *bump_end(a) = chunk_end(a, c);
+  TP_POISON(from, (size_t)(chunk_end(a, c) - from));
+  return a;
+}
+
+/* Runs cleanups newer than `stop` (LIFO). */
+static void run_cleanups(tp_arena *a, struct cleanup *stop) {
+  while (a->cleanups && a->cleanups != stop) {
+    struct cleanup *cl = a->cleanups;
+    a->cleanups = cl->next;
+    cl->fn(cl->arg);
+  }
+}
+
+static void release_large(tp_arena *a, struct large *stop) {
+  while (a->large && a->large != stop) {
+    struct large *l = a->large;
+    a->large = l->next;
+    large_free(a, l);
+  }
+}
+
+static void give_list(tp_arena *a, struct chunk *c) {
+  while (c && c != a->first) {
+    struct chunk *next = c->next;
+    chunk_give(a, c);
+    c = next;
+  }
+}
+
+void tp_arena_destroy(tp_arena *a) {
+  if (!a) return;
+  run_cleanups(a, NULL);
+  release_large(a, NULL);
+  give_list(a, (a->flags & TP_ARENA_CONCURRENT) ? a->first->next : a->cur);
+  give_list(a, a->spare);
+  free(a->regions_raw);
+  pthread_mutex_destroy(&a->lock);
+  tp_pool *pool = a->chunks;
+  struct chunk *first = a->first;
+  size_t cs = a->chunk_size;
+  TP_UNPOISON(first, cs);
+  tp_pool_put(pool, first); /* the arena itself lives here: last */
+}
+
+static void retire_cb(void *obj, void *arg) {
+  (void)arg;
+  tp_arena_destroy(obj);
+}
+
+int tp_arena_retire(tp_arena *a) {
+  if (!a) {
+    errno = EINVAL;
+    return -EINVAL;
+  }
+  return tp_epoch_retire_sized(a, a->held, retire_cb, NULL);
+}
+
+int tp_arena_on_reset(tp_arena *a, void (*fn)(void *), void *arg) {
+  if (!a || !fn) {
+    errno = EINVAL;
+    return -EINVAL;
+  }
+  struct cleanup *cl = tp_arena_alloc(a, sizeof *cl);
+  if (!cl) return -errno;
+  cl->fn = fn;
+  cl->arg = arg;
+  if (a->flags & TP_ARENA_CONCURRENT) pthread_mutex_lock(&a->lock);
+  cl->next = a->cleanups;
+  a->cleanups = cl;
+  if (a->flags & TP_ARENA_CONCURRENT) pthread_mutex_unlock(&a->lock);
+  return 0;
+}
+
+/* ---- marks and reset ------------------------------------------------------------------- */
+
+tp_arena_mark tp_arena_save(tp_arena *a) {
+  tp_arena_mark m = {0};
+  if (!a || (a->flags & TP_ARENA_CONCURRENT)) return m;
+  m.chunk = a->cur;
+  m.ptr = *bump_ptr(a);
+  m.large = a->large;
+  m.cleanup = a->cleanups;
+  m.generation = a->generation;
+  return m;
+}
+
+/* A mark is valid while everything it names is still held: O(chunks +
+ * large + cleanups), marks are rare. */
+static bool mark_valid(tp_arena *a, const tp_arena_mark *m) {
+  if (m->generation != a->generation || !m->chunk) return false;
+  bool found = false;
+  for (struct chunk *c = a->cur; c && !found; c = c->next) {
+    if (c != m->chunk) continue;
+    char *hi = c == a->cur ? *bump_ptr(a) : alloc_start(a, c) + c->used;
+    if (m->ptr < alloc_start(a, c) || m->ptr > hi) return false;
+    found = true;
+  }
+  if (!found) return false;
+  if (m->large) {
+    struct large *l = a->large;
+    while (l && l != m->large) l = l->next;
+    if (!l) return false;
+  }
+  if (m->cleanup) {
+    struct cleanup *cl = a->cleanups;
+    while (cl && cl != m->cleanup) cl = cl->next;
+    if (!cl) return false;
+  }
+  return true;
+}
+
+void tp_arena_rewind(tp_arena *a, tp_arena_mark m) {
+  if (!a || (a->flags & TP_ARENA_CONCURRENT)) return;
+  if (!mark_valid(a, &m)) {
+    if (TP_DEBUG) tp__fatal("tp_arena_rewind", a, "invalid mark");
+    return;
+  }
+  run_cleanups(a, m.cleanup);
+  release_large(a, m.large);
+  while (a->cur != m.chunk) {
+    struct chunk *c = a->cur;
+    a->cur = c->next;
+    /* The older chunk is current again: undo what make_current counted. */
+    a->retired_used -= a->cur->used;
+    a->wasted -= (size_t)(chunk_end(a, a->cur) - alloc_start(a, a->cur)) - a->cur->used;
+    TP_POISON(chunk_data(c), a->chunk_size - CHUNK_HDR);
+    c->next = a->spare; /* reused before the pool; reset trims spares */
+    a->spare = c;
+  }
+  char *end = chunk_end(a, a->cur);
+  TP_POISON(m.ptr, (size_t)(end - m.ptr));
+  *bump_ptr(a) = m.ptr;
+  *bump_end(a) = end;
+}
+
+void tp_arena_reset(tp_arena *a) {
+  if (!a) return;
+  run_cleanups(a, NULL);
+  release_large(a, NULL);
+  /* Every chunk but the first becomes a spare; spares beyond keep_bytes
+   * go back to the chunk pool. */
+  struct chunk *c = (a->flags & TP_ARENA_CONCURRENT) ? a->first->next : a->cur;
+  while (c && c != a->first) {
+    struct chunk *next = c->next;
+    TP_POISON(chunk_data(c), a->chunk_size - CHUNK_HDR);
+    c->next = a->spare;
+    a->spare = c;
+    c = next;
+  }
+  size_t kept = 0;
+  for (struct chunk **pc = &a->spare; *pc;) {
+    if (kept + a->chunk_size <= a->keep_bytes) {
+      kept += a->chunk_size;
+      pc = &(*pc)->next;
+    } else {
+      struct chunk *g = *pc;
+      *pc = g->next;
+      chunk_give(a, g);
+    }
+  }
+  a->first->next = NULL;
+  a->cur = a->first;
+  a->retired_used = 0;
+  a->wasted = 0;
+  a->generation++;
+  a->resets++;
+  char *from = alloc_start(a, a->first);
+  TP_POISON(from, (size_t)(chunk_end(a, a->first) - from));
+  if (a->flags & TP_ARENA_CONCURRENT) {
+    memset(a->regions, 0, (size_t)a->ncpu << REGION_SHIFT);
+    return;
+  }
+  *bump_ptr(a) = from;
+  *bump_end(a) = chunk_end(a, a->first);
+}
+
+int tp_arena_read_stats(const tp_arena *ca, tp_arena_stats *out) {
+  if (!ca || !out) {
+    errno = EINVAL;
+    return -EINVAL;
+  }
+  tp_arena *a = (tp_arena *)ca;
+  memset(out, 0, sizeof *out);
+  if (a->flags & TP_ARENA_CONCURRENT) pthread_mutex_lock(&a->lock);
+  out->chunks = a->nchunks;
+  out->large = a->nlarge;
+  out->bytes_held = a->held;
+  out->wasted = a->wasted;
+  out->high_water = a->high_water;
+  out->resets = a->resets;
+  if (a->flags & TP_ARENA_CONCURRENT) {
+    size_t room = 0;
+    for (unsigned c = 0; c < a->ncpu; c++) {
+      struct region *r = region_of(a, c);
+      char *p = __atomic_load_n(&r->ptr, __ATOMIC_RELAXED);
+      char *e = __atomic_load_n(&r->end, __ATOMIC_RELAXED);
+      if (p && e > p) room += (size_t)(e - p);
+    }
+    size_t spares = 0;
+    for (struct chunk *k = a->spare; k; k = k->next) spares++;
+    /* Chunks in regions: all but the first (the arena) and the spares. */
+    size_t data = (a->nchunks - 1 - spares) * (a->chunk_size - CHUNK_HDR);
+    out->allocated = data - room - a->wasted + a->large_bytes;
+    pthread_mutex_unlock(&a->lock);
+    return 0;
+  }
+  size_t cur_used = (size_t)(*bump_ptr(a) - alloc_start(a, a->cur));
+  out->allocated = a->retired_used + cur_used + a->large_bytes;
+  return 0;
+}

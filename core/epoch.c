@@ -1,0 +1,774 @@
+/*
+ * Epochs: thread registration, per-thread retire queues, the reclaimer and
+ * the stall watchdog, on liburcu's memb flavour.
+ *
+ * Algorithm. Read sections are liburcu's (inline in epoch.h). Each thread
+ * that retires owns a queue: a singly linked chain of segments with one
+ * producer (the thread) and one consumer at a time (the reclaimer, or the
+ * thread itself past the cap, serialized by the queue's consumer lock).
+ * A retire writes an entry and publishes it with a release store of the
+ * queue's tail. A reclaim cycle snapshots every tail (acquire), waits for one
+ * grace period (urcu_memb_synchronize_rcu), then runs the callbacks of the
+ * entries below the snapshots and publishes the new heads.
+ *
+ * Why it is correct. An entry below a snapshot was published before the
+ * snapshot, hence retired before the grace period began; liburcu guarantees
+ * that every read section that began before the grace period has ended when
+ * synchronize returns, so no reader can still hold what the entry frees.
+ * The producer never touches a segment before its current one, and the
+ * consumer frees a segment only after reading an entry published in the
+ * next one, so no segment is freed while the producer can write it.
+ *
+ * Waking the reclaimer without a fence on the retire path (asymmetric
+ * Dekker): the reclaimer sets `sleeping`, then issues
+ * membarrier(PRIVATE_EXPEDITED) — a full barrier on every CPU running one of
+ * our threads — then re-checks every queue before it sleeps. A retire
+ * publishes its tail, then (compiler barrier only) reads `sleeping`. After
+ * the membarrier, either the reclaimer sees the new tail or the retiring
+ * thread sees `sleeping` and wakes it. Without membarrier the retire path
+ * uses a full fence instead.
+ *
+ * Locks, in the order they nest (fork_internal.h ranks): gp_lock (10)
+ * around every liburcu synchronize; consume_lock (12) while callbacks run
+ * (one consumer at a time, across all queues); then, from callbacks, pool
+ * locks (30); registry_lock and state_lock (50): the thread list, the queue
+ * list, liburcu register/unregister, the reclaimer's conditions. Neither of
+ * the last two is held across a grace period or a callback.
+ */
+#define _GNU_SOURCE
+#include <tidepool/epoch.h>
+#include <tidepool/pool.h>
+#include <urcu/list.h>
+#include <urcu/urcu-memb.h>
+
+#include "core/debug_internal.h"
+#include "core/fork_internal.h"
+#include "core/os_internal.h"
+#include "pool/pool_internal.h"
+
+#include <errno.h>
+#include <linux/membarrier.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+
+#define SEG_CAP 254
+#define REPORT_BYTES (64 * 1024)
+#define KICK_ENTRIES 4096
+#define DEFAULT_CAP ((size_t)64 << 20)
+#define NOMINAL_BYTES 64
+
+struct entry {
+  void *obj;
+  void (*fn)(void *, void *);
+  void *arg;
+  size_t bytes;
+};
+
+struct seg {
+  struct seg *next; /* written once by the producer (release) */
+  struct entry e[SEG_CAP];
+};
+
+struct queue {
+  /* Producer side: the owning thread only. */
+  struct seg *ptail;
+  uint32_t pidx;
+  uint32_t since_kick;
+  uint64_t tail_local;
+  size_t unreported; /* bytes not yet added to pending_bytes */
+  /* Shared. */
+  uint64_t tail __attribute__((aligned(TP_CACHELINE))); /* published entries */
+  int orphaned;                                          /* owner exited */
+  /* Consumer side (consume_lock). */
+  struct seg *chead __attribute__((aligned(TP_CACHELINE)));
+  uint32_t cidx;
+  uint64_t head; /* consumed entries (release store, read by stats) */
+  struct queue *next; /* all queues (registry_lock) */
+};
+
+/* One per thread that used epochs; lives in the thread's TLS. */
+struct thread_state {
+  pid_t tid;
+  bool listed, urcu_registered, in_callback;
+  struct urcu_reader *reader;
+  struct queue *q;
+  uint64_t reported_gp;
+  struct thread_state *prev, *next; /* registry_lock */
+};
+
+static __thread struct thread_state self;
+
+static pthread_once_t epoch_once = PTHREAD_ONCE_INIT;
+static pthread_key_t exit_key;
+static pthread_mutex_t gp_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_mutex_t consume_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_mutex_t registry_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_mutex_t state_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t reclaim_cv = PTHREAD_COND_INITIALIZER;
+static pthread_cond_t progress_cv = PTHREAD_COND_INITIALIZER;
+static pthread_cond_t watch_cv = PTHREAD_COND_INITIALIZER;
+
+static struct thread_state *threads; /* registry_lock */
+static struct queue *queues;         /* registry_lock */
+static uint64_t nthreads;
+
+/* Reclaimer state (state_lock unless noted). */
+static bool reclaimer_running, stopping;
+static pthread_t reclaimer_tid, watchdog_tid;
+static int sleeping;           /* atomic: read by retiring threads */
+static bool kicked;
+static uint64_t cycles_started, cycles_done;
+
+/* Grace period in progress (gp_lock writes; watchdog reads under state_lock). */
+static bool gp_active;
+static uint64_t gp_seq, gp_start_ms;
+
+/* Counters (relaxed atomics). */
+static int64_t pending_bytes;
+static uint64_t dead_retired, dead_freed; /* from freed queues */
+static uint64_t n_gp, n_cap_waits, n_cap_failures, n_stalls;
+
+/* Configuration. */
+static size_t cfg_cap = DEFAULT_CAP;
+static unsigned cfg_interval_ms = 1, cfg_stall_ms = 1000;
+static void (*cfg_on_stall)(pid_t, uint64_t, void *);
+static void *cfg_on_stall_arg;
+static bool have_membarrier;
+
+static void thread_exit(void *arg);
+static void fork_prepare_gp(void);
+static void fork_parent_gp(void);
+static void fork_child_gp(void);
+static void fork_prepare_consume(void);
+static void fork_parent_consume(void);
+static void fork_prepare_state(void);
+static void fork_parent_state(void);
+static void fork_child_state(void);
+
+static void epoch_init(void) {
+  pthread_key_create(&exit_key, thread_exit);
+  const char *env = getenv("TP_RETIRE_CAP");
+  if (env && *env) {
+    char *end;
+    unsigned long long v = strtoull(env, &end, 0);
+    if (*end == 'k' || *end == 'K') v <<= 10;
+    else if (*end == 'm' || *end == 'M') v <<= 20;
+    else if (*end == 'g' || *end == 'G') v <<= 30;
+    if (v) cfg_cap = (size_t)v;
+  }
+  have_membarrier = syscall(__NR_membarrier, MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED, 0, 0) == 0;
+  tp__fork_register(TP__FORK_RANK_EPOCH_GP, fork_prepare_gp, fork_parent_gp, fork_child_gp);
+  tp__fork_register(TP__FORK_RANK_EPOCH_CONSUME, fork_prepare_consume, fork_parent_consume,
+                    fork_parent_consume);
+  tp__fork_register(TP__FORK_RANK_EPOCH_STATE, fork_prepare_state, fork_parent_state,
+                    fork_child_state);
+}
+
+static inline void init(void) { pthread_once(&epoch_once, epoch_init); }
+
+const char *tp_epoch_mode(void) {
+  return urcu_memb_has_sys_membarrier ? "membarrier" : "mb";
+}
+
+int tp_epoch_configure(const tp_epoch_config *cfg) {
+  init();
+  tp_epoch_config d = {0};
+  if (!cfg) cfg = &d;
+  pthread_mutex_lock(&state_lock);
+  __atomic_store_n(&cfg_cap, cfg->retire_cap ? cfg->retire_cap : DEFAULT_CAP, __ATOMIC_RELAXED);
+  cfg_interval_ms = cfg->interval_ms ? cfg->interval_ms : 1;
+  cfg_stall_ms = cfg->stall_ms ? cfg->stall_ms : 1000;
+  cfg_on_stall = cfg->on_stall;
+  cfg_on_stall_arg = cfg->on_stall_arg;
+  pthread_mutex_unlock(&state_lock);
+  return 0;
+}
+
+/* ---- registration --------------------------------------------------------- */
+
+static void list_self(void) {
+  if (self.listed) return;
+  init();
+  self.tid = (pid_t)syscall(SYS_gettid);
+  pthread_setspecific(exit_key, &self); /* runs thread_exit at exit */
+  pthread_mutex_lock(&registry_lock);
+  self.prev = NULL;
+  self.next = threads;
+  if (threads) threads->prev = &self;
+  threads = &self;
+  nthreads++;
+  pthread_mutex_unlock(&registry_lock);
+  self.listed = true;
+}
+
+int tp_epoch_register_thread(void) {
+  list_self();
+  if (!self.urcu_registered) {
+    pthread_mutex_lock(&registry_lock);
+    urcu_memb_register_thread();
+    self.reader = &URCU_TLS(urcu_memb_reader);
+    self.urcu_registered = true;
+    pthread_mutex_unlock(&registry_lock);
+  }
+  return 0;
+}
+
+void tp__epoch_register_slow(void) { tp_epoch_register_thread(); }
+
+void tp__epoch_unbalanced_leave(void) {
+  if (TP_DEBUG) tp__fatal("tp_epoch_leave", NULL, "leave without a matching enter");
+}
+
+static void kick_reclaimer(void);
+
+static void thread_exit(void *arg) {
+  struct thread_state *t = arg;
+  if (t->urcu_registered) {
+    /* Leave any open section so no grace period waits for a dead thread. */
+    while (URCU_TLS(urcu_memb_reader).ctr & URCU_GP_CTR_NEST_MASK) _urcu_memb_read_unlock();
+    pthread_mutex_lock(&registry_lock);
+    urcu_memb_unregister_thread();
+    t->urcu_registered = false;
+    pthread_mutex_unlock(&registry_lock);
+  }
+  pthread_mutex_lock(&registry_lock);
+  if (t->prev) t->prev->next = t->next; else threads = t->next;
+  if (t->next) t->next->prev = t->prev;
+  nthreads--;
+  if (t->q) {
+    /* Whatever is still queued is the reclaimer's to run and free. */
+    if (t->q->unreported) {
+      __atomic_fetch_add(&pending_bytes, (int64_t)t->q->unreported, __ATOMIC_RELAXED);
+      t->q->unreported = 0;
+    }
+    __atomic_store_n(&t->q->orphaned, 1, __ATOMIC_RELEASE);
+  }
+  pthread_mutex_unlock(&registry_lock);
+  bool had_queue = t->q != NULL;
+  t->q = NULL;
+  t->listed = false;
+  if (had_queue) kick_reclaimer();
+}
+
+/* ---- grace periods -------------------------------------------------------- */
+
+static void grace_period(void) {
+  pthread_mutex_lock(&gp_lock);
+  pthread_mutex_lock(&state_lock);
+  gp_active = true;
+  gp_seq++;
+  gp_start_ms = tp__now_ms_coarse();
+  pthread_cond_signal(&watch_cv);
+  pthread_mutex_unlock(&state_lock);
+  urcu_memb_synchronize_rcu();
+  pthread_mutex_lock(&state_lock);
+  gp_active = false;
+  pthread_mutex_unlock(&state_lock);
+  __atomic_fetch_add(&n_gp, 1, __ATOMIC_RELAXED);
+  pthread_mutex_unlock(&gp_lock);
+}
+
+int tp_epoch_synchronize(void) {
+  init();
+  if (tp_epoch_in_section()) {
+    errno = EDEADLK;
+    return -EDEADLK;
+  }
+  grace_period();
+  return 0;
+}
+
+/* ---- queues --------------------------------------------------------------- */
+
+static struct queue *queue_new(void) {
+  struct queue *q = aligned_alloc(TP_CACHELINE, tp__round_up(sizeof *q, TP_CACHELINE));
+  struct seg *s = malloc(sizeof *s);
+  if (!q || !s) {
+    free(q);
+    free(s);
+    return NULL;
+  }
+  memset(q, 0, sizeof *q);
+  s->next = NULL;
+  q->ptail = q->chead = s;
+  pthread_mutex_lock(&registry_lock);
+  q->next = queues;
+  queues = q;
+  pthread_mutex_unlock(&registry_lock);
+  return q;
+}
+
+/* Runs the callbacks of entries [head, upto). Caller holds consume_lock. */
+static uint64_t queue_consume(struct queue *q, uint64_t upto) {
+  uint64_t h = q->head, n = 0;
+  int64_t bytes = 0;
+  bool was = self.in_callback;
+  self.in_callback = true;
+  while (h < upto) {
+    if (q->cidx == SEG_CAP) {
+      /* acquire: pairs with the producer's release store of next. */
+      struct seg *next = __atomic_load_n(&q->chead->next, __ATOMIC_ACQUIRE);
+      free(q->chead);
+      q->chead = next;
+      q->cidx = 0;
+    }
+    struct entry e = q->chead->e[q->cidx++];
+    e.fn(e.obj, e.arg);
+    bytes += (int64_t)e.bytes;
+    h++;
+    n++;
+  }
+  self.in_callback = was;
+  /* release: stats readers and barrier waiters see the progress. */
+  __atomic_store_n(&q->head, h, __ATOMIC_RELEASE);
+  __atomic_fetch_sub(&pending_bytes, bytes, __ATOMIC_RELAXED);
+  return n;
+}
+
+static void queue_free(struct queue *q) {
+  __atomic_fetch_add(&dead_retired, q->tail_local, __ATOMIC_RELAXED);
+  __atomic_fetch_add(&dead_freed, q->head, __ATOMIC_RELAXED);
+  free(q->chead);
+  free(q);
+}
+
+/* ---- the reclaimer ---------------------------------------------------------- */
+
+static bool any_pending(void) {
+  bool any = false;
+  pthread_mutex_lock(&registry_lock);
+  for (struct queue *q = queues; q && !any; q = q->next)
+    any = __atomic_load_n(&q->tail, __ATOMIC_ACQUIRE) != __atomic_load_n(&q->head, __ATOMIC_RELAXED) ||
+          __atomic_load_n(&q->orphaned, __ATOMIC_ACQUIRE);
+  pthread_mutex_unlock(&registry_lock);
+  return any;
+}
+
+static void reclaim_cycle(void) {
+  struct snap {
+    struct queue *q;
+    uint64_t tail;
+  } *snap = NULL;
+  size_t n = 0, cap = 0;
+  pthread_mutex_lock(&state_lock);
+  cycles_started++;
+  pthread_mutex_unlock(&state_lock);
+
+  /* Snapshot every tail (acquire: the entries below it are visible). */
+  pthread_mutex_lock(&registry_lock);
+  for (struct queue *q = queues; q; q = q->next) {
+    uint64_t t = __atomic_load_n(&q->tail, __ATOMIC_ACQUIRE);
+    bool orphan = __atomic_load_n(&q->orphaned, __ATOMIC_ACQUIRE);
+    if (t == __atomic_load_n(&q->head, __ATOMIC_RELAXED) && !orphan) continue;
+    if (n == cap) {
+      size_t nc = cap ? cap * 2 : 16;
+      struct snap *ns = realloc(snap, nc * sizeof *ns);
+      if (!ns) break;
+      snap = ns;
+      cap = nc;
+    }
+    snap[n++] = (struct snap){q, t};
+  }
+  pthread_mutex_unlock(&registry_lock);
+
+  if (n) {
+    grace_period();
+    pthread_mutex_lock(&consume_lock);
+    for (size_t i = 0; i < n; i++)
+      if (snap[i].q->head < snap[i].tail) queue_consume(snap[i].q, snap[i].tail);
+    pthread_mutex_unlock(&consume_lock);
+    /* Free the queues of exited threads once they are empty. */
+    pthread_mutex_lock(&registry_lock);
+    for (struct queue **pq = &queues; *pq;) {
+      struct queue *q = *pq;
+      if (__atomic_load_n(&q->orphaned, __ATOMIC_ACQUIRE) &&
+          q->head == __atomic_load_n(&q->tail, __ATOMIC_ACQUIRE)) {
+        *pq = q->next;
+        queue_free(q);
+      } else {
+        pq = &q->next;
+      }
+    }
+    pthread_mutex_unlock(&registry_lock);
+  }
+  free(snap);
+  pthread_mutex_lock(&state_lock);
+  cycles_done++;
+  pthread_cond_broadcast(&progress_cv);
+  pthread_mutex_unlock(&state_lock);
+}
+
+static void *reclaimer_main(void *arg) {
+  (void)arg;
+  self.in_callback = false;
+  for (;;) {
+    pthread_mutex_lock(&state_lock);
+    while (!stopping && !kicked) {
+      pthread_mutex_unlock(&state_lock);
+      bool pending = any_pending();
+      pthread_mutex_lock(&state_lock);
+      if (stopping || kicked) break;
+      if (pending) {
+        /* Something waits: come back after interval_ms at the latest. */
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        uint64_t ns = (uint64_t)ts.tv_nsec + (uint64_t)cfg_interval_ms * 1000000u;
+        ts.tv_sec += (time_t)(ns / 1000000000u);
+        ts.tv_nsec = (long)(ns % 1000000000u);
+        if (pthread_cond_timedwait(&reclaim_cv, &state_lock, &ts) == ETIMEDOUT) break;
+        continue;
+      }
+      /* Nothing pending: announce sleep, fence every CPU, look again. */
+      __atomic_store_n(&sleeping, 1, __ATOMIC_SEQ_CST);
+      pthread_mutex_unlock(&state_lock);
+      if (have_membarrier)
+        syscall(__NR_membarrier, MEMBARRIER_CMD_PRIVATE_EXPEDITED, 0, 0);
+      pending = any_pending();
+      pthread_mutex_lock(&state_lock);
+      if (!pending && !kicked && !stopping) pthread_cond_wait(&reclaim_cv, &state_lock);
+      __atomic_store_n(&sleeping, 0, __ATOMIC_RELAXED);
+    }
+    kicked = false;
+    bool stop = stopping;
+    pthread_mutex_unlock(&state_lock);
+    if (stop) break;
+    reclaim_cycle();
+  }
+  return NULL;
+}
+
+/* Reports readers that hold up a grace period for longer than stall_ms. */
+static void *watchdog_main(void *arg) {
+  (void)arg;
+  pthread_mutex_lock(&state_lock);
+  while (!stopping) {
+    if (!gp_active) {
+      pthread_cond_wait(&watch_cv, &state_lock);
+      continue;
+    }
+    uint64_t seq = gp_seq, start = gp_start_ms, now = tp__now_ms_coarse();
+    if (now - start < cfg_stall_ms) {
+      struct timespec ts;
+      clock_gettime(CLOCK_REALTIME, &ts);
+      uint64_t wait_ms = cfg_stall_ms - (now - start) + 1;
+      uint64_t ns = (uint64_t)ts.tv_nsec + wait_ms * 1000000u;
+      ts.tv_sec += (time_t)(ns / 1000000000u);
+      ts.tv_nsec = (long)(ns % 1000000000u);
+      pthread_cond_timedwait(&watch_cv, &state_lock, &ts);
+      continue;
+    }
+    void (*cb)(pid_t, uint64_t, void *) = cfg_on_stall;
+    void *cb_arg = cfg_on_stall_arg;
+    pthread_mutex_unlock(&state_lock);
+    /* A reader still in a section of the old phase entered before this grace
+     * period began, at least stall_ms ago. */
+    struct {
+      pid_t tid;
+    } found[64];
+    int nfound = 0;
+    pthread_mutex_lock(&registry_lock);
+    unsigned long gctr = __atomic_load_n(&urcu_memb_gp.ctr, __ATOMIC_RELAXED);
+    for (struct thread_state *t = threads; t; t = t->next) {
+      if (!t->urcu_registered || t->reported_gp == seq) continue;
+      unsigned long c = __atomic_load_n(&t->reader->ctr, __ATOMIC_RELAXED);
+      if ((c & URCU_GP_CTR_NEST_MASK) && ((c ^ gctr) & URCU_GP_CTR_PHASE)) {
+        t->reported_gp = seq;
+        if (nfound < 64) found[nfound++].tid = t->tid;
+      }
+    }
+    pthread_mutex_unlock(&registry_lock);
+    uint64_t stalled = tp__now_ms_coarse() - start;
+    for (int i = 0; i < nfound; i++) {
+      __atomic_fetch_add(&n_stalls, 1, __ATOMIC_RELAXED);
+      if (cb) cb(found[i].tid, stalled, cb_arg);
+    }
+    pthread_mutex_lock(&state_lock);
+    /* Check this grace period again one stall_ms later (new readers). */
+    if (gp_active && gp_seq == seq) {
+      struct timespec ts;
+      clock_gettime(CLOCK_REALTIME, &ts);
+      uint64_t ns = (uint64_t)ts.tv_nsec + (uint64_t)cfg_stall_ms * 1000000u;
+      ts.tv_sec += (time_t)(ns / 1000000000u);
+      ts.tv_nsec = (long)(ns % 1000000000u);
+      pthread_cond_timedwait(&watch_cv, &state_lock, &ts);
+    }
+  }
+  pthread_mutex_unlock(&state_lock);
+  return NULL;
+}
+
+/* Starts the background threads on first need. Caller holds state_lock. */
+static void ensure_running_locked(void) {
+  if (reclaimer_running) return;
+  stopping = false;
+  if (tp__thread_create_quiet(&reclaimer_tid, reclaimer_main, NULL) != 0) return;
+  if (tp__thread_create_quiet(&watchdog_tid, watchdog_main, NULL) != 0) {
+    /* Without a watchdog stalls go unreported; reclamation still works. */
+  }
+  reclaimer_running = true;
+}
+
+static void kick_reclaimer(void) {
+  pthread_mutex_lock(&state_lock);
+  ensure_running_locked();
+  kicked = true;
+  pthread_cond_signal(&reclaim_cv);
+  pthread_mutex_unlock(&state_lock);
+}
+
+/* ---- retire ------------------------------------------------------------------- */
+
+/* Past the cap: wait for a grace period here and free our own backlog. */
+static int over_cap(struct queue *q) {
+  if (tp_epoch_in_section()) {
+    __atomic_fetch_add(&n_cap_failures, 1, __ATOMIC_RELAXED);
+    if (TP_DEBUG)
+      tp__fatal("tp_epoch_retire", NULL,
+                "retire cap reached inside a read section (waiting would deadlock)");
+    errno = EDEADLK;
+    return -EDEADLK;
+  }
+  __atomic_fetch_add(&n_cap_waits, 1, __ATOMIC_RELAXED);
+  if (q->unreported) {
+    __atomic_fetch_add(&pending_bytes, (int64_t)q->unreported, __ATOMIC_RELAXED);
+    q->unreported = 0;
+  }
+  kick_reclaimer();
+  uint64_t upto = q->tail_local;
+  grace_period();
+  pthread_mutex_lock(&consume_lock);
+  if (q->head < upto) queue_consume(q, upto);
+  pthread_mutex_unlock(&consume_lock);
+  return 0;
+}
+
+/* nowait: internal retires (the sweeper's slabs) never wait at the cap. */
+static int retire(void *obj, size_t bytes, void (*fn)(void *, void *), void *arg,
+                  bool nowait) {
+  if (TP_UNLIKELY(!fn)) {
+    errno = EINVAL;
+    return -EINVAL;
+  }
+  struct queue *q = self.q;
+  if (TP_UNLIKELY(!q)) {
+    list_self();
+    if (!(q = queue_new())) {
+      errno = ENOMEM;
+      return -ENOMEM;
+    }
+    self.q = q;
+    kick_reclaimer(); /* starts it */
+  }
+  /* The cap: one shared relaxed load, written rarely. */
+  if (TP_UNLIKELY((int64_t)(q->unreported + bytes) +
+                      __atomic_load_n(&pending_bytes, __ATOMIC_RELAXED) >
+                  (int64_t)__atomic_load_n(&cfg_cap, __ATOMIC_RELAXED)) && !nowait) {
+    int rc = over_cap(q);
+    if (rc) return rc;
+  }
+  if (TP_UNLIKELY(q->pidx == SEG_CAP)) {
+    struct seg *s = malloc(sizeof *s);
+    if (!s) {
+      errno = ENOMEM;
+      return -ENOMEM;
+    }
+    s->next = NULL;
+    /* release: the consumer that follows the link sees an initialized seg. */
+    __atomic_store_n(&q->ptail->next, s, __ATOMIC_RELEASE);
+    q->ptail = s;
+    q->pidx = 0;
+  }
+  q->ptail->e[q->pidx++] = (struct entry){obj, fn, arg, bytes};
+  /* The publication point: release makes the entry visible with the tail. */
+  __atomic_store_n(&q->tail, ++q->tail_local, __ATOMIC_RELEASE);
+  q->unreported += bytes;
+  if (TP_UNLIKELY(q->unreported >= REPORT_BYTES)) {
+    __atomic_fetch_add(&pending_bytes, (int64_t)q->unreported, __ATOMIC_RELAXED);
+    q->unreported = 0;
+  }
+  if (!have_membarrier) __atomic_thread_fence(__ATOMIC_SEQ_CST);
+  else __atomic_signal_fence(__ATOMIC_SEQ_CST); /* see the file comment */
+  if (TP_UNLIKELY(__atomic_load_n(&sleeping, __ATOMIC_RELAXED) ||
+                  ++q->since_kick >= KICK_ENTRIES)) {
+    q->since_kick = 0;
+    kick_reclaimer();
+  }
+  return 0;
+}
+
+int tp_epoch_retire_sized(void *obj, size_t bytes, void (*fn)(void *, void *), void *arg) {
+  return retire(obj, bytes, fn, arg, false);
+}
+
+int tp_epoch_retire(void *obj, void (*fn)(void *, void *), void *arg) {
+  return retire(obj, NOMINAL_BYTES, fn, arg, false);
+}
+
+int tp_epoch_barrier(void) {
+  init();
+  if (tp_epoch_in_section() || self.in_callback) {
+    errno = EDEADLK;
+    return -EDEADLK;
+  }
+  if (self.q && self.q->unreported) {
+    __atomic_fetch_add(&pending_bytes, (int64_t)self.q->unreported, __ATOMIC_RELAXED);
+    self.q->unreported = 0;
+  }
+  pthread_mutex_lock(&state_lock);
+  if (!reclaimer_running && !queues) {
+    pthread_mutex_unlock(&state_lock);
+    return 0; /* nothing was ever retired */
+  }
+  ensure_running_locked();
+  /* A cycle that starts after this point snapshots every retire issued
+   * before the call; wait for one to finish. */
+  uint64_t target = cycles_started + 1;
+  kicked = true;
+  pthread_cond_signal(&reclaim_cv);
+  while (cycles_done < target) pthread_cond_wait(&progress_cv, &state_lock);
+  pthread_mutex_unlock(&state_lock);
+  return 0;
+}
+
+/* ---- pools -------------------------------------------------------------------- */
+
+static void pool_put_cb(void *obj, void *arg) {
+  tp_pool *p = arg;
+  tp_pool_put(p, obj);
+  __atomic_fetch_sub(&p->retire_pending, 1, __ATOMIC_RELEASE);
+}
+
+int tp_pool_retire(tp_pool *p, void *obj) {
+  if (!p || !obj) {
+    errno = EINVAL;
+    return -EINVAL;
+  }
+  if (TP_UNLIKELY(tp__slab_of(p, obj)->pool != p))
+    tp__fatal("tp_pool_retire", obj, "pointer is not from this pool");
+  if (TP_UNLIKELY(!__atomic_load_n(&p->epoch_used, __ATOMIC_RELAXED)))
+    __atomic_store_n(&p->epoch_used, true, __ATOMIC_RELAXED);
+  __atomic_fetch_add(&p->retire_pending, 1, __ATOMIC_RELAXED);
+  int rc = tp_epoch_retire_sized(obj, p->stride, pool_put_cb, p);
+  if (rc) __atomic_fetch_sub(&p->retire_pending, 1, __ATOMIC_RELAXED);
+  return rc;
+}
+
+void tp__epoch_pool_quiesce(tp_pool *p) {
+  while (__atomic_load_n(&p->retire_pending, __ATOMIC_ACQUIRE)) {
+    if (tp_epoch_barrier() != 0)
+      tp__fatal("tp_pool_destroy", p,
+                "retires of this pool are pending and the caller is inside a read "
+                "section or a retire callback");
+  }
+}
+
+static void slab_cb(void *obj, void *arg) {
+  (void)arg;
+  tp__pool_slab_retired(obj);
+}
+
+void tp__epoch_retire_slab(tp_slab *s, size_t bytes) {
+  /* Called by the sweeper under its pass lock: must not wait (lock order). */
+  if (retire(s, bytes, slab_cb, NULL, true) != 0) {
+    /* Out of memory for the queue: give the pages back now and leave the
+     * address range mapped (a reader may still touch it; it reads zeros). */
+    tp__os_decommit(s, bytes);
+    tp_pool *p = s->pool;
+    __atomic_fetch_sub(&p->retire_pending, 1, __ATOMIC_RELEASE);
+  }
+}
+
+/* ---- stats -------------------------------------------------------------------- */
+
+int tp_epoch_read_stats(tp_epoch_stats *out) {
+  if (!out) {
+    errno = EINVAL;
+    return -EINVAL;
+  }
+  init();
+  memset(out, 0, sizeof *out);
+  uint64_t retired = __atomic_load_n(&dead_retired, __ATOMIC_RELAXED);
+  uint64_t freed = __atomic_load_n(&dead_freed, __ATOMIC_RELAXED);
+  pthread_mutex_lock(&registry_lock);
+  for (struct queue *q = queues; q; q = q->next) {
+    retired += __atomic_load_n(&q->tail, __ATOMIC_RELAXED);
+    freed += __atomic_load_n(&q->head, __ATOMIC_RELAXED);
+  }
+  out->readers = nthreads;
+  pthread_mutex_unlock(&registry_lock);
+  out->retired = retired;
+  out->freed = freed;
+  out->pending = retired - freed;
+  int64_t pb = __atomic_load_n(&pending_bytes, __ATOMIC_RELAXED);
+  out->pending_bytes = pb > 0 ? (uint64_t)pb : 0;
+  out->retire_cap = __atomic_load_n(&cfg_cap, __ATOMIC_RELAXED);
+  out->grace_periods = __atomic_load_n(&n_gp, __ATOMIC_RELAXED);
+  out->cap_waits = __atomic_load_n(&n_cap_waits, __ATOMIC_RELAXED);
+  out->cap_failures = __atomic_load_n(&n_cap_failures, __ATOMIC_RELAXED);
+  out->stalls = __atomic_load_n(&n_stalls, __ATOMIC_RELAXED);
+  return 0;
+}
+
+/* ---- fork ----------------------------------------------------------------------- */
+
+/* Rank 10: no grace period may be in progress across fork (liburcu's own
+ * locks would be copied held). liburcu's call_rcu threads (if the
+ * application uses call_rcu) are paused as its documentation asks. */
+static void fork_prepare_gp(void) {
+  pthread_mutex_lock(&gp_lock);
+  urcu_memb_call_rcu_before_fork();
+}
+static void fork_parent_gp(void) {
+  urcu_memb_call_rcu_after_fork_parent();
+  pthread_mutex_unlock(&gp_lock);
+}
+static void fork_child_gp(void) {
+  urcu_memb_call_rcu_after_fork_child();
+  pthread_mutex_unlock(&gp_lock);
+}
+
+/* Rank 12: no callback runs across fork. */
+static void fork_prepare_consume(void) { pthread_mutex_lock(&consume_lock); }
+static void fork_parent_consume(void) { pthread_mutex_unlock(&consume_lock); }
+
+/* Rank 50: the registry and the reclaimer's state. */
+static void fork_prepare_state(void) {
+  pthread_mutex_lock(&registry_lock);
+  pthread_mutex_lock(&state_lock);
+}
+static void fork_parent_state(void) {
+  pthread_mutex_unlock(&state_lock);
+  pthread_mutex_unlock(&registry_lock);
+}
+static void fork_child_state(void) {
+  /* Only this thread exists now. The others' liburcu reader entries would
+   * make every grace period wait for threads that are gone: end their
+   * sections and take them out of liburcu's registry (their TLS is still
+   * mapped in the child; no liburcu lock is held, see fork_prepare_gp). */
+  for (struct thread_state *t = threads, *next; t; t = next) {
+    next = t->next;
+    if (t == &self) continue;
+    if (t->urcu_registered) {
+      t->reader->ctr = 0;
+      cds_list_del(&t->reader->node);
+      t->urcu_registered = false;
+    }
+    if (t->q) __atomic_store_n(&t->q->orphaned, 1, __ATOMIC_RELAXED);
+    if (t->prev) t->prev->next = t->next; else threads = t->next;
+    if (t->next) t->next->prev = t->prev;
+    nthreads--;
+  }
+  reclaimer_running = false;
+  stopping = false;
+  kicked = false;
+  __atomic_store_n(&sleeping, 0, __ATOMIC_RELAXED);
+  gp_active = false;
+  pthread_cond_init(&reclaim_cv, NULL);
+  pthread_cond_init(&progress_cv, NULL);
+  pthread_cond_init(&watch_cv, NULL);
+  pthread_mutex_unlock(&state_lock);
+  pthread_mutex_unlock(&registry_lock);
+}

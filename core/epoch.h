@@ -1,0 +1,161 @@
+/*
+ * <tidepool/epoch.h> — epoch-protected reads and deferred reclamation, on
+ * liburcu (urcu-memb flavour: membarrier-based, no signals).
+ *
+ * Model. A reader brackets its accesses to shared data with
+ * tp_epoch_enter() / tp_epoch_leave() (a read section). A writer unlinks an
+ * object (tp_publish of a new version) and retires the old one; the
+ * retire's callback runs after a grace period: once every read section that
+ * could have seen the old object has ended. Read sections never block and
+ * never wait; they cost ~1 ns a pair (liburcu's inline read side).
+ *
+ *   // reader, any thread                 // writer
+ *   tp_epoch_enter();                     struct cfg *old = current;
+ *   struct cfg *c = tp_deref(current);    tp_publish(current, fresh);
+ *   use(c);                               tp_pool_retire(cfg_pool, old);
+ *   tp_epoch_leave();
+ *
+ * Retires are batched per thread (no call_rcu per object): a retire appends
+ * to the calling thread's queue (a few stores, no atomic read-modify-write)
+ * and a background reclaimer runs grace periods and callbacks, woken by the
+ * backlog (and every `interval_ms` while anything is pending).
+ *
+ * Bounded memory. Retired-but-not-freed bytes are capped (64 MiB by default,
+ * tp_epoch_config or TP_RETIRE_CAP). A retire past the cap makes the calling
+ * thread wait for a grace period itself and free its own backlog; inside a
+ * read section that wait could never end, so the retire fails instead with
+ * -EDEADLK (errno EDEADLK, stats.cap_failures; abort in debug builds) and
+ * the caller keeps the object. A reader that stays inside one section longer
+ * than stall_ms while a grace period waits for it is reported
+ * (stats.stalls, and the optional callback with its thread id).
+ *
+ * Threads register on first use and unregister when they exit; a thread that
+ * exits inside a section is taken out of it first. Background threads block
+ * all signals. fork(): the child may go on using epochs, pools and arenas;
+ * threads other than the forking one are gone, so their sections end and
+ * their queues are drained by the child's own reclaimer (started on demand).
+ *
+ * Thread safety: every function here is safe to call concurrently, except
+ * that tp_epoch_configure must not race with itself. tp_epoch_synchronize
+ * and tp_epoch_barrier may not be called inside a read section (they return
+ * -EDEADLK) nor from a retire callback (-EDEADLK).
+ */
+#ifndef TIDEPOOL_EPOCH_H
+#define TIDEPOOL_EPOCH_H
+
+#include <tidepool/common.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+/* liburcu's inline read side (LGPL-2.1, see LICENSE). Including the static
+ * header directly gives the inline functions whatever the includer's
+ * _LGPL_SOURCE setting. */
+#include <urcu/static/pointer.h>
+#include <urcu/static/urcu-memb.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct tp_pool tp_pool;
+
+typedef struct tp_epoch_config {
+  size_t retire_cap;     /* bytes retired and not yet freed; 0 = default
+                            (TP_RETIRE_CAP from the environment, else 64 MiB) */
+  unsigned interval_ms;  /* reclaimer timer while anything is pending;
+                            0 = default (1 ms) */
+  unsigned stall_ms;     /* report readers in one section longer than this
+                            while a grace period waits; 0 = default (1000) */
+  /* Optional: called from the watchdog thread for each stalled reader, with
+   * its Linux thread id and how long it has been stalled. Must not block. */
+  void (*on_stall)(pid_t tid, uint64_t stalled_ms, void *arg);
+  void *on_stall_arg;
+} tp_epoch_config;
+
+typedef struct tp_epoch_stats {
+  uint64_t retired;        /* retires accepted, ever */
+  uint64_t freed;          /* callbacks run, ever */
+  uint64_t pending;        /* retired, callback not yet run */
+  uint64_t pending_bytes;  /* estimate the cap is checked against */
+  uint64_t retire_cap;     /* the cap in force */
+  uint64_t grace_periods;  /* grace periods tidepool waited for */
+  uint64_t cap_waits;      /* retires that waited for a grace period */
+  uint64_t cap_failures;   /* retires refused (over the cap inside a section) */
+  uint64_t stalls;         /* stalled readers reported */
+  uint64_t readers;        /* threads registered now */
+} tp_epoch_stats;
+
+/* Sets the cap, timer and stall reporting (NULL = defaults). 0, or -EINVAL.
+ * Takes effect for retires and grace periods that start afterwards. */
+TP_API int tp_epoch_configure(const tp_epoch_config *cfg);
+
+/* Registers the calling thread (what tp_epoch_enter does on first use).
+ * 0 or -errno. Safe to call concurrently. */
+TP_API int tp_epoch_register_thread(void);
+TP_API void tp__epoch_register_slow(void);
+TP_API void tp__epoch_unbalanced_leave(void);
+
+/*
+ * Begins a read section; nestable. Cost: ~1 ns (inline; one registration
+ * test, then liburcu's read lock: a load and a store of thread-local data).
+ * Safe to call concurrently; never blocks.
+ */
+TP_INLINE void tp_epoch_enter(void) {
+  if (TP_UNLIKELY(!URCU_TLS(urcu_memb_reader).registered)) tp__epoch_register_slow();
+  _urcu_memb_read_lock();
+}
+
+/*
+ * Ends the innermost read section. A leave without an enter is ignored (and
+ * aborts in debug builds). Safe to call concurrently; never blocks.
+ */
+TP_INLINE void tp_epoch_leave(void) {
+  if (TP_UNLIKELY(!(URCU_TLS(urcu_memb_reader).ctr & URCU_GP_CTR_NEST_MASK))) {
+    tp__epoch_unbalanced_leave();
+    return;
+  }
+  _urcu_memb_read_unlock();
+}
+
+/* 1 inside a read section, else 0. */
+TP_INLINE int tp_epoch_in_section(void) {
+  return (URCU_TLS(urcu_memb_reader).ctr & URCU_GP_CTR_NEST_MASK) != 0;
+}
+
+/* Publishes `value` into the pointer `ptr_lvalue` for readers (release
+ * store); read it inside a section with tp_deref (dependency-ordered load). */
+#define tp_publish(ptr_lvalue, value) _rcu_assign_pointer(ptr_lvalue, value)
+#define tp_deref(ptr) _rcu_dereference(ptr)
+
+/* Waits for every read section that began before the call to end.
+ * 0; -EDEADLK (errno) inside a read section or a retire callback. */
+TP_API int tp_epoch_synchronize(void);
+
+/* Calls fn(obj, arg) after a grace period, on the reclaimer thread (or, past
+ * the cap, on the calling thread). `bytes` is what the cap counts (the
+ * plain form counts 64). 0; -EINVAL (NULL fn); -EDEADLK over the cap inside
+ * a read section (the object is not retired); -ENOMEM. */
+TP_API int tp_epoch_retire(void *obj, void (*fn)(void *obj, void *arg), void *arg);
+TP_API int tp_epoch_retire_sized(void *obj, size_t bytes,
+                                 void (*fn)(void *obj, void *arg), void *arg);
+
+/* tp_pool_put(p, obj) after a grace period. Same errors as tp_epoch_retire;
+ * on an error the object is still the caller's. */
+TP_API int tp_pool_retire(tp_pool *p, void *obj);
+
+/* Waits until the callback of every retire issued (by any thread) before the
+ * call has run. 0; -EDEADLK inside a read section or a retire callback. */
+TP_API int tp_epoch_barrier(void);
+
+/* "membarrier" (liburcu memb with sys_membarrier), or "mb" when the kernel
+ * lacks membarrier and every read section pays a full fence. */
+TP_API const char *tp_epoch_mode(void);
+
+/* 0, or -EINVAL for NULL. Lock-free. */
+TP_API int tp_epoch_read_stats(tp_epoch_stats *out);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* TIDEPOOL_EPOCH_H */

@@ -1,0 +1,98 @@
+/*
+ * Page mapping, clocks, fatal errors and background-thread creation.
+ */
+#define _GNU_SOURCE
+#include "core/os_internal.h"
+#include "core/debug_internal.h"
+
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/mman.h>
+#include <time.h>
+#include <unistd.h>
+
+struct tp__os_counters tp__os;
+
+const char *tp_version(void) { return TP_VERSION_STRING; }
+
+size_t tp__os_page_size(void) {
+  static size_t page;
+  size_t p = __atomic_load_n(&page, __ATOMIC_RELAXED);
+  if (TP_UNLIKELY(p == 0)) {
+    long v = sysconf(_SC_PAGESIZE);
+    p = v > 0 ? (size_t)v : 4096;
+    __atomic_store_n(&page, p, __ATOMIC_RELAXED);
+  }
+  return p;
+}
+
+void *tp__os_map(size_t size, size_t align) {
+  size_t page = tp__os_page_size();
+  if (align < page) align = page;
+  if (size == 0 || (size & (page - 1)) || !tp__is_pow2(align) ||
+      size > SIZE_MAX - align) {
+    errno = EINVAL;
+    return NULL;
+  }
+  /* Over-map by align - page, then trim both ends to the aligned span. */
+  size_t span = size + (align > page ? align - page : 0);
+  char *raw = mmap(NULL, span, PROT_READ | PROT_WRITE,
+                   MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (raw == MAP_FAILED) {
+    errno = ENOMEM;
+    return NULL;
+  }
+  char *p = (char *)(((uintptr_t)raw + align - 1) & ~(uintptr_t)(align - 1));
+  if (p > raw) munmap(raw, (size_t)(p - raw));
+  char *end = p + size, *raw_end = raw + span;
+  if (raw_end > end) munmap(end, (size_t)(raw_end - end));
+  tp__counter_add(&tp__os.mapped, (int64_t)size);
+  return p;
+}
+
+void tp__os_unmap(void *p, size_t size) {
+  if (!p || !size) return;
+  if (munmap(p, size) == 0) {
+    tp__counter_add(&tp__os.mapped, -(int64_t)size);
+    tp__counter_add(&tp__os.returned, (int64_t)size);
+  }
+}
+
+int tp__os_decommit(void *p, size_t size) {
+  if (madvise(p, size, MADV_DONTNEED) != 0) return -errno;
+  tp__counter_add(&tp__os.returned, (int64_t)size);
+  return 0;
+}
+
+uint64_t tp__now_ns(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+uint64_t tp__now_ms_coarse(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+  return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+void tp__fatal(const char *func, const void *ptr, const char *msg) {
+  if (ptr)
+    fprintf(stderr, "tidepool: %s(%p): %s\n", func, ptr, msg);
+  else
+    fprintf(stderr, "tidepool: %s: %s\n", func, msg);
+  fflush(stderr);
+  abort();
+}
+
+int tp__thread_create_quiet(pthread_t *out, void *(*fn)(void *), void *arg) {
+  sigset_t all, old;
+  sigfillset(&all);
+  pthread_sigmask(SIG_SETMASK, &all, &old);
+  /* The new thread inherits the all-blocked mask; ours is restored. */
+  int rc = pthread_create(out, NULL, fn, arg);
+  pthread_sigmask(SIG_SETMASK, &old, NULL);
+  return -rc;
+}

@@ -1,0 +1,63 @@
+/*
+ * Internal: page mapping, clocks and the process-wide memory counters.
+ *
+ * All of tidepool's memory comes from tp__os_map (anonymous mmap) so that
+ * the process-wide view in tp_read_stats() can be kept with a few relaxed
+ * atomic counters instead of a walk over every structure.
+ */
+#ifndef TIDEPOOL_OS_INTERNAL_H
+#define TIDEPOOL_OS_INTERNAL_H
+
+#include <tidepool/common.h>
+#include <pthread.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/* Maps `size` bytes (a multiple of the page size) aligned to `align` (a power
+ * of two >= the page size). NULL + errno ENOMEM on failure.
+ * Counts `size` in tp__os_mapped. Safe to call concurrently. */
+void *tp__os_map(size_t size, size_t align);
+/* Unmaps what tp__os_map returned. Safe to call concurrently. */
+void tp__os_unmap(void *p, size_t size);
+/* Gives the pages back to the OS but keeps the range mapped (reads then see
+ * zeros). Returns 0 or -errno. Safe to call concurrently. */
+int tp__os_decommit(void *p, size_t size);
+
+size_t tp__os_page_size(void);
+static inline size_t tp__round_up(size_t n, size_t align) {
+  return (n + align - 1) & ~(align - 1);
+}
+static inline bool tp__is_pow2(size_t n) { return n && !(n & (n - 1)); }
+/* Smallest power of two >= n (n <= 2^62). */
+static inline size_t tp__pow2_ceil(size_t n) {
+  return n <= 1 ? 1 : (size_t)1 << (64 - __builtin_clzll((unsigned long long)n - 1));
+}
+
+/* CLOCK_MONOTONIC in nanoseconds. */
+uint64_t tp__now_ns(void);
+/* CLOCK_MONOTONIC_COARSE in milliseconds: a few ns to read, ~4 ms steps;
+ * good enough for decay stamps on slow paths. */
+uint64_t tp__now_ms_coarse(void);
+
+/* Process-wide counters kept by the whole library (relaxed atomics: each is
+ * exact on its own, a set read together is not a snapshot). */
+struct tp__os_counters {
+  uint64_t mapped;    /* bytes currently mapped by tidepool */
+  uint64_t resident;  /* bytes tidepool has touched and not given back */
+  uint64_t returned;  /* bytes given back to the OS, ever (unmap or decommit) */
+};
+extern struct tp__os_counters tp__os;
+
+static inline void tp__counter_add(uint64_t *c, int64_t delta) {
+  __atomic_fetch_add(c, (uint64_t)delta, __ATOMIC_RELAXED);
+}
+static inline uint64_t tp__counter_get(const uint64_t *c) {
+  return __atomic_load_n(c, __ATOMIC_RELAXED);
+}
+
+/* Starts a background thread with every signal blocked (a library thread
+ * must never run the application's signal handlers). 0 or -errno. */
+int tp__thread_create_quiet(pthread_t *out, void *(*fn)(void *), void *arg);
+
+#endif /* TIDEPOOL_OS_INTERNAL_H */

@@ -1,0 +1,14 @@
+/*
+ * <tidepool/tidepool.h> — the whole library: pools, arenas, epochs, the
+ * sweeper and the tracing collector.
+ */
+#ifndef TIDEPOOL_TIDEPOOL_H
+#define TIDEPOOL_TIDEPOOL_H
+
+#include <tidepool/common.h>
+#include <tidepool/pool.h>
+#include <tidepool/epoch.h>
+#include <tidepool/arena.h>
+#include <tidepool/gc.h>
+
+#endif /* TIDEPOOL_TIDEPOOL_H */

@@ -1,0 +1,198 @@
+/*
+ * The background sweeper and the process-wide stats.
+ *
+ * One thread, all signals blocked, wakes every interval_ms and runs a pass:
+ * under the pools' pass lock (so no pool is destroyed meanwhile) it calls
+ * tp__pool_sweep on every registered pool, arena chunk pools included,
+ * with one retain budget shared by all of them. A pass never holds a
+ * pool's slab lock across a syscall on many slabs: detached slabs are
+ * unmapped after the lock is dropped, and CPU caches are taken over one at
+ * a time with a membarrier fence (see core/percpu.h), so get and put never
+ * wait for the sweeper.
+ */
+#define _GNU_SOURCE
+#include <tidepool/sweeper.h>
+
+#include "core/debug_internal.h"
+#include "core/fork_internal.h"
+#include "core/os_internal.h"
+#include "pool/pool_internal.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#define DEFAULT_INTERVAL 50u
+#define DEFAULT_DECAY 1000u
+#define DEFAULT_RETAIN ((size_t)4 << 20)
+
+static pthread_mutex_t ctl_lock = PTHREAD_MUTEX_INITIALIZER; /* start/stop */
+static pthread_mutex_t wake_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t wake_cv;
+static pthread_once_t sweeper_once = PTHREAD_ONCE_INIT;
+static bool running, stop_requested;
+static pthread_t thread;
+static tp_sweeper_config cfg = {DEFAULT_INTERVAL, DEFAULT_DECAY, DEFAULT_RETAIN};
+static uint64_t n_sweeps;
+
+static void init_cv(void) {
+  pthread_condattr_t ca;
+  pthread_condattr_init(&ca);
+  pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+  pthread_cond_init(&wake_cv, &ca);
+  pthread_condattr_destroy(&ca);
+}
+
+static void fork_prepare(void) { pthread_mutex_lock(&ctl_lock); }
+static void fork_parent(void) { pthread_mutex_unlock(&ctl_lock); }
+static void fork_child(void) {
+  /* The sweeper thread does not exist in the child. */
+  running = false;
+  stop_requested = false;
+  pthread_mutex_init(&wake_lock, NULL);
+  init_cv();
+  pthread_mutex_unlock(&ctl_lock);
+}
+
+static void sweeper_init(void) {
+  init_cv();
+  tp__fork_register(TP__FORK_RANK_SWEEPER_CTL, fork_prepare, fork_parent, fork_child);
+}
+
+/* Validates and fills in defaults. 0 or -EINVAL. */
+static int normalize(const tp_sweeper_config *in, tp_sweeper_config *out) {
+  tp_sweeper_config c = in ? *in : (tp_sweeper_config)TP_SWEEPER_CONFIG_DEFAULT;
+  if (c.interval_ms == 0) c.interval_ms = DEFAULT_INTERVAL;
+  if (c.decay_ms == 0 && (!in || in->decay_ms == 0)) c.decay_ms = DEFAULT_DECAY;
+  if (c.retain_bytes == (size_t)-1) c.retain_bytes = DEFAULT_RETAIN;
+  if (c.interval_ms > 60000 || c.decay_ms > 3600000) return -EINVAL;
+  *out = c;
+  return 0;
+}
+
+static size_t pass(uint64_t decay_ms, size_t retain) {
+  size_t released = 0, n = 0;
+  pthread_mutex_lock(&tp__pool_pass_lock);
+  tp_pool **pools = tp__pool_list(&n);
+  uint64_t now = tp__now_ms_coarse();
+  if (pools) {
+    for (size_t i = 0; i < n; i++) released += tp__pool_sweep(pools[i], now, decay_ms, &retain);
+    free(pools);
+  }
+  pthread_mutex_unlock(&tp__pool_pass_lock);
+  __atomic_fetch_add(&n_sweeps, 1, __ATOMIC_RELAXED);
+  return released;
+}
+
+static void *sweeper_main(void *arg) {
+  (void)arg;
+  pthread_mutex_lock(&wake_lock);
+  while (!stop_requested) {
+    tp_sweeper_config c = cfg;
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    uint64_t ns = (uint64_t)ts.tv_nsec + (uint64_t)c.interval_ms * 1000000u;
+    ts.tv_sec += (time_t)(ns / 1000000000u);
+    ts.tv_nsec = (long)(ns % 1000000000u);
+    int rc = 0;
+    while (!stop_requested && rc != ETIMEDOUT)
+      rc = pthread_cond_timedwait(&wake_cv, &wake_lock, &ts);
+    if (stop_requested) break;
+    pthread_mutex_unlock(&wake_lock);
+    pass(c.decay_ms, c.retain_bytes);
+    pthread_mutex_lock(&wake_lock);
+  }
+  pthread_mutex_unlock(&wake_lock);
+  return NULL;
+}
+
+int tp_sweeper_start(const tp_sweeper_config *in) {
+  pthread_once(&sweeper_once, sweeper_init);
+  tp_sweeper_config c;
+  if (normalize(in, &c) != 0) {
+    errno = EINVAL;
+    return -EINVAL;
+  }
+  pthread_mutex_lock(&ctl_lock);
+  pthread_mutex_lock(&wake_lock);
+  cfg = c;
+  pthread_cond_signal(&wake_cv); /* a running sweeper picks it up now */
+  pthread_mutex_unlock(&wake_lock);
+  int rc = 0;
+  if (!running) {
+    stop_requested = false;
+    rc = tp__thread_create_quiet(&thread, sweeper_main, NULL);
+    if (rc == 0) running = true;
+  }
+  pthread_mutex_unlock(&ctl_lock);
+  if (rc) errno = -rc;
+  return rc;
+}
+
+void tp_sweeper_stop(void) {
+  pthread_once(&sweeper_once, sweeper_init);
+  pthread_mutex_lock(&ctl_lock);
+  if (running) {
+    pthread_mutex_lock(&wake_lock);
+    stop_requested = true;
+    pthread_cond_signal(&wake_cv);
+    pthread_mutex_unlock(&wake_lock);
+    pthread_join(thread, NULL);
+    running = false;
+  }
+  pthread_mutex_unlock(&ctl_lock);
+}
+
+int tp_sweeper_running(void) {
+  pthread_once(&sweeper_once, sweeper_init);
+  pthread_mutex_lock(&ctl_lock);
+  int r = running;
+  pthread_mutex_unlock(&ctl_lock);
+  return r;
+}
+
+size_t tp_sweep_now(void) {
+  pthread_once(&sweeper_once, sweeper_init);
+  pthread_mutex_lock(&wake_lock);
+  tp_sweeper_config c = cfg;
+  pthread_mutex_unlock(&wake_lock);
+  return pass(c.decay_ms, c.retain_bytes);
+}
+
+size_t tp_sweep_all(void) {
+  pthread_once(&sweeper_once, sweeper_init);
+  /* Two passes: the first notes every CPU cache's word, the second sees
+   * the idle ones unchanged and drains them (decay 0). */
+  size_t r = pass(0, 0);
+  return r + pass(0, 0);
+}
+
+int tp_read_stats(tp_stats *out) {
+  if (!out) {
+    errno = EINVAL;
+    return -EINVAL;
+  }
+  memset(out, 0, sizeof *out);
+  size_t n = 0;
+  pthread_mutex_lock(&tp__pool_pass_lock);
+  tp_pool **pools = tp__pool_list(&n);
+  if (pools) {
+    for (size_t i = 0; i < n; i++) {
+      tp_pool_stats ps;
+      if (tp_pool_read_stats(pools[i], &ps) != 0) continue;
+      out->bytes_in_use += ps.in_use * ps.stride;
+      out->bytes_cached += ps.cached * ps.stride;
+      out->slabs_freed += ps.slabs_freed;
+    }
+    free(pools);
+  }
+  pthread_mutex_unlock(&tp__pool_pass_lock);
+  out->pools = n;
+  out->bytes_mapped = tp__counter_get(&tp__os.mapped);
+  out->bytes_resident = tp__counter_get(&tp__os.resident);
+  out->bytes_returned = tp__counter_get(&tp__os.returned);
+  out->sweeps = __atomic_load_n(&n_sweeps, __ATOMIC_RELAXED);
+  out->caches_drained = tp__counter_get(&tp__caches_drained);
+  return 0;
+}

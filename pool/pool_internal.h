@@ -1,0 +1,135 @@
+/*
+ * Internal: the pool's structures, shared by pool.c, the sweeper, the
+ * arena chunk pools and the epoch code.
+ */
+#ifndef TIDEPOOL_POOL_INTERNAL_H
+#define TIDEPOOL_POOL_INTERNAL_H
+
+#include <tidepool/pool.h>
+#include "core/percpu_internal.h"
+#include "pool/depot_internal.h"
+
+#include <pthread.h>
+#include <stdbool.h>
+
+#define TP__SLAB_MAGIC 0x7470736cu /* "tpsl" */
+#define TP__OBJ_SIZE_MAX ((size_t)1 << 20)
+#define TP__ALIGN_MAX ((size_t)4096)
+
+/*
+ * A slab: an aligned span of slab_size bytes. The header sits at the start
+ * (found from any object by masking), objects from `data` on.
+ *
+ * Invariant, under the pool's lock: used + nfree == carved <= capacity.
+ *   carved: objects [0, carved) have been constructed (ctor run);
+ *   nfree:  set bits of free_bits, objects free in the slab;
+ *   used:   objects out of the slab (in CPU caches, the depot, in transit,
+ *           or held by the application).
+ * A slab with nfree > 0 or carved < capacity is on the pool's avail list;
+ * slabs with used == 0 sit at its tail, so they are reused last and decay.
+ */
+typedef struct tp_slab {
+  tp_pool *pool;       /* first word: read by the inline put (owner check) */
+  uint32_t magic;
+  uint32_t capacity;
+  uint32_t carved;
+  uint32_t nfree;
+  uint32_t used;
+  uint32_t scan;       /* free_bits word to start the next search at */
+  uint64_t stamp_ms;   /* last time the application gave an object back */
+  size_t resident;     /* bytes of this slab counted as resident */
+  char *data;
+  struct tp_slab *prev, *next;         /* avail list */
+  struct tp_slab *all_prev, *all_next; /* every slab of the pool */
+  bool on_avail;
+  uint64_t *out_bits;  /* debug builds: bit i = object i held by the app */
+  uint64_t free_bits[];
+} tp_slab;
+
+struct tp_pool {
+  /* Read on every fast-path operation; alone on its cache line. */
+  struct tp__pool_head head;
+  char pad0[TP_CACHELINE - sizeof(struct tp__pool_head)];
+
+  /* Immutable after create. */
+  char *caches;          /* the real per-CPU blocks */
+  char name[32];
+  size_t obj_size, stride, align, slab_size, data_off, max_bytes;
+  uint32_t capacity;     /* objects per slab */
+  uint32_t stride_shift; /* log2(stride) when stride is a power of two, else 0 */
+  uint32_t cache_cap, batch, depot_cap;
+  unsigned flags;
+  bool fast_on;          /* head.fast_base == caches */
+  bool extras;           /* get/put need more than moving the pointer */
+  int (*ctor)(void *, void *);
+  void (*dtor)(void *, void *);
+  void *arg;
+  unsigned ncpu;
+
+  /* The depot: full magazines, lock-free. */
+  tp__mag_stack depot __attribute__((aligned(TP_CACHELINE)));
+  uint64_t depot_mags, depot_objs; /* relaxed counters */
+
+  /* Counters of the slow paths (relaxed atomics). */
+  uint64_t slow_gets __attribute__((aligned(TP_CACHELINE)));
+  uint64_t slow_puts, refill_in, removed_internal, misses, exchanges;
+  uint64_t used_total;   /* sum of slab->used (written under lock) */
+  uint64_t slabs, slab_bytes, resident_bytes, slabs_freed;
+
+  /* Slabs, under lock. */
+  pthread_mutex_t lock __attribute__((aligned(TP_CACHELINE)));
+  tp_slab *avail_head, *avail_tail, *all;
+
+  /* Stats: wrap tracking of the 48-bit removal counters (stats_lock). */
+  pthread_mutex_t stats_lock;
+  uint64_t *removals_seen, *removals_wraps;
+
+  /* Sweeper state (touched only under the sweeper's pass lock). */
+  uint64_t *sweep_word, *sweep_since_ms;
+
+  /* Epochs: retires pending, and whether the pool was ever retired into. */
+  uint64_t retire_pending;
+  bool epoch_used;
+
+  /* Process-wide registry of pools (registry lock). */
+  struct tp_pool *reg_prev, *reg_next;
+};
+
+static inline tp_slab *tp__slab_of(const tp_pool *p, const void *obj) {
+  return (tp_slab *)((uintptr_t)obj & ~(uintptr_t)(p->slab_size - 1));
+}
+
+/* Internal pool creation: like tp_pool_create, but `align` may be up to the
+ * object size (a power of two, for self-aligned chunks) and the pool may be
+ * kept out of the process-wide registry. */
+tp_pool *tp__pool_create(const tp_pool_config *cfg, size_t max_align);
+
+/* One sweeper pass over p: drains CPU caches idle for decay_ms, depot
+ * batches older than decay_ms, and gives back slabs empty for decay_ms
+ * beyond *retain (which it decrements by what it keeps). Returns the bytes
+ * given back. Caller holds the sweeper's pass lock. */
+size_t tp__pool_sweep(tp_pool *p, uint64_t now_ms, uint64_t decay_ms,
+                      size_t *retain);
+
+/* Held for a whole sweeper pass; tp_pool_destroy takes it to leave the
+ * registry, so no pool goes away during a pass. */
+extern pthread_mutex_t tp__pool_pass_lock;
+/* Idle CPU caches drained by sweeper passes, ever (relaxed). */
+extern uint64_t tp__caches_drained;
+
+/* The registered pools, as a malloc'd array (NULL + ENOMEM); hold the pass
+ * lock while using it. */
+tp_pool **tp__pool_list(size_t *n);
+
+/* Epoch hooks (epoch.c): wait until no retire of p is pending; retire a
+ * slab the sweeper detached (unmapped after a grace period, then
+ * tp__pool_slab_retired runs). */
+void tp__epoch_pool_quiesce(tp_pool *p);
+void tp__epoch_retire_slab(tp_slab *s, size_t bytes);
+void tp__pool_slab_retired(tp_slab *s);
+
+/* Moves every object out of every CPU cache and the depot back to the
+ * slabs (fenced, safe while other threads run). Returns objects moved. */
+size_t tp__pool_scavenge(tp_pool *p);
+
+#endif /* TIDEPOOL_POOL_INTERNAL_H */
