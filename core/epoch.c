@@ -59,6 +59,7 @@
 #define KICK_ENTRIES 4096
 #define DEFAULT_CAP ((size_t)64 << 20)
 #define NOMINAL_BYTES 64
+#define MAX_BYTES ((size_t)1 << 48) /* one retire counts at most this */
 
 struct entry {
   void *obj;
@@ -79,6 +80,7 @@ struct queue {
   uint32_t since_kick;
   uint64_t tail_local;
   size_t unreported; /* bytes not yet added to pending_bytes */
+  uint64_t fence_word; /* target of the fallback's full fence */
   /* Shared. */
   uint64_t tail __attribute__((aligned(TP_CACHELINE))); /* published entries */
   int orphaned;                                          /* owner exited */
@@ -131,8 +133,8 @@ static int64_t pending_bytes;
 static uint64_t dead_retired, dead_freed; /* from freed queues */
 static uint64_t n_gp, n_cap_waits, n_cap_failures, n_stalls;
 
-/* Configuration. */
-static size_t cfg_cap = DEFAULT_CAP;
+/* Configuration. env_cap: the default cap (TP_RETIRE_CAP, else 64 MiB). */
+static size_t cfg_cap = DEFAULT_CAP, env_cap = DEFAULT_CAP;
 static unsigned cfg_interval_ms = 1, cfg_stall_ms = 1000;
 static void (*cfg_on_stall)(pid_t, uint64_t, void *);
 static void *cfg_on_stall_arg;
@@ -157,8 +159,9 @@ static void epoch_init(void) {
     if (*end == 'k' || *end == 'K') v <<= 10;
     else if (*end == 'm' || *end == 'M') v <<= 20;
     else if (*end == 'g' || *end == 'G') v <<= 30;
-    if (v) cfg_cap = (size_t)v;
+    if (v) env_cap = (size_t)v;
   }
+  __atomic_store_n(&cfg_cap, env_cap, __ATOMIC_RELAXED);
   have_membarrier = syscall(__NR_membarrier, MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED, 0, 0) == 0;
   tp__fork_register(TP__FORK_RANK_EPOCH_GP, fork_prepare_gp, fork_parent_gp, fork_child_gp);
   tp__fork_register(TP__FORK_RANK_EPOCH_CONSUME, fork_prepare_consume, fork_parent_consume,
@@ -178,7 +181,7 @@ int tp_epoch_configure(const tp_epoch_config *cfg) {
   tp_epoch_config d = {0};
   if (!cfg) cfg = &d;
   pthread_mutex_lock(&state_lock);
-  __atomic_store_n(&cfg_cap, cfg->retire_cap ? cfg->retire_cap : DEFAULT_CAP, __ATOMIC_RELAXED);
+  __atomic_store_n(&cfg_cap, cfg->retire_cap ? cfg->retire_cap : env_cap, __ATOMIC_RELAXED);
   cfg_interval_ms = cfg->interval_ms ? cfg->interval_ms : 1;
   cfg_stall_ms = cfg->stall_ms ? cfg->stall_ms : 1000;
   cfg_on_stall = cfg->on_stall;
@@ -273,7 +276,9 @@ static void grace_period(void) {
 
 int tp_epoch_synchronize(void) {
   init();
-  if (tp_epoch_in_section()) {
+  /* In a callback consume_lock (12) is held: taking gp_lock (10) would
+   * invert the lock order, and the caller may be the reclaimer. */
+  if (tp_epoch_in_section() || self.in_callback) {
     errno = EDEADLK;
     return -EDEADLK;
   }
@@ -552,6 +557,8 @@ static int retire(void *obj, size_t bytes, void (*fn)(void *, void *), void *arg
     errno = EINVAL;
     return -EINVAL;
   }
+  /* Counted sizes stay far from int64 overflow in the cap arithmetic. */
+  if (TP_UNLIKELY(bytes > MAX_BYTES)) bytes = MAX_BYTES;
   struct queue *q = self.q;
   if (TP_UNLIKELY(!q)) {
     list_self();
@@ -562,10 +569,14 @@ static int retire(void *obj, size_t bytes, void (*fn)(void *, void *), void *arg
     self.q = q;
     kick_reclaimer(); /* starts it */
   }
-  /* The cap: one shared relaxed load, written rarely. */
+  /* The cap: one shared relaxed load, written rarely. A callback never
+   * waits (it runs under consume_lock, often on the reclaimer itself, which
+   * is what the wait would wait for): its retires are accepted past the cap,
+   * as the sweeper's are. */
   if (TP_UNLIKELY((int64_t)(q->unreported + bytes) +
                       __atomic_load_n(&pending_bytes, __ATOMIC_RELAXED) >
-                  (int64_t)__atomic_load_n(&cfg_cap, __ATOMIC_RELAXED)) && !nowait) {
+                  (int64_t)__atomic_load_n(&cfg_cap, __ATOMIC_RELAXED)) &&
+      !nowait && !self.in_callback) {
     int rc = over_cap(q);
     if (rc) return rc;
   }
@@ -589,7 +600,9 @@ static int retire(void *obj, size_t bytes, void (*fn)(void *, void *), void *arg
     __atomic_fetch_add(&pending_bytes, (int64_t)q->unreported, __ATOMIC_RELAXED);
     q->unreported = 0;
   }
-  if (!have_membarrier) __atomic_thread_fence(__ATOMIC_SEQ_CST);
+  /* Without membarrier: a full fence (a locked exchange; gcc's TSan does
+   * not support atomic_thread_fence). */
+  if (!have_membarrier) __atomic_exchange_n(&q->fence_word, 0, __ATOMIC_SEQ_CST);
   else __atomic_signal_fence(__ATOMIC_SEQ_CST); /* see the file comment */
   if (TP_UNLIKELY(__atomic_load_n(&sleeping, __ATOMIC_RELAXED) ||
                   ++q->since_kick >= KICK_ENTRIES)) {
@@ -617,8 +630,11 @@ int tp_epoch_barrier(void) {
     __atomic_fetch_add(&pending_bytes, (int64_t)self.q->unreported, __ATOMIC_RELAXED);
     self.q->unreported = 0;
   }
+  pthread_mutex_lock(&registry_lock);
+  bool any_queue = queues != NULL;
+  pthread_mutex_unlock(&registry_lock);
   pthread_mutex_lock(&state_lock);
-  if (!reclaimer_running && !queues) {
+  if (!reclaimer_running && !any_queue) {
     pthread_mutex_unlock(&state_lock);
     return 0; /* nothing was ever retired */
   }
@@ -690,9 +706,11 @@ int tp_epoch_read_stats(tp_epoch_stats *out) {
   }
   init();
   memset(out, 0, sizeof *out);
+  /* Under registry_lock: a queue freed meanwhile is counted once, either
+   * in the list or in the dead counters (queue_free runs under it). */
+  pthread_mutex_lock(&registry_lock);
   uint64_t retired = __atomic_load_n(&dead_retired, __ATOMIC_RELAXED);
   uint64_t freed = __atomic_load_n(&dead_freed, __ATOMIC_RELAXED);
-  pthread_mutex_lock(&registry_lock);
   for (struct queue *q = queues; q; q = q->next) {
     retired += __atomic_load_n(&q->tail, __ATOMIC_RELAXED);
     freed += __atomic_load_n(&q->head, __ATOMIC_RELAXED);
@@ -756,14 +774,24 @@ static void fork_child_state(void) {
       cds_list_del(&t->reader->node);
       t->urcu_registered = false;
     }
-    if (t->q) __atomic_store_n(&t->q->orphaned, 1, __ATOMIC_RELAXED);
+    if (t->q) {
+      /* As thread_exit would have done: its bytes count, the reclaimer
+       * drains and frees the queue. */
+      __atomic_fetch_add(&pending_bytes, (int64_t)t->q->unreported, __ATOMIC_RELAXED);
+      t->q->unreported = 0;
+      __atomic_store_n(&t->q->orphaned, 1, __ATOMIC_RELAXED);
+    }
     if (t->prev) t->prev->next = t->next; else threads = t->next;
     if (t->next) t->next->prev = t->prev;
     nthreads--;
   }
+  if (self.listed) self.tid = (pid_t)syscall(SYS_gettid);
   reclaimer_running = false;
   stopping = false;
   kicked = false;
+  /* A cycle the parent's reclaimer had started never finishes here: a
+   * barrier waiting for cycles_done to pass it would wait forever. */
+  cycles_done = cycles_started;
   __atomic_store_n(&sleeping, 0, __ATOMIC_RELAXED);
   gp_active = false;
   pthread_cond_init(&reclaim_cv, NULL);

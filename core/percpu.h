@@ -128,7 +128,7 @@ typedef struct tp__pcache {
  */
 TP_INLINE void *tp__pcache_pop(char *base) {
   void *obj;
-  __asm__ goto(TP__RSEQ_CS_DESCRIPTOR TP__RSEQ_ENTER TP__RSEQ_BLOCK
+  __asm__ volatile goto(TP__RSEQ_CS_DESCRIPTOR TP__RSEQ_ENTER TP__RSEQ_BLOCK
                "movl 8(%%rax), %%esi\n\t"         /* lo, read before the word */
                "movq (%%rax), %%rcx\n\t"          /* word */
                "movzwl %%cx, %%edx\n\t"           /* count */
@@ -138,7 +138,9 @@ TP_INLINE void *tp__pcache_pop(char *base) {
                "addq $0xffff, %%rcx\n\t"          /* count - 1, removals + 1 */
                "movq %%rcx, (%%rax)\n\t"          /* commit */
                "2:\n\t" TP__RSEQ_ABORT_HANDLER
-               : [obj] "=r"(obj)
+               /* early clobber: an abort after obj is written restarts
+                * at 1, which must still find every input intact */
+               : [obj] "=&r"(obj)
                : [rseq] "r"(__rseq_offset), [base] "r"(base)
                : "rax", "rcx", "rdx", "rsi", "memory", "cc"
                : miss);
@@ -160,7 +162,7 @@ miss:
  * Safe to call concurrently from any number of threads.
  */
 TP_INLINE int tp__pcache_push(char *base, void *obj, uintptr_t check) {
-  __asm__ goto(TP__RSEQ_CS_DESCRIPTOR TP__RSEQ_ENTER TP__RSEQ_BLOCK
+  __asm__ volatile goto(TP__RSEQ_CS_DESCRIPTOR TP__RSEQ_ENTER TP__RSEQ_BLOCK
                "movl 12(%%rax), %%esi\n\t"        /* limit, read before the word */
                "movq (%%rax), %%rcx\n\t"          /* word */
                "movzwl %%cx, %%edx\n\t"           /* count */

@@ -16,7 +16,7 @@ def tp_test(name, srcs, debug = False, size = "small", timeout = None, deps = []
     """
     cc_test(
         name = name,
-        srcs = srcs + ["//tests:test_util.h"],
+        srcs = srcs + ["//tests:test_util.h", "//tests:death.h"],
         copts = ["-Wall", "-Wextra", "-Werror", "-D_GNU_SOURCE"],
         linkopts = ["-lcmocka", "-lpthread"],
         deps = [("//:tidepool_debug" if debug else "//:tidepool")] + deps,
