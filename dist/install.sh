@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Installs tidepool for non-Bazel users:
+#   ./bazelw run //:install -- PREFIX
+# gives PREFIX/include/tidepool/*.h, PREFIX/lib/libtidepool.a,
+# PREFIX/lib/libtidepool.so (+ .so.0) and PREFIX/lib/pkgconfig/tidepool.pc.
+# Then: PKG_CONFIG_PATH=PREFIX/lib/pkgconfig cc app.c $(pkg-config --cflags --libs tidepool)
+set -euo pipefail
+
+prefix=${1:-}
+if [[ -z $prefix ]]; then
+  echo "usage: bazel run //:install -- PREFIX" >&2
+  exit 2
+fi
+# `bazel run` starts us in the runfiles tree; a relative PREFIX means
+# relative to where the user ran the command.
+[[ $prefix == /* ]] || prefix="${BUILD_WORKING_DIRECTORY:-$PWD}/$prefix"
+
+# Our files, relative to the runfiles root of this workspace.
+root=${TP_INSTALL_ROOT:-$PWD}
+headers=(core/common.h core/percpu.h core/epoch.h core/tidepool.h pool/pool.h
+         arena/arena.h gc/gc.h gc/sweeper.h)
+version=$(sed -n 's/^#define TP_VERSION_STRING "\(.*\)"/\1/p' "$root/core/common.h")
+
+mkdir -p "$prefix/include/tidepool" "$prefix/lib/pkgconfig"
+for h in "${headers[@]}"; do
+  install -m 0644 "$root/$h" "$prefix/include/tidepool/$(basename "$h")"
+done
+install -m 0644 "$root/libtidepool.lo" "$prefix/lib/libtidepool.a"
+install -m 0755 "$root/dist/libtidepool.so" "$prefix/lib/libtidepool.so.$version"
+ln -sf "libtidepool.so.$version" "$prefix/lib/libtidepool.so.0"
+ln -sf "libtidepool.so.0" "$prefix/lib/libtidepool.so"
+sed -e "s|@PREFIX@|$prefix|" -e "s|@VERSION@|$version|" "$root/dist/tidepool.pc.in" \
+  > "$prefix/lib/pkgconfig/tidepool.pc"
+echo "tidepool $version installed in $prefix"
