@@ -5,8 +5,11 @@
  * Layout. The first chunk holds struct tp_arena, then allocations. Every
  * chunk starts with a struct chunk header; allocations follow at 16-byte
  * alignment. Chunks in use form a list, newest first; `cur` is the head.
- * Large allocations (over a quarter chunk) are separate page-rounded
- * mappings on their own list, so they never waste the current chunk.
+ * Large allocations (over a quarter chunk) that do not fit in the rest of
+ * the current chunk are separate page-rounded mappings on their own list,
+ * so they never waste the current chunk. (The inline fast path serves any
+ * size that fits the current chunk; the slow path does the same, so every
+ * build, with the fast path or without it, lays out alike.)
  *
  * Concurrent arenas. Each CPU has a bump region {ptr, end} on its own cache
  * line. An allocation is one rseq sequence: read the CPU's region, check
@@ -18,8 +21,12 @@
  * every allocation (never a region that spans two chunks). Chunks are
  * taken from the pool and linked into the arena under the arena's mutex.
  * Without rseq, a region is taken with a CAS on its `busy` word (acquire)
- * and given back with a release store; a busy region sends the allocation
- * to the arena's mutex-protected shared region (no spinning).
+ * and given back with a release store; its ptr and end are accessed with
+ * relaxed atomics (read_stats reads them from other threads). A busy
+ * region sends the allocation to the arena's mutex-protected shared region
+ * (no spinning), and so does a thread that rseq left unregistered (its
+ * cpu_id is negative: the sentinel regions must stay empty). A refill holds
+ * the region's busy word, then the arena's mutex: nobody waits for busy.
  */
 #define _GNU_SOURCE
 #include <tidepool/arena.h>
@@ -87,6 +94,7 @@ struct tp_arena {
   uint64_t generation, resets;
   /* Concurrent arenas. */
   pthread_mutex_t lock;
+  char *sptr, *send; /* the shared region (lock) */
   struct region *regions; /* block 0 of ncpu (+2 sentinels below) */
   void *regions_raw;
   unsigned ncpu;
@@ -232,7 +240,7 @@ static void large_free(tp_arena *a, struct large *l) {
  */
 static inline char *region_bump_rseq(struct region *base, size_t n) {
   char *p;
-  __asm__ goto(TP__RSEQ_CS_DESCRIPTOR TP__RSEQ_ENTER
+  __asm__ volatile goto(TP__RSEQ_CS_DESCRIPTOR TP__RSEQ_ENTER
                "movslq %%fs:4(%[rseq]), %%rax\n\t"
                "shlq $6, %%rax\n\t"
                "addq %[base], %%rax\n\t"
@@ -293,6 +301,45 @@ static inline struct region *region_of(tp_arena *a, unsigned cpu) {
   return (struct region *)((char *)a->regions + ((size_t)cpu << REGION_SHIFT));
 }
 
+/* A fresh chunk for a concurrent arena, linked in after the first chunk
+ * (the arena stays at the tail). Caller holds a->lock. */
+static struct chunk *concurrent_chunk(tp_arena *a) {
+  struct chunk *c = chunk_take(a);
+  if (!c) return NULL;
+  c->next = a->first->next;
+  a->first->next = c;
+  return c;
+}
+
+/* The shared region, under the arena's mutex. */
+static void *shared_alloc(tp_arena *a, size_t n) {
+  pthread_mutex_lock(&a->lock);
+  char *p = a->sptr;
+  if (!p || n > (size_t)(a->send - p)) {
+    struct chunk *c = concurrent_chunk(a);
+    if (!c) {
+      int e = errno;
+      pthread_mutex_unlock(&a->lock);
+      errno = e;
+      return NULL;
+    }
+    if (p) a->wasted += (size_t)(a->send - p);
+    p = chunk_data(c);
+    a->send = chunk_end(a, c);
+  }
+  a->sptr = p + n;
+  pthread_mutex_unlock(&a->lock);
+  TP_UNPOISON(p, n);
+  return p;
+}
+
+/* The calling thread's rseq cpu_id (negative: rseq not registered). */
+static inline int32_t rseq_cpu_id(void) {
+  const volatile struct rseq *rs =
+      (const volatile struct rseq *)((char *)__builtin_thread_pointer() + __rseq_offset);
+  return (int32_t)rs->cpu_id;
+}
+
 /* Concurrent arena, everything but the rseq fast sequence. */
 static void *concurrent_alloc(tp_arena *a, size_t n) {
   const struct tp__percpu_info *pi = tp__percpu();
@@ -302,35 +349,20 @@ static void *concurrent_alloc(tp_arena *a, size_t n) {
       TP_UNPOISON(p, n);
       return p;
     }
-  } else {
-    struct region *r = region_of(a, tp__current_cpu());
-    if (region_lock(r)) {
-      char *p = r->ptr;
-      if (p && n <= (size_t)(r->end - p)) {
-        r->ptr = p + n;
-        region_unlock(r);
-        TP_UNPOISON(p, n);
-        return p;
-      }
-      region_unlock(r);
+    if (rseq_cpu_id() < 0) return shared_alloc(a, n);
+    /* Refill: a fresh chunk, linked into the arena under its lock, then
+     * installed as the region of whatever CPU the sequence runs on. */
+    pthread_mutex_lock(&a->lock);
+    struct chunk *c = concurrent_chunk(a);
+    if (!c) {
+      int e = errno;
+      pthread_mutex_unlock(&a->lock);
+      errno = e;
+      return NULL;
     }
-  }
-  /* Refill: a fresh chunk, linked into the arena under its lock. */
-  pthread_mutex_lock(&a->lock);
-  struct chunk *c = chunk_take(a);
-  if (!c) {
-    int e = errno;
-    pthread_mutex_unlock(&a->lock);
-    errno = e;
-    return NULL;
-  }
-  c->next = a->first->next; /* keep the first chunk (the arena) at the tail */
-  a->first->next = c;
-  char *from = chunk_data(c), *to = chunk_end(a, c);
-  if (pi->rseq) {
     pthread_mutex_unlock(&a->lock);
     char *optr, *oend;
-    char *p = region_install_rseq(a->regions, from, to, n, &optr, &oend);
+    p = region_install_rseq(a->regions, chunk_data(c), chunk_end(a, c), n, &optr, &oend);
     pthread_mutex_lock(&a->lock);
     if (optr && oend > optr) a->wasted += (size_t)(oend - optr);
     pthread_mutex_unlock(&a->lock);
@@ -338,23 +370,36 @@ static void *concurrent_alloc(tp_arena *a, size_t n) {
     return p;
   }
   struct region *r = region_of(a, tp__current_cpu());
-  if (region_lock(r)) {
-    if (r->ptr && r->end > r->ptr) a->wasted += (size_t)(r->end - r->ptr);
-    r->ptr = from + n;
-    r->end = to;
-    region_unlock(r);
-  } else {
-    /* Busy: the chunk serves this allocation; its rest counts as waste. */
-    a->wasted += (size_t)(to - from) - n;
+  if (!region_lock(r)) return shared_alloc(a, n); /* busy: no spinning */
+  char *p = __atomic_load_n(&r->ptr, __ATOMIC_RELAXED);
+  char *e = __atomic_load_n(&r->end, __ATOMIC_RELAXED);
+  if (!p || n > (size_t)(e - p)) {
+    /* Refill, still holding the region. */
+    pthread_mutex_lock(&a->lock);
+    struct chunk *c = concurrent_chunk(a);
+    if (!c) {
+      int err = errno;
+      pthread_mutex_unlock(&a->lock);
+      region_unlock(r);
+      errno = err;
+      return NULL;
+    }
+    if (p && e > p) a->wasted += (size_t)(e - p);
+    pthread_mutex_unlock(&a->lock);
+    p = chunk_data(c);
+    __atomic_store_n(&r->end, chunk_end(a, c), __ATOMIC_RELAXED);
   }
-  pthread_mutex_unlock(&a->lock);
-  TP_UNPOISON(from, n);
-  return from;
+  __atomic_store_n(&r->ptr, p + n, __ATOMIC_RELAXED);
+  region_unlock(r);
+  TP_UNPOISON(p, n);
+  return p;
 }
 
 /* ---- allocation ------------------------------------------------------------------ */
 
-static void *plain_alloc(tp_arena *a, size_t size, size_t align) {
+/* From the current chunk, if it fits (any size: as the inline fast path
+ * does), else NULL. */
+static void *plain_bump(tp_arena *a, size_t size, size_t align) {
   char **pp = bump_ptr(a), **pe = bump_end(a);
   char *p = (char *)tp__round_up((uintptr_t)*pp, align);
   size_t n = tp__round_up(size ? size : 1, 16);
@@ -363,6 +408,13 @@ static void *plain_alloc(tp_arena *a, size_t size, size_t align) {
     TP_UNPOISON(p, size);
     return p;
   }
+  return NULL;
+}
+
+/* A size that is not large and does not fit the current chunk. */
+static void *plain_alloc(tp_arena *a, size_t size, size_t align) {
+  char *p;
+  size_t n = tp__round_up(size ? size : 1, 16);
   /* A fresh chunk. */
   struct chunk *c = chunk_take(a);
   if (!c) return NULL;
@@ -381,9 +433,14 @@ static void *alloc_impl(tp_arena *a, size_t size, size_t align) {
     errno = ENOMEM;
     return NULL;
   }
+  bool concurrent = (a->flags & TP_ARENA_CONCURRENT) != 0;
+  if (!concurrent) {
+    void *p = plain_bump(a, size, align);
+    if (p) return p;
+  }
   if (size + align > a->chunk_size / 4 ||
       (align > 16 && CHUNK_HDR + size + align > a->chunk_size)) {
-    if (a->flags & TP_ARENA_CONCURRENT) {
+    if (concurrent) {
       pthread_mutex_lock(&a->lock);
       void *p = large_alloc(a, size, align);
       int e = errno;
@@ -393,7 +450,7 @@ static void *alloc_impl(tp_arena *a, size_t size, size_t align) {
     }
     return large_alloc(a, size, align);
   }
-  if (a->flags & TP_ARENA_CONCURRENT) {
+  if (concurrent) {
     size_t n = tp__round_up(size ? size : 1, 16);
     if (align <= 16) return concurrent_alloc(a, n);
     /* Over-allocate, then align inside (rare; alignment > 16). */
@@ -662,6 +719,7 @@ void tp_arena_reset(tp_arena *a) {
   TP_POISON(from, (size_t)(chunk_end(a, a->first) - from));
   if (a->flags & TP_ARENA_CONCURRENT) {
     memset(a->regions, 0, (size_t)a->ncpu << REGION_SHIFT);
+    a->sptr = a->send = NULL;
     return;
   }
   *bump_ptr(a) = from;
@@ -690,6 +748,7 @@ int tp_arena_read_stats(const tp_arena *ca, tp_arena_stats *out) {
       char *e = __atomic_load_n(&r->end, __ATOMIC_RELAXED);
       if (p && e > p) room += (size_t)(e - p);
     }
+    if (a->sptr && a->send > a->sptr) room += (size_t)(a->send - a->sptr);
     size_t spares = 0;
     for (struct chunk *k = a->spare; k; k = k->next) spares++;
     /* Chunks in regions: all but the first (the arena) and the spares. */

@@ -17,8 +17,9 @@
  *
  * Allocations are 16-byte aligned. tp_arena_alloc(a, 0) returns a unique,
  * valid pointer to zero usable bytes (it takes 16 bytes of the arena).
- * Allocations over a quarter chunk get their own mapping (page-rounded,
- * never more than 2x what was asked) and leave the current chunk alone.
+ * Allocations over a quarter chunk that do not fit in the rest of the
+ * current chunk (in a concurrent arena: all of them) get their own mapping
+ * (page-rounded) and leave the current chunk alone: they never waste it.
  * Failures return NULL with errno (EINVAL, ENOMEM) and leave the arena
  * fully usable.
  *
@@ -111,7 +112,10 @@ TP_API int tp_arena_on_reset(tp_arena *a, void (*fn)(void *arg), void *arg);
  * nothing). Rewinding frees everything allocated after the mark and runs
  * the cleanups registered after it; a mark is valid until the arena is
  * reset or rewound to an earlier mark (invalid marks are ignored, and abort
- * in debug builds). */
+ * in debug builds). Marks from before a reset, from another arena, or past
+ * the arena's current end are always caught; one made invalid by a rewind
+ * to an earlier mark is caught only while the arena has not grown past its
+ * position again (it then rewinds to that position: still safe). */
 TP_API tp_arena_mark tp_arena_save(tp_arena *a);
 TP_API void tp_arena_rewind(tp_arena *a, tp_arena_mark m);
 

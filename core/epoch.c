@@ -33,7 +33,19 @@
  * (one consumer at a time, across all queues); then, from callbacks, pool
  * locks (30); registry_lock and state_lock (50): the thread list, the queue
  * list, liburcu register/unregister, the reclaimer's conditions. Neither of
- * the last two is held across a grace period or a callback.
+ * the last two is held across a grace period or a callback. Callbacks never
+ * wait: synchronize and barrier return -EDEADLK in one (they would take
+ * gp_lock under consume_lock, or wait for the reclaimer running them), and a
+ * retire in one is accepted past the cap instead of waiting.
+ *
+ * The cap is checked against pending_bytes, to which each thread adds its
+ * retires in batches of up to REPORT_BYTES, and a retire that crosses it is
+ * accepted once its thread has waited for a grace period: with T retiring
+ * threads, retired-but-not-freed bytes stay within the cap plus
+ * T x (REPORT_BYTES + one retire).
+ *
+ * ThreadSanitizer cannot see liburcu's ordering; see epoch.h and
+ * tp__epoch_read_unlock_tsan for the annotations that stand in for it.
  */
 #define _GNU_SOURCE
 #include <tidepool/epoch.h>
@@ -221,6 +233,31 @@ int tp_epoch_register_thread(void) {
 
 void tp__epoch_register_slow(void) { tp_epoch_register_thread(); }
 
+/* TSan builds (epoch.h): a leave releases, the end of a grace period
+ * acquires `tsan_sync`, so TSan sees that what a reader did inside a
+ * section happens before what runs after the grace period (callbacks, and
+ * through the pool's own annotations, the next owner of the memory). The
+ * application may be built with TSan when the library is not: then the
+ * runtime's entry points are found as weak symbols. */
+#if TP_TSAN
+#define tsan_acquire(p) __tsan_acquire(p)
+#define tsan_release(p) __tsan_release(p)
+#else
+extern void __tsan_acquire(void *addr) __attribute__((weak));
+extern void __tsan_release(void *addr) __attribute__((weak));
+#define tsan_acquire(p) (__tsan_acquire ? __tsan_acquire(p) : (void)0)
+#define tsan_release(p) (__tsan_release ? __tsan_release(p) : (void)0)
+#endif
+static char tsan_sync;
+
+void tp__epoch_read_lock_tsan(void) { urcu_memb_read_lock(); }
+
+/* Also the way out of the sections of an exiting thread (thread_exit). */
+void tp__epoch_read_unlock_tsan(void) {
+  tsan_release(&tsan_sync);
+  urcu_memb_read_unlock();
+}
+
 void tp__epoch_unbalanced_leave(void) {
   if (TP_DEBUG) tp__fatal("tp_epoch_leave", NULL, "leave without a matching enter");
 }
@@ -231,7 +268,7 @@ static void thread_exit(void *arg) {
   struct thread_state *t = arg;
   if (t->urcu_registered) {
     /* Leave any open section so no grace period waits for a dead thread. */
-    while (URCU_TLS(urcu_memb_reader).ctr & URCU_GP_CTR_NEST_MASK) _urcu_memb_read_unlock();
+    while (URCU_TLS(urcu_memb_reader).ctr & URCU_GP_CTR_NEST_MASK) tp__epoch_read_unlock_tsan();
     pthread_mutex_lock(&registry_lock);
     urcu_memb_unregister_thread();
     t->urcu_registered = false;
@@ -267,6 +304,7 @@ static void grace_period(void) {
   pthread_cond_signal(&watch_cv);
   pthread_mutex_unlock(&state_lock);
   urcu_memb_synchronize_rcu();
+  tsan_acquire(&tsan_sync);
   pthread_mutex_lock(&state_lock);
   gp_active = false;
   pthread_mutex_unlock(&state_lock);
@@ -736,7 +774,25 @@ int tp_epoch_read_stats(tp_epoch_stats *out) {
  * locks would be copied held). liburcu's call_rcu threads (if the
  * application uses call_rcu) are paused as its documentation asks. */
 static void fork_prepare_gp(void) {
-  pthread_mutex_lock(&gp_lock);
+  if (!tp_epoch_in_section()) {
+    pthread_mutex_lock(&gp_lock);
+  } else {
+    /* fork() inside a read section: a grace period in progress may be
+     * waiting for this very thread, and blocking on gp_lock would never
+     * end. One that does not need us ends: wait up to stall_ms for it, then
+     * stop loudly rather than hang. */
+    pthread_mutex_lock(&state_lock);
+    uint64_t deadline = tp__now_ms_coarse() + cfg_stall_ms;
+    pthread_mutex_unlock(&state_lock);
+    while (pthread_mutex_trylock(&gp_lock) != 0) {
+      if (tp__now_ms_coarse() > deadline)
+        tp__fatal("fork", NULL,
+                  "fork() inside an epoch read section while a grace period waits "
+                  "for this thread (leave the section before forking)");
+      struct timespec ts = {0, 1000000};
+      nanosleep(&ts, NULL);
+    }
+  }
   urcu_memb_call_rcu_before_fork();
 }
 static void fork_parent_gp(void) {

@@ -25,7 +25,10 @@
  * thread wait for a grace period itself and free its own backlog; inside a
  * read section that wait could never end, so the retire fails instead with
  * -EDEADLK (errno EDEADLK, stats.cap_failures; abort in debug builds) and
- * the caller keeps the object. A reader that stays inside one section longer
+ * the caller keeps the object. The cap is approximate by at most 64 KiB plus
+ * one retire per retiring thread (retires are counted in per-thread
+ * batches). A retire from inside a retire callback never waits (it is
+ * accepted past the cap). A reader that stays inside one section longer
  * than stall_ms while a grace period waits for it is reported
  * (stats.stalls, and the optional callback with its thread id).
  *
@@ -34,6 +37,9 @@
  * all signals. fork(): the child may go on using epochs, pools and arenas;
  * threads other than the forking one are gone, so their sections end and
  * their queues are drained by the child's own reclaimer (started on demand).
+ * Do not fork inside a read section: no grace period may be in progress
+ * across fork (liburcu's locks), and one may be waiting for the forking
+ * thread; fork then waits up to stall_ms and aborts with a message.
  *
  * Thread safety: every function here is safe to call concurrently, except
  * that tp_epoch_configure must not race with itself. tp_epoch_synchronize
@@ -52,6 +58,25 @@
  * _LGPL_SOURCE setting. */
 #include <urcu/static/pointer.h>
 #include <urcu/static/urcu-memb.h>
+
+/* ThreadSanitizer cannot see liburcu's ordering (the grace period is
+ * inside uninstrumented liburcu and membarrier), and liburcu's inline read
+ * side races benignly on its own words (plain volatile stores of the
+ * futex). In a TSan build of the includer, read sections therefore call
+ * liburcu's out-of-line read lock/unlock (uninstrumented) through tidepool,
+ * a leave is a TSan release and a grace period's end an acquire of one
+ * sync object, and tp_publish/tp_deref are C11 release/acquire atomics
+ * (the same instructions on x86-64). Nothing changes in other builds. */
+#if defined(__SANITIZE_THREAD__)
+#define TP__EPOCH_TSAN 1
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define TP__EPOCH_TSAN 1
+#endif
+#endif
+#ifndef TP__EPOCH_TSAN
+#define TP__EPOCH_TSAN 0
+#endif
 
 #ifdef __cplusplus
 extern "C" {
@@ -94,6 +119,9 @@ TP_API int tp_epoch_configure(const tp_epoch_config *cfg);
 TP_API int tp_epoch_register_thread(void);
 TP_API void tp__epoch_register_slow(void);
 TP_API void tp__epoch_unbalanced_leave(void);
+/* Out-of-line read side for TSan builds (see above; not API). */
+TP_API void tp__epoch_read_lock_tsan(void);
+TP_API void tp__epoch_read_unlock_tsan(void);
 
 /*
  * Begins a read section; nestable. Cost: ~1 ns (inline; one registration
@@ -102,7 +130,11 @@ TP_API void tp__epoch_unbalanced_leave(void);
  */
 TP_INLINE void tp_epoch_enter(void) {
   if (TP_UNLIKELY(!URCU_TLS(urcu_memb_reader).registered)) tp__epoch_register_slow();
+#if TP__EPOCH_TSAN
+  tp__epoch_read_lock_tsan();
+#else
   _urcu_memb_read_lock();
+#endif
 }
 
 /*
@@ -114,7 +146,11 @@ TP_INLINE void tp_epoch_leave(void) {
     tp__epoch_unbalanced_leave();
     return;
   }
+#if TP__EPOCH_TSAN
+  tp__epoch_read_unlock_tsan();
+#else
   _urcu_memb_read_unlock();
+#endif
 }
 
 /* 1 inside a read section, else 0. */
@@ -124,8 +160,13 @@ TP_INLINE int tp_epoch_in_section(void) {
 
 /* Publishes `value` into the pointer `ptr_lvalue` for readers (release
  * store); read it inside a section with tp_deref (dependency-ordered load). */
+#if TP__EPOCH_TSAN
+#define tp_publish(ptr_lvalue, value) __atomic_store_n(&(ptr_lvalue), (value), __ATOMIC_RELEASE)
+#define tp_deref(ptr) __atomic_load_n(&(ptr), __ATOMIC_ACQUIRE)
+#else
 #define tp_publish(ptr_lvalue, value) _rcu_assign_pointer(ptr_lvalue, value)
 #define tp_deref(ptr) _rcu_dereference(ptr)
+#endif
 
 /* Waits for every read section that began before the call to end.
  * 0; -EDEADLK (errno) inside a read section or a retire callback. */

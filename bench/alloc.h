@@ -1,0 +1,101 @@
+/*
+ * bench/alloc.h — the interfaces an implementation under test provides,
+ * and the selection of this worker's implementation.
+ *
+ * Every worker binary is compiled with -DBENCH_ALLOC=<name>; this header
+ * then includes bench/alloc_<name>.h, which defines, for whatever it
+ * supports:
+ *
+ *   BENCH_HAVE_POOL 1   + static const bench_pool_ops  bench_pool_impl
+ *   BENCH_HAVE_ARENA 1  + static const bench_arena_ops bench_arena_impl
+ *   BENCH_HAVE_EPOCH 1  (tidepool only: the epoch workloads)
+ *
+ * and always  static inline void bench_impl_describe(void),  which reports
+ * versions and modes with bench_info() (bench/worker.c calls it once).
+ *
+ * Workloads call the implementation through these const vtables. The
+ * vtables and their functions are static and visible in the workload's
+ * translation unit, so the compiler resolves every call at compile time
+ * and inlines it: tp_pool_get's inline fast path stays inline, and a peer's
+ * malloc is one direct call, exactly as in a program using them.
+ */
+#ifndef TP_BENCH_ALLOC_H
+#define TP_BENCH_ALLOC_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "bench/harness.h"
+
+/* A fixed-size object allocator: tp_pool, or malloc/free of a peer. */
+typedef struct bench_pool_ops {
+  const char *name;                   /* column name: "tp", "jemalloc", ... */
+  void *(*create)(size_t obj_size);   /* the context passed to the calls below */
+  void (*destroy)(void *ctx);
+  void *(*get)(void *ctx);
+  void (*put)(void *ctx, void *obj);
+  /* Optional (NULL: the workload loops over get/put). */
+  size_t (*get_bulk)(void *ctx, void **objs, size_t n);
+  void (*put_bulk)(void *ctx, void *const *objs, size_t n);
+  /* Optional: the allocator's background reclaimer (tidepool's sweeper).
+   * interval_ms 0 = its default configuration. 0 on success. */
+  int (*reclaimer_start)(unsigned interval_ms);
+  void (*reclaimer_stop)(void);
+} bench_pool_ops;
+
+/* A region allocator: tp_arena, talloc, APR pools, malloc + free-all. */
+typedef struct bench_arena_ops {
+  const char *name;
+  void *(*create)(void);
+  void (*destroy)(void *arena);
+  void *(*alloc)(void *arena, size_t size);
+  void (*reset)(void *arena); /* frees everything; the arena stays usable */
+  /* Optional: an arena any number of threads may allocate from at once. */
+  void *(*create_concurrent)(void);
+} bench_arena_ops;
+
+/* Allocators without per-size state: the context is the object size. */
+static inline void *bench_size_ctx(size_t size) { return (void *)(uintptr_t)size; }
+static inline size_t bench_ctx_size(const void *ctx) { return (size_t)(uintptr_t)ctx; }
+static inline void bench_no_destroy(void *ctx) { (void)ctx; }
+
+/* Defines a vtable that some translation units of a worker do not use. */
+#define BENCH_IMPL static const __attribute__((unused))
+
+/* The pool interface of a malloc-style allocator: get = alloc_fn(size),
+ * put = free_fn(obj). Defines bench_pool_impl named `impl_name`. */
+#define BENCH_MALLOC_POOL(impl_name, alloc_fn, free_fn)                            \
+  static inline void *bench_malloc_get(void *ctx) { return alloc_fn(bench_ctx_size(ctx)); } \
+  static inline void bench_malloc_put(void *ctx, void *obj) {                \
+    (void)ctx;                                                                \
+    free_fn(obj);                                                             \
+  }                                                                           \
+  BENCH_IMPL bench_pool_ops bench_pool_impl = {                               \
+      .name = impl_name,                                                      \
+      .create = bench_size_ctx,                                               \
+      .destroy = bench_no_destroy,                                            \
+      .get = bench_malloc_get,                                                \
+      .put = bench_malloc_put,                                                \
+  };
+
+/* ---- this worker's implementation: bench/alloc_$(BENCH_ALLOC).h ---------- */
+#ifndef BENCH_ALLOC
+#error "compile workers with -DBENCH_ALLOC=<name> (see bench/BUILD)"
+#endif
+#define BENCH_STR_(x) #x
+#define BENCH_STR(x) BENCH_STR_(x)
+#define BENCH_IMPL_HEADER_(n) BENCH_STR(bench/alloc_##n.h)
+#define BENCH_IMPL_HEADER(n) BENCH_IMPL_HEADER_(n)
+#include BENCH_IMPL_HEADER(BENCH_ALLOC)
+
+#ifndef BENCH_HAVE_POOL
+#define BENCH_HAVE_POOL 0
+#endif
+#ifndef BENCH_HAVE_ARENA
+#define BENCH_HAVE_ARENA 0
+#endif
+#ifndef BENCH_HAVE_EPOCH
+#define BENCH_HAVE_EPOCH 0
+#endif
+
+#endif /* TP_BENCH_ALLOC_H */

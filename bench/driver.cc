@@ -1,0 +1,987 @@
+// bench/driver.cc — //bench: runs every worker's cases in interleaved
+// rounds, one fresh process per case, and prints the medians, the
+// tidepool-vs-peer ratios and the targets of issues 3-6.
+//
+//   bazel run //bench [-- --rounds N --filter REGEX --quick ...]   (--help)
+//
+// Scheduling: round r runs every selected case once; cases of the same
+// workload run back to back, allocator order rotating each round, so the
+// allocators of one workload are measured close together in time. Each case
+// runs in its own process (`bench_<worker> --benchmark_filter=^NAME$`), so
+// no case inherits another's heap, threads or RSS; a worker that crashes or
+// hangs loses that one case of that round, which is reported.
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/stat.h>
+#include <sys/types.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cctype>
+#include <cerrno>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <fstream>
+#include <map>
+#include <memory>
+#include <regex>
+#include <set>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#ifndef BENCH_WORKERS
+#error "BENCH_WORKERS (colon-separated worker names) is set by bench/BUILD"
+#endif
+#define BENCH_STR_(x) #x
+#define BENCH_STR(x) BENCH_STR_(x)
+
+namespace {
+
+// ---------------------------------------------------------------------------
+// Options
+
+struct Options {
+  int rounds = 3;
+  std::string filter;
+  bool quick = false;
+  double min_time = 0.25;
+  bool min_time_set = false;
+  double timeout_s = 180;
+  std::vector<std::string> workers;
+  bool list = false;
+  std::string keep_logs;  // directory to keep worker logs in
+};
+
+void Usage(FILE* f) {
+  std::fprintf(f,
+               "usage: bench [options]\n"
+               "  --rounds N       interleaved rounds; medians are taken across them (default 3)\n"
+               "  --filter REGEX   only cases whose name (BM_<workload>/<impl>) matches\n"
+               "  --quick          short runs (min_time 0.05 s, shorter fixed-duration cases)\n"
+               "  --min-time S     Google Benchmark min time per case and round (default 0.25)\n"
+               "  --workers A,B    only these workers (default: %s)\n"
+               "  --timeout S      kill a case's process after S seconds (default 180)\n"
+               "  --keep-logs DIR  keep every worker's output and JSON in DIR\n"
+               "  --list           list the cases and exit\n",
+               BENCH_STR(BENCH_WORKERS));
+}
+
+std::vector<std::string> Split(const std::string& s, char sep) {
+  std::vector<std::string> out;
+  std::string cur;
+  std::istringstream in(s);
+  while (std::getline(in, cur, sep))
+    if (!cur.empty()) out.push_back(cur);
+  return out;
+}
+
+bool ParseOptions(int argc, char** argv, Options* o) {
+  for (int i = 1; i < argc; i++) {
+    std::string a = argv[i];
+    auto value = [&](const char* name) -> const char* {
+      std::string n = name;
+      if (a.rfind(n + "=", 0) == 0) return argv[i] + n.size() + 1;
+      if (a == n && i + 1 < argc) return argv[++i];
+      return nullptr;
+    };
+    const char* v;
+    if (a == "--help" || a == "-h") {
+      Usage(stdout);
+      std::exit(0);
+    } else if (a == "--quick") {
+      o->quick = true;
+    } else if (a == "--list") {
+      o->list = true;
+    } else if ((v = value("--rounds"))) {
+      o->rounds = std::atoi(v);
+      if (o->rounds < 1) return false;
+    } else if ((v = value("--filter"))) {
+      o->filter = v;
+    } else if ((v = value("--min-time"))) {
+      o->min_time = std::atof(v);
+      o->min_time_set = true;
+    } else if ((v = value("--timeout"))) {
+      o->timeout_s = std::atof(v);
+    } else if ((v = value("--workers"))) {
+      o->workers = Split(v, ',');
+    } else if ((v = value("--keep-logs"))) {
+      o->keep_logs = v;
+    } else {
+      std::fprintf(stderr, "bench: unknown option %s\n", a.c_str());
+      return false;
+    }
+  }
+  if (o->quick && !o->min_time_set) o->min_time = 0.05;
+  if (o->workers.empty()) o->workers = Split(BENCH_STR(BENCH_WORKERS), ':');
+  return true;
+}
+
+// ---------------------------------------------------------------------------
+// A small JSON reader, for Google Benchmark's --benchmark_out.
+
+struct Json {
+  enum Kind { kNull, kBool, kNum, kStr, kArr, kObj } kind = kNull;
+  bool b = false;
+  double num = 0;
+  std::string str;
+  std::vector<Json> arr;
+  std::vector<std::pair<std::string, Json>> obj;
+
+  const Json* Get(const std::string& key) const {
+    for (const auto& kv : obj)
+      if (kv.first == key) return &kv.second;
+    return nullptr;
+  }
+};
+
+class JsonParser {
+ public:
+  explicit JsonParser(const std::string& s) : s_(s) {}
+  bool Parse(Json* out) {
+    if (!Value(out)) return false;
+    Ws();
+    return p_ == s_.size();
+  }
+
+ private:
+  void Ws() {
+    while (p_ < s_.size() && std::isspace(static_cast<unsigned char>(s_[p_]))) p_++;
+  }
+  bool Lit(const char* w) {
+    size_t n = std::strlen(w);
+    if (s_.compare(p_, n, w) != 0) return false;
+    p_ += n;
+    return true;
+  }
+  bool Str(std::string* out) {
+    if (s_[p_] != '"') return false;
+    p_++;
+    while (p_ < s_.size() && s_[p_] != '"') {
+      char c = s_[p_++];
+      if (c == '\\' && p_ < s_.size()) {
+        char e = s_[p_++];
+        switch (e) {
+          case 'n': c = '\n'; break;
+          case 't': c = '\t'; break;
+          case 'r': c = '\r'; break;
+          case 'b': c = '\b'; break;
+          case 'f': c = '\f'; break;
+          case 'u':  // keep ASCII, replace the rest
+            c = '?';
+            if (p_ + 4 <= s_.size()) {
+              unsigned v = static_cast<unsigned>(std::strtoul(s_.substr(p_, 4).c_str(), nullptr, 16));
+              if (v < 128) c = static_cast<char>(v);
+              p_ += 4;
+            }
+            break;
+          default: c = e;
+        }
+      }
+      out->push_back(c);
+    }
+    if (p_ >= s_.size()) return false;
+    p_++;
+    return true;
+  }
+  bool Value(Json* v) {
+    Ws();
+    if (p_ >= s_.size()) return false;
+    char c = s_[p_];
+    if (c == '{') {
+      v->kind = Json::kObj;
+      p_++;
+      Ws();
+      if (p_ < s_.size() && s_[p_] == '}') return ++p_, true;
+      for (;;) {
+        Ws();
+        std::string k;
+        if (p_ >= s_.size() || !Str(&k)) return false;
+        Ws();
+        if (p_ >= s_.size() || s_[p_++] != ':') return false;
+        Json item;
+        if (!Value(&item)) return false;
+        v->obj.emplace_back(std::move(k), std::move(item));
+        Ws();
+        if (p_ >= s_.size()) return false;
+        if (s_[p_] == ',') { p_++; continue; }
+        if (s_[p_] == '}') return ++p_, true;
+        return false;
+      }
+    }
+    if (c == '[') {
+      v->kind = Json::kArr;
+      p_++;
+      Ws();
+      if (p_ < s_.size() && s_[p_] == ']') return ++p_, true;
+      for (;;) {
+        Json item;
+        if (!Value(&item)) return false;
+        v->arr.push_back(std::move(item));
+        Ws();
+        if (p_ >= s_.size()) return false;
+        if (s_[p_] == ',') { p_++; continue; }
+        if (s_[p_] == ']') return ++p_, true;
+        return false;
+      }
+    }
+    if (c == '"') {
+      v->kind = Json::kStr;
+      return Str(&v->str);
+    }
+    if (Lit("true")) { v->kind = Json::kBool; v->b = true; return true; }
+    if (Lit("false")) { v->kind = Json::kBool; return true; }
+    if (Lit("null")) return true;
+    char* end = nullptr;
+    v->num = std::strtod(s_.c_str() + p_, &end);
+    if (end == s_.c_str() + p_) {
+      // Google Benchmark writes non-finite counters as bare nan/inf.
+      if (Lit("nan") || Lit("-nan")) { v->kind = Json::kNum; v->num = NAN; return true; }
+      if (Lit("inf")) { v->kind = Json::kNum; v->num = INFINITY; return true; }
+      if (Lit("-inf")) { v->kind = Json::kNum; v->num = -INFINITY; return true; }
+      return false;
+    }
+    v->kind = Json::kNum;
+    p_ = static_cast<size_t>(end - s_.c_str());
+    return true;
+  }
+
+  const std::string& s_;
+  size_t p_ = 0;
+};
+
+std::string ReadFile(const std::string& path) {
+  std::ifstream f(path, std::ios::binary);
+  std::stringstream ss;
+  ss << f.rdbuf();
+  return ss.str();
+}
+
+// ---------------------------------------------------------------------------
+// Workers and their processes
+
+std::string SelfPath(const char* argv0) {
+  char buf[4096];
+  ssize_t n = readlink("/proc/self/exe", buf, sizeof buf - 1);
+  if (n > 0) return std::string(buf, static_cast<size_t>(n));
+  return argv0;
+}
+
+std::string Dirname(const std::string& p) {
+  size_t s = p.rfind('/');
+  return s == std::string::npos ? "." : p.substr(0, s);
+}
+
+bool IsExecutable(const std::string& p) {
+  struct stat st;
+  return stat(p.c_str(), &st) == 0 && S_ISREG(st.st_mode) && access(p.c_str(), X_OK) == 0;
+}
+
+// The worker binary: in the runfiles (bazel run), or beside the driver.
+std::string FindWorker(const std::string& self, const char* argv0, const std::string& name) {
+  std::string file = "bench_" + name;
+  std::vector<std::string> tries;
+  if (const char* rd = std::getenv("RUNFILES_DIR")) tries.push_back(std::string(rd) + "/tidepool/bench/" + file);
+  tries.push_back(std::string(argv0) + ".runfiles/tidepool/bench/" + file);
+  tries.push_back(self + ".runfiles/tidepool/bench/" + file);
+  tries.push_back("bench/" + file);  // bazel run: the cwd is the runfiles root
+  tries.push_back(Dirname(self) + "/" + file);
+  tries.push_back(Dirname(argv0) + "/" + file);
+  for (const auto& t : tries)
+    if (IsExecutable(t)) return t;
+  return "";
+}
+
+volatile sig_atomic_t g_child = 0;
+volatile sig_atomic_t g_interrupted = 0;
+
+void OnSignal(int sig) {
+  g_interrupted = sig;
+  if (g_child > 0) kill(-g_child, SIGKILL);
+}
+
+struct ProcResult {
+  bool ok = false;
+  std::string what;  // why not ok: "exit status 1", "killed by signal 11", "timed out"
+  double seconds = 0;
+};
+
+// Runs argv with stdout and stderr to `log`; kills its process group after
+// timeout_s.
+ProcResult RunProcess(const std::vector<std::string>& args, const std::string& log, double timeout_s) {
+  ProcResult r;
+  auto t0 = std::chrono::steady_clock::now();
+  pid_t pid = fork();
+  if (pid < 0) {
+    r.what = std::string("fork: ") + std::strerror(errno);
+    return r;
+  }
+  if (pid == 0) {
+    setpgid(0, 0);
+    int fd = open(log.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    if (fd >= 0) {
+      dup2(fd, 1);
+      dup2(fd, 2);
+      close(fd);
+    }
+    std::vector<char*> av;
+    for (const auto& a : args) av.push_back(const_cast<char*>(a.c_str()));
+    av.push_back(nullptr);
+    execv(av[0], av.data());
+    std::fprintf(stderr, "exec %s: %s\n", av[0], std::strerror(errno));
+    _exit(127);
+  }
+  setpgid(pid, pid);
+  g_child = pid;
+  int status = 0;
+  bool timed_out = false;
+  for (;;) {
+    pid_t w = waitpid(pid, &status, WNOHANG);
+    if (w == pid) break;
+    if (w < 0 && errno != EINTR) break;
+    double el = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    if (el > timeout_s && !timed_out) {
+      timed_out = true;
+      kill(-pid, SIGKILL);
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  g_child = 0;
+  r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  if (timed_out) {
+    char b[64];
+    std::snprintf(b, sizeof b, "timed out after %.0f s", timeout_s);
+    r.what = b;
+  } else if (WIFSIGNALED(status)) {
+    r.what = std::string("killed by signal ") + std::to_string(WTERMSIG(status)) + " (" +
+             strsignal(WTERMSIG(status)) + ")";
+  } else if (WIFEXITED(status) && WEXITSTATUS(status) != 0) {
+    r.what = "exit status " + std::to_string(WEXITSTATUS(status));
+  } else {
+    r.ok = true;
+  }
+  return r;
+}
+
+std::string Tail(const std::string& path, int lines) {
+  std::string s = ReadFile(path);
+  std::vector<std::string> all = Split(s, '\n');
+  std::string out;
+  for (size_t i = all.size() > static_cast<size_t>(lines) ? all.size() - lines : 0; i < all.size(); i++)
+    if (all[i].find("Library was built as DEBUG") == std::string::npos) out += "      | " + all[i] + "\n";
+  return out;
+}
+
+struct CaseInfo {
+  std::string name, workload, impl, group, unit, worker, path;
+  bool throughput = false;
+};
+
+struct Worker {
+  std::string name, path;
+  std::map<std::string, std::string> info;
+  std::vector<CaseInfo> cases;
+};
+
+// ---------------------------------------------------------------------------
+// Results
+
+struct Sample {
+  double ns = NAN;                        // ns per op
+  std::map<std::string, double> counters;  // the case's own counters
+};
+
+double Median(std::vector<double> v) {
+  v.erase(std::remove_if(v.begin(), v.end(), [](double x) { return std::isnan(x); }), v.end());
+  if (v.empty()) return NAN;
+  std::sort(v.begin(), v.end());
+  size_t n = v.size();
+  return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
+}
+
+struct Results {
+  // name -> round -> sample
+  std::map<std::string, std::map<int, Sample>> by_case;
+  std::vector<std::string> failures;
+
+  double Ns(const std::string& name) const {
+    auto it = by_case.find(name);
+    if (it == by_case.end()) return NAN;
+    std::vector<double> v;
+    for (const auto& r : it->second) v.push_back(r.second.ns);
+    return Median(v);
+  }
+  double Counter(const std::string& name, const std::string& counter) const {
+    auto it = by_case.find(name);
+    if (it == by_case.end()) return NAN;
+    std::vector<double> v;
+    for (const auto& r : it->second) {
+      auto c = r.second.counters.find(counter);
+      if (c != r.second.counters.end()) v.push_back(c->second);
+    }
+    return Median(v);
+  }
+  void Spread(const std::string& name, double* lo, double* hi, int* n) const {
+    *lo = NAN, *hi = NAN, *n = 0;
+    auto it = by_case.find(name);
+    if (it == by_case.end()) return;
+    for (const auto& r : it->second) {
+      double x = r.second.ns;
+      if (std::isnan(x)) continue;
+      if (!(*n)++) *lo = *hi = x;
+      *lo = std::min(*lo, x);
+      *hi = std::max(*hi, x);
+    }
+  }
+  // Median over rounds of f(round's sample of a, round's sample of b).
+  template <typename F>
+  double PerRound(const std::string& a, const std::string& b, F f) const {
+    auto ia = by_case.find(a), ib = by_case.find(b);
+    if (ia == by_case.end() || ib == by_case.end()) return NAN;
+    std::vector<double> v;
+    for (const auto& r : ia->second) {
+      auto s = ib->second.find(r.first);
+      if (s != ib->second.end()) v.push_back(f(r.second, s->second));
+    }
+    return Median(v);
+  }
+};
+
+bool ParseResult(const std::string& json_path, const std::string& name, Sample* out, std::string* err) {
+  std::string text = ReadFile(json_path);
+  if (text.empty()) {
+    *err = "no JSON output";
+    return false;
+  }
+  Json root;
+  if (!JsonParser(text).Parse(&root)) {
+    *err = "unreadable JSON output";
+    return false;
+  }
+  const Json* list = root.Get("benchmarks");
+  if (!list) {
+    *err = "no benchmarks in the JSON output";
+    return false;
+  }
+  for (const auto& b : list->arr) {
+    const Json* n = b.Get("name");
+    if (!n || n->str.rfind(name + "/", 0) != 0) continue;  // ".../manual_time", ".../iterations:N"
+    const Json* e = b.Get("error_occurred");
+    if (e && e->b) {
+      const Json* m = b.Get("error_message");
+      *err = "error: " + (m ? m->str : std::string("?"));
+      return false;
+    }
+    static const std::set<std::string> kFixed = {
+        "family_index", "per_family_instance_index", "repetitions", "repetition_index",
+        "threads", "iterations", "real_time", "cpu_time", "Mops"};
+    for (const auto& kv : b.obj) {
+      if (kv.second.kind != Json::kNum || kFixed.count(kv.first)) continue;
+      if (kv.first == "ns_per_op") out->ns = kv.second.num;
+      else out->counters[kv.first] = kv.second.num;
+    }
+    if (std::isnan(out->ns)) {
+      *err = "no ns_per_op in the result";
+      return false;
+    }
+    return true;
+  }
+  *err = "the case did not run (not in the JSON output)";
+  return false;
+}
+
+// ---------------------------------------------------------------------------
+// Targets (issues 3-6)
+
+enum class Check {
+  kTpMaxNs,          // tp's ns/op <= value
+  kBestPeerMin,      // (best peer's ns/op) / (tp's ns/op) >= value
+  kCounterMax,       // tp's counter <= value (negative = never reached: missed)
+  kThroughputRatio,  // tp's Mops(workload) / Mops(other) >= value, per round
+  kOnOffMax,         // tp's ns/op / counter (same run) <= value, per round
+};
+
+struct Target {
+  const char* workload;
+  Check check;
+  double value;
+  const char* text;
+  const char* other;  // counter or second workload
+};
+
+const Target kTargets[] = {
+    {"pair", Check::kTpMaxNs, 2.0, "<= 2 ns per pair", nullptr},
+    {"pair", Check::kBestPeerMin, 2.0, ">= 2x faster than the best peer", nullptr},
+    {"batch", Check::kTpMaxNs, 1.5, "<= 1.5 ns per call", nullptr},
+    {"prodcons", Check::kBestPeerMin, 1.5, ">= 1.5x the best peer's throughput", nullptr},
+    {"oversub_t8", Check::kThroughputRatio, 0.75, "8 threads keep >= 75% of 2 threads' throughput",
+     "oversub_t2"},
+    {"read_pair", Check::kTpMaxNs, 2.0, "<= 2 ns per enter+leave", nullptr},
+    {"retire", Check::kTpMaxNs, 30.0, "<= 30 ns per tp_pool_retire", nullptr},
+    {"retire_latency", Check::kCounterMax, 2000.0, "retire-to-free p99 <= 2 ms at 1 M/s", "p99_us"},
+    {"arena32", Check::kTpMaxNs, 1.0, "<= 1 ns per 32 B bump allocation", nullptr},
+    {"arena_conc_t2", Check::kThroughputRatio, 1.8, "concurrent arena scales >= 1.8x, 1 -> 2 threads",
+     "arena_conc_t1"},
+    {"arena_reset", Check::kTpMaxNs, 100.0, "<= 100 ns per reset (4 chunks)", nullptr},
+    {"burst", Check::kCounterMax, 1500.0, "RSS <= base + 10% of peak within decay + 500 ms", "back_ms"},
+    {"pair_sweep1ms", Check::kOnOffMax, 1.10, "pair within 10% with the sweeper waking every 1 ms",
+     "off_ns"},
+};
+
+struct Verdict {
+  std::string status;  // MET, MISSED, n/a
+  std::string measured;
+};
+
+std::string Fmt(const char* fmt, double v) {
+  char b[64];
+  std::snprintf(b, sizeof b, fmt, v);
+  return b;
+}
+
+// The peer cases of a workload: every impl other than tp.
+std::vector<std::string> Peers(const std::vector<CaseInfo>& cases, const std::string& workload) {
+  std::vector<std::string> out;
+  for (const auto& c : cases)
+    if (c.workload == workload && c.impl != "tp") out.push_back(c.impl);
+  return out;
+}
+
+std::string Name(const std::string& workload, const std::string& impl) {
+  return "BM_" + workload + "/" + impl;
+}
+
+Verdict Evaluate(const Target& t, const Results& res, const std::vector<CaseInfo>& cases) {
+  Verdict v{"n/a", "-"};
+  std::string tp = Name(t.workload, "tp");
+  double x = NAN;
+  bool ok = false;
+  switch (t.check) {
+    case Check::kTpMaxNs:
+      x = res.Ns(tp);
+      ok = x <= t.value;
+      v.measured = Fmt("%.2f ns", x);
+      break;
+    case Check::kBestPeerMin: {
+      double tpns = res.Ns(tp), best = NAN;
+      std::string who;
+      for (const auto& p : Peers(cases, t.workload)) {
+        double pn = res.Ns(Name(t.workload, p));
+        if (!std::isnan(pn) && (std::isnan(best) || pn < best)) best = pn, who = p;
+      }
+      x = best / tpns;
+      ok = x >= t.value;
+      v.measured = Fmt("%.2fx", x) + " vs " + who;
+      break;
+    }
+    case Check::kCounterMax:
+      x = res.Counter(tp, t.other);
+      ok = x >= 0 && x <= t.value;
+      v.measured = x < 0 ? std::string("never") : Fmt("%.0f", x) + " (" + t.other + ")";
+      break;
+    case Check::kThroughputRatio:
+      // ns/op is time per op of the aggregate: Mops(a)/Mops(b) = ns(b)/ns(a).
+      x = res.PerRound(tp, Name(t.other, "tp"), [](const Sample& a, const Sample& b) { return b.ns / a.ns; });
+      ok = x >= t.value;
+      v.measured = Fmt("%.2fx", x);
+      break;
+    case Check::kOnOffMax:
+      x = res.PerRound(tp, tp, [&](const Sample& a, const Sample&) {
+        auto c = a.counters.find(t.other);
+        return c == a.counters.end() ? NAN : a.ns / c->second;
+      });
+      ok = x <= t.value;
+      v.measured = Fmt("%.3fx", x);
+      break;
+  }
+  if (std::isnan(x)) return Verdict{"n/a", "-"};
+  v.status = ok ? "MET" : "MISSED";
+  return v;
+}
+
+// Workloads whose tp-vs-peer ratio compares a counter rather than ns/op.
+const std::map<std::string, std::string> kRatioCounter = {
+    {"retire_latency", "p99_us"},
+    {"burst", "rss_1500_MiB"},
+};
+
+// ---------------------------------------------------------------------------
+// Printing
+
+const char* GroupTitle(const std::string& g) {
+  if (g == "pool") return "Pool: 64-byte objects (issue 3)";
+  if (g == "epoch") return "Epochs: read sections, retire, read-mostly lookups (issue 4)";
+  if (g == "arena") return "Arenas (issue 5)";
+  if (g == "sweeper") return "Sweeper (issue 6)";
+  return nullptr;
+}
+
+std::string Num(double x, int width, int prec = 2) {
+  char b[64];
+  if (std::isnan(x)) std::snprintf(b, sizeof b, "%*s", width, "-");
+  else if (std::fabs(x) >= 100000) std::snprintf(b, sizeof b, "%*.0f", width, x);
+  else std::snprintf(b, sizeof b, "%*.*f", width, prec, x);
+  return b;
+}
+
+
+void PrintRule(size_t n) { std::printf("%s\n", std::string(n, '-').c_str()); }
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  Options opt;
+  if (!ParseOptions(argc, argv, &opt)) {
+    Usage(stderr);
+    return 2;
+  }
+  std::setvbuf(stdout, nullptr, _IOLBF, 0);
+  struct sigaction sa;
+  std::memset(&sa, 0, sizeof sa);
+  sa.sa_handler = OnSignal;
+  sigaction(SIGINT, &sa, nullptr);
+  sigaction(SIGTERM, &sa, nullptr);
+  auto start = std::chrono::steady_clock::now();
+  std::string self = SelfPath(argv[0]);
+
+  char tmpl[] = "/tmp/tp-bench.XXXXXX";
+  std::string tmp = opt.keep_logs;
+  if (tmp.empty()) {
+    if (!mkdtemp(tmpl)) {
+      std::perror("bench: mkdtemp");
+      return 1;
+    }
+    tmp = tmpl;
+  } else {
+    mkdir(tmp.c_str(), 0755);
+  }
+  if (opt.quick) setenv("TP_BENCH_QUICK", "1", 1);
+
+  std::unique_ptr<std::regex> filter;
+  if (!opt.filter.empty()) {
+    try {
+      filter.reset(new std::regex(opt.filter, std::regex::extended));
+    } catch (const std::regex_error& e) {
+      std::fprintf(stderr, "bench: bad --filter: %s\n", e.what());
+      return 2;
+    }
+  }
+
+  // Ask every worker what it has.
+  Results res;
+  std::vector<Worker> workers;
+  for (const auto& w : opt.workers) {
+    Worker wk;
+    wk.name = w;
+    wk.path = FindWorker(self, argv[0], w);
+    if (wk.path.empty()) {
+      res.failures.push_back("worker " + w + ": bench_" + w + " not found (is it in //bench's data?)");
+      continue;
+    }
+    std::string log = tmp + "/list_" + w + ".txt";
+    ProcResult pr = RunProcess({wk.path, "--bench_list"}, log, 60);
+    if (!pr.ok) {
+      res.failures.push_back("worker " + w + ": --bench_list " + pr.what + "\n" + Tail(log, 8));
+      continue;
+    }
+    for (const auto& line : Split(ReadFile(log), '\n')) {
+      std::vector<std::string> f;
+      std::string cur;
+      std::istringstream in(line);
+      while (std::getline(in, cur, '\t')) f.push_back(cur);
+      if (f.size() == 3 && f[0] == "info") wk.info[f[1]] = f[2];
+      if (f.size() == 7 && f[0] == "case") {
+        CaseInfo c{f[1], f[2], f[3], f[4], f[5], w, wk.path, f[6] == "1"};
+        if (!filter || std::regex_search(c.name, *filter)) wk.cases.push_back(c);
+      }
+    }
+    workers.push_back(wk);
+  }
+
+  // Cases by group (issue order first) and workload (first seen).
+  std::vector<std::string> groups = {"pool", "epoch", "arena", "sweeper"};
+  std::vector<std::string> workloads;
+  std::map<std::string, std::vector<CaseInfo>> by_workload;
+  std::map<std::string, std::string> group_of;
+  for (const auto& w : workers)
+    for (const auto& c : w.cases) {
+      if (std::find(groups.begin(), groups.end(), c.group) == groups.end()) groups.push_back(c.group);
+      if (!by_workload.count(c.workload)) workloads.push_back(c.workload), group_of[c.workload] = c.group;
+      by_workload[c.workload].push_back(c);
+    }
+  std::vector<std::string> ordered;
+  for (const auto& g : groups)
+    for (const auto& w : workloads)
+      if (group_of[w] == g) ordered.push_back(w);
+  std::vector<CaseInfo> all;
+  for (const auto& w : ordered)
+    for (const auto& c : by_workload[w]) all.push_back(c);
+
+  if (opt.list) {
+    for (const auto& c : all) std::printf("%-28s %-8s %s\n", c.name.c_str(), c.worker.c_str(), c.unit.c_str());
+    return 0;
+  }
+
+  // Header: the machine and the implementations.
+  std::map<std::string, std::string> info;
+  for (const auto& w : workers)
+    for (const auto& kv : w.info) info[kv.first] = kv.second;
+  std::string cpu_model;
+  {
+    std::istringstream in(ReadFile("/proc/cpuinfo"));
+    std::string line;
+    while (std::getline(in, line))
+      if (line.rfind("model name", 0) == 0) {
+        cpu_model = line.substr(line.find(':') + 2);
+        break;
+      }
+  }
+  auto get = [&](const char* k) { return info.count(k) ? info[k] : std::string("?"); };
+  std::printf("tidepool //bench: tidepool against the allocators in use today\n");
+  std::printf("machine: %ld CPUs online (%s); tp_percpu_mode()=%s, tp_epoch_mode()=%s\n",
+              sysconf(_SC_NPROCESSORS_ONLN), cpu_model.c_str(), get("percpu_mode").c_str(),
+              get("epoch_mode").c_str());
+  std::printf("workers (one process per case):\n");
+  for (const auto& w : workers) {
+    std::string line;
+    for (const auto& kv : w.info)
+      if (kv.first != "malloc_from") line += (line.empty() ? "" : ", ") + kv.first + " " + kv.second;
+    auto m = w.info.find("malloc_from");
+    if (m != w.info.end()) line += (line.empty() ? "" : "; ") + std::string("malloc from ") + m->second;
+    std::printf("  bench_%-10s %s\n", w.name.c_str(), line.c_str());
+  }
+  std::printf("plan: %zu cases x %d rounds, interleaved (each round runs every case once, the "
+              "allocators of a workload back to back, order rotating), one process per case; "
+              "min_time %.2f s%s%s%s\n",
+              all.size(), opt.rounds, opt.min_time, opt.quick ? ", --quick" : "",
+              filter ? ", filter " : "", filter ? opt.filter.c_str() : "");
+  std::printf("note: Debian's libbenchmark prints \"***WARNING*** Library was built as DEBUG\" about "
+              "its own build, not tidepool's (ours: -c opt); the driver keeps worker output in logs.\n\n");
+
+  // Rounds.
+  for (int r = 1; r <= opt.rounds && !g_interrupted; r++) {
+    for (const auto& w : ordered) {
+      if (g_interrupted) break;
+      std::vector<CaseInfo> cs = by_workload[w];
+      std::rotate(cs.begin(), cs.begin() + static_cast<long>((r - 1) % cs.size()), cs.end());
+      std::string line = "[round " + std::to_string(r) + "/" + std::to_string(opt.rounds) + "] " + w + ":";
+      for (const auto& c : cs) {
+        if (g_interrupted) break;
+        std::string base = tmp + "/r" + std::to_string(r) + "_" + c.workload + "_" + c.impl;
+        std::vector<std::string> args = {c.path,
+                                         "--benchmark_filter=^" + c.name + "(/|$)",
+                                         "--benchmark_min_time=" + Fmt("%g", opt.min_time),
+                                         "--benchmark_out=" + base + ".json",
+                                         "--benchmark_out_format=json"};
+        ProcResult pr = RunProcess(args, base + ".log", opt.timeout_s);
+        if (g_interrupted) break;  // killed by us: not the case's failure
+        Sample s;
+        std::string err;
+        if (!pr.ok) {
+          res.failures.push_back("round " + std::to_string(r) + " " + c.name + " (bench_" + c.worker +
+                                 "): " + pr.what + "\n" + Tail(base + ".log", 10));
+          line += " " + c.impl + "=FAILED";
+        } else if (!ParseResult(base + ".json", c.name, &s, &err)) {
+          res.failures.push_back("round " + std::to_string(r) + " " + c.name + " (bench_" + c.worker +
+                                 "): " + err + "\n" + Tail(base + ".log", 10));
+          line += " " + c.impl + "=FAILED";
+        } else {
+          res.by_case[c.name][r] = s;
+          line += " " + c.impl + "=" + Fmt(s.ns < 10 ? "%.2f" : "%.1f", s.ns);
+        }
+      }
+      std::fprintf(stderr, "%s\n", line.c_str());
+    }
+  }
+  if (g_interrupted) std::printf("\n(interrupted: tables below hold the rounds that finished)\n");
+
+  // ---- per-group tables ----
+  const size_t W = 104;
+  for (const auto& g : groups) {
+    bool any = false;
+    for (const auto& c : all) any |= c.group == g;
+    if (!any) continue;
+    const char* title = GroupTitle(g);
+    std::printf("\n== %s ==\n", title ? title : g.c_str());
+    std::printf("%-28s %10s %10s %22s %6s\n", "benchmark", "ns/op", "Mops/s", "min..max ns/op", "rounds");
+    PrintRule(W);
+    for (const auto& w : ordered) {
+      if (group_of[w] != g) continue;
+      const auto& cs = by_workload[w];
+      std::printf("-- %s: ns per %s\n", w.c_str(), cs[0].unit.c_str());
+      for (const auto& c : cs) {
+        double ns = res.Ns(c.name), lo, hi;
+        int n;
+        res.Spread(c.name, &lo, &hi, &n);
+        std::string spread = n ? Num(lo, 0) + ".." + Num(hi, 0) : "-";
+        std::printf("%-28s %10s %10s %22s %6d\n", c.name.c_str(), Num(ns, 10).c_str(),
+                    c.throughput ? Num(1e3 / ns, 10).c_str() : "", spread.c_str(), n);
+      }
+    }
+  }
+
+  // ---- retire latency ----
+  if (by_workload.count("retire_latency")) {
+    std::printf("\n== Retire-to-free latency at 1 M retires/s (medians of rounds, us) ==\n");
+    std::printf("%-28s %10s %10s %10s %10s %12s\n", "benchmark", "p50", "p99", "p999", "max", "retires/s");
+    PrintRule(W);
+    for (const auto& c : by_workload["retire_latency"]) {
+      double ns = res.Ns(c.name);
+      std::printf("%-28s %10s %10s %10s %10s %12s\n", c.name.c_str(), Num(res.Counter(c.name, "p50_us"), 10, 0).c_str(),
+                  Num(res.Counter(c.name, "p99_us"), 10, 0).c_str(),
+                  Num(res.Counter(c.name, "p999_us"), 10, 0).c_str(),
+                  Num(res.Counter(c.name, "max_us"), 10, 0).c_str(), Num(1e9 / ns, 12, 0).c_str());
+    }
+  }
+
+  // ---- scaling and overhead ratios, every allocator ----
+  struct Pair {
+    const char* a;
+    const char* b;
+    const char* text;
+  };
+  const Pair kScaling[] = {
+      {"oversub_t8", "oversub_t2", "oversubscription: throughput of 8 threads / 2 threads"},
+      {"arena_conc_t2", "arena_conc_t1", "concurrent arena: throughput of 2 threads / 1 thread"},
+      {"lookup_t2", "lookup_t1", "lookups: throughput of 2 threads / 1 thread"},
+      {"lookup_t8", "lookup_t2", "lookups: throughput of 8 threads / 2 threads"},
+  };
+  bool printed = false;
+  for (const auto& p : kScaling) {
+    if (!by_workload.count(p.a) || !by_workload.count(p.b)) continue;
+    if (!printed) {
+      std::printf("\n== Scaling (median over rounds of the per-round ratio) ==\n");
+      PrintRule(W);
+      printed = true;
+    }
+    std::string line = std::string(p.text) + ":";
+    for (const auto& c : by_workload[p.a]) {
+      double x = res.PerRound(c.name, Name(p.b, c.impl), [](const Sample& a, const Sample& b) { return b.ns / a.ns; });
+      line += " " + c.impl + " " + Num(x, 0) + "x;";
+    }
+    std::printf("%s\n", line.c_str());
+  }
+  if (by_workload.count("pair_sweep1ms")) {
+    if (!printed) PrintRule(W);
+    for (const auto& c : by_workload["pair_sweep1ms"]) {
+      double x = res.PerRound(c.name, c.name, [](const Sample& a, const Sample&) {
+        auto it = a.counters.find("off_ns");
+        return it == a.counters.end() ? NAN : a.ns / it->second;
+      });
+      std::printf("sweeper every 1 ms: pair time with / without (same run, ABBA slices): %s %sx "
+                  "(%s ns vs %s ns)\n",
+                  c.impl.c_str(), Num(x, 0, 3).c_str(), Num(res.Ns(c.name), 0).c_str(),
+                  Num(res.Counter(c.name, "off_ns"), 0).c_str());
+    }
+  }
+
+  // ---- burst: RSS curves ----
+  if (by_workload.count("burst")) {
+    const auto& cs = by_workload["burst"];
+    std::printf("\n== Burst: RSS (MiB) after 4 M x 64 B (256 MiB) were taken by 4 threads and put "
+                "back; ms since the last put (medians of rounds) ==\n");
+    for (int half = 0; half < 2; half++) {
+      int from = half ? 1300 : 0, to = half ? 2500 : 1200;
+      std::printf("%-10s %6s %6s", "allocator", "base", "peak");
+      for (int t = from; t <= to; t += 100) std::printf(" %5d", t);
+      std::printf("\n");
+      for (const auto& c : cs) {
+        std::printf("%-10s %6s %6s", c.impl.c_str(), Num(res.Counter(c.name, "base_MiB"), 6, 0).c_str(),
+                    Num(res.Counter(c.name, "peak_MiB"), 6, 0).c_str());
+        for (int t = from; t <= to; t += 100) {
+          char key[32];
+          std::snprintf(key, sizeof key, "rss_%04d_MiB", t);
+          std::printf(" %5s", Num(res.Counter(c.name, key), 5, 0).c_str());
+        }
+        std::printf("\n");
+      }
+    }
+    std::printf("back to base + 10%% of peak at (ms; -1 = not within 2.5 s):");
+    for (const auto& c : cs) std::printf(" %s %s;", c.impl.c_str(), Num(res.Counter(c.name, "back_ms"), 0, 0).c_str());
+    std::printf("\n");
+    for (const auto& t : kTargets)
+      if (std::string(t.workload) == "burst") {
+        Verdict v = Evaluate(t, res, all);
+        std::printf("tidepool (tp_sweeper_start(NULL): decay 1000 ms) back within 1500 ms: %s (%s)\n",
+                    v.status.c_str(), v.measured.c_str());
+      }
+  }
+
+  // ---- ratio table: tp vs each peer ----
+  std::printf("\n== tidepool vs peers: peer ns/op / tp ns/op (>1: tidepool is faster), medians ==\n");
+  for (const auto& g : groups) {
+    std::vector<std::string> peers;
+    bool any = false;
+    for (const auto& w : ordered) {
+      if (group_of[w] != g) continue;
+      for (const auto& p : Peers(all, w))
+        if (std::find(peers.begin(), peers.end(), p) == peers.end()) peers.push_back(p);
+      for (const auto& c : by_workload[w]) any |= c.impl == "tp";
+    }
+    if (!any) continue;
+    std::printf("%-22s", g.c_str());
+    for (const auto& p : peers) std::printf(" %9s", p.c_str());
+    std::printf("   target (issue): measured, status\n");
+    PrintRule(W);
+    for (const auto& w : ordered) {
+      if (group_of[w] != g) continue;
+      auto rc = kRatioCounter.find(w);
+      auto metric = [&](const std::string& impl) {
+        return rc == kRatioCounter.end() ? res.Ns(Name(w, impl)) : res.Counter(Name(w, impl), rc->second);
+      };
+      double tpv = metric("tp");
+      bool has_tp = false, has_peer = false, has_target = false;
+      for (const auto& c : by_workload[w]) has_tp |= c.impl == "tp", has_peer |= c.impl != "tp";
+      for (const auto& t : kTargets) has_target |= w == t.workload;
+      if (!has_tp || (!has_peer && !has_target)) continue;
+      std::string label = rc == kRatioCounter.end() ? w : w + " (" + rc->second + ")";
+      std::printf("%-22s", label.c_str());
+      for (const auto& p : peers) {
+        double pv = metric(p);
+        std::printf(" %9s", std::isnan(pv) ? "" : (Num(pv / tpv, 0) + "x").c_str());
+      }
+      bool first = true;
+      for (const auto& t : kTargets) {
+        if (w != t.workload) continue;
+        Verdict v = Evaluate(t, res, all);
+        std::printf("%s%s: %s, %s", first ? "   " : "; ", t.text, v.measured.c_str(), v.status.c_str());
+        first = false;
+      }
+      std::printf("\n");
+    }
+    std::printf("\n");
+  }
+
+  // ---- targets summary ----
+  std::printf("== Targets (issues 3-6) ==\n");
+  std::printf("%-16s %-56s %-22s %s\n", "workload", "target", "measured", "status");
+  PrintRule(W);
+  int met = 0, missed = 0;
+  for (const auto& t : kTargets) {
+    if (!by_workload.count(t.workload)) continue;
+    Verdict v = Evaluate(t, res, all);
+    met += v.status == "MET";
+    missed += v.status == "MISSED";
+    std::printf("%-16s %-56s %-22s %s\n", t.workload, t.text, v.measured.c_str(), v.status.c_str());
+  }
+  std::printf("targets: %d met, %d missed\n", met, missed);
+
+  // ---- failures ----
+  if (!res.failures.empty()) {
+    std::printf("\n== Failures (%zu) ==\n", res.failures.size());
+    for (const auto& f : res.failures) std::printf("- %s\n", f.c_str());
+    std::printf("worker logs: %s\n", tmp.c_str());
+  }
+  double el = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  std::printf("\ntotal time: %.0f s (%d rounds)\n", el, opt.rounds);
+  if (opt.keep_logs.empty() && res.failures.empty()) {
+    std::string cmd = "rm -rf '" + tmp + "'";
+    if (std::system(cmd.c_str()) != 0) std::fprintf(stderr, "bench: could not remove %s\n", tmp.c_str());
+  }
+  return g_interrupted ? 130 : 0;
+}
