@@ -68,7 +68,8 @@
 
 #define SEG_CAP 254
 #define REPORT_BYTES (64 * 1024)
-#define KICK_ENTRIES 4096
+#define KICK_ENTRIES 1024
+#define BACKLOG_NOW 256
 #define DEFAULT_CAP ((size_t)64 << 20)
 #define NOMINAL_BYTES 64
 #define MAX_BYTES ((size_t)1 << 48) /* one retire counts at most this */
@@ -162,8 +163,16 @@ static void fork_prepare_state(void);
 static void fork_parent_state(void);
 static void fork_child_state(void);
 
+static tp_pool *queue_pool, *seg_pool;
+
 static void epoch_init(void) {
   pthread_key_create(&exit_key, thread_exit);
+  tp_pool_config qc = {.name = "epoch-queues", .obj_size = sizeof(struct queue),
+                       .align = TP_CACHELINE};
+  tp_pool_config sc = {.name = "epoch-segments", .obj_size = sizeof(struct seg)};
+  /* Small CPU caches: a queue is taken once per thread. */
+  queue_pool = tp__pool_create_ex(&qc, TP_CACHELINE, 4 * sizeof(struct queue));
+  seg_pool = tp__pool_create_ex(&sc, 16, 4 * sizeof(struct seg));
   const char *env = getenv("TP_RETIRE_CAP");
   if (env && *env) {
     char *end;
@@ -326,12 +335,23 @@ int tp_epoch_synchronize(void) {
 
 /* ---- queues --------------------------------------------------------------- */
 
+/* Queues and segments come from two internal pools (queue_pool, seg_pool),
+ * not malloc: threads that come and go (each queue is freed by the
+ * reclaimer after its thread exits) leave no fragmentation behind, and the
+ * sweeper returns what stays unused. */
+
+static struct seg *seg_new(void) {
+  struct seg *s = seg_pool ? tp_pool_get(seg_pool) : NULL;
+  if (s) s->next = NULL;
+  return s;
+}
+
 static struct queue *queue_new(void) {
-  struct queue *q = aligned_alloc(TP_CACHELINE, tp__round_up(sizeof *q, TP_CACHELINE));
-  struct seg *s = malloc(sizeof *s);
+  struct queue *q = queue_pool ? tp_pool_get(queue_pool) : NULL;
+  struct seg *s = seg_new();
   if (!q || !s) {
-    free(q);
-    free(s);
+    if (q) tp_pool_put(queue_pool, q);
+    if (s) tp_pool_put(seg_pool, s);
     return NULL;
   }
   memset(q, 0, sizeof *q);
@@ -354,7 +374,7 @@ static uint64_t queue_consume(struct queue *q, uint64_t upto) {
     if (q->cidx == SEG_CAP) {
       /* acquire: pairs with the producer's release store of next. */
       struct seg *next = __atomic_load_n(&q->chead->next, __ATOMIC_ACQUIRE);
-      free(q->chead);
+      tp_pool_put(seg_pool, q->chead);
       q->chead = next;
       q->cidx = 0;
     }
@@ -371,23 +391,34 @@ static uint64_t queue_consume(struct queue *q, uint64_t upto) {
   return n;
 }
 
-static void queue_free(struct queue *q) {
+/* Counts a finished queue's totals as dead (caller holds registry_lock, so
+ * stats count it once); the memory is freed by queue_free, outside it. */
+static void queue_retire_counts(struct queue *q) {
   __atomic_fetch_add(&dead_retired, q->tail_local, __ATOMIC_RELAXED);
   __atomic_fetch_add(&dead_freed, q->head, __ATOMIC_RELAXED);
-  free(q->chead);
-  free(q);
+}
+
+/* Not under registry_lock (50): pool puts take pool locks (30). */
+static void queue_free(struct queue *q) {
+  tp_pool_put(seg_pool, q->chead);
+  tp_pool_put(queue_pool, q);
 }
 
 /* ---- the reclaimer ---------------------------------------------------------- */
 
-static bool any_pending(void) {
-  bool any = false;
+/* Entries waiting for a callback, over every queue; an exited thread's
+ * empty queue counts as one (it still has to be freed). */
+static uint64_t pending_entries(void) {
+  uint64_t n = 0;
   pthread_mutex_lock(&registry_lock);
-  for (struct queue *q = queues; q && !any; q = q->next)
-    any = __atomic_load_n(&q->tail, __ATOMIC_ACQUIRE) != __atomic_load_n(&q->head, __ATOMIC_RELAXED) ||
-          __atomic_load_n(&q->orphaned, __ATOMIC_ACQUIRE);
+  for (struct queue *q = queues; q; q = q->next) {
+    uint64_t t = __atomic_load_n(&q->tail, __ATOMIC_ACQUIRE);
+    uint64_t h = __atomic_load_n(&q->head, __ATOMIC_RELAXED);
+    n += t - h;
+    if (t == h && __atomic_load_n(&q->orphaned, __ATOMIC_ACQUIRE)) n++;
+  }
   pthread_mutex_unlock(&registry_lock);
-  return any;
+  return n;
 }
 
 static void reclaim_cycle(void) {
@@ -423,19 +454,28 @@ static void reclaim_cycle(void) {
     for (size_t i = 0; i < n; i++)
       if (snap[i].q->head < snap[i].tail) queue_consume(snap[i].q, snap[i].tail);
     pthread_mutex_unlock(&consume_lock);
-    /* Free the queues of exited threads once they are empty. */
+    /* Free the queues of exited threads once they are empty: unlink them
+     * under the registry lock, free them after it. */
+    struct queue *dead = NULL;
     pthread_mutex_lock(&registry_lock);
     for (struct queue **pq = &queues; *pq;) {
       struct queue *q = *pq;
       if (__atomic_load_n(&q->orphaned, __ATOMIC_ACQUIRE) &&
           q->head == __atomic_load_n(&q->tail, __ATOMIC_ACQUIRE)) {
         *pq = q->next;
-        queue_free(q);
+        queue_retire_counts(q);
+        q->next = dead;
+        dead = q;
       } else {
         pq = &q->next;
       }
     }
     pthread_mutex_unlock(&registry_lock);
+    while (dead) {
+      struct queue *q = dead;
+      dead = q->next;
+      queue_free(q);
+    }
   }
   free(snap);
   pthread_mutex_lock(&state_lock);
@@ -451,9 +491,11 @@ static void *reclaimer_main(void *arg) {
     pthread_mutex_lock(&state_lock);
     while (!stopping && !kicked) {
       pthread_mutex_unlock(&state_lock);
-      bool pending = any_pending();
+      uint64_t pending = pending_entries();
       pthread_mutex_lock(&state_lock);
-      if (stopping || kicked) break;
+      /* A backlog runs the next cycle at once: reclamation follows the
+       * retire rate, the timer only bounds the wait of a trickle. */
+      if (stopping || kicked || pending >= BACKLOG_NOW) break;
       if (pending) {
         /* Something waits: come back after interval_ms at the latest. */
         struct timespec ts;
@@ -469,7 +511,7 @@ static void *reclaimer_main(void *arg) {
       pthread_mutex_unlock(&state_lock);
       if (have_membarrier)
         syscall(__NR_membarrier, MEMBARRIER_CMD_PRIVATE_EXPEDITED, 0, 0);
-      pending = any_pending();
+      pending = pending_entries();
       pthread_mutex_lock(&state_lock);
       if (!pending && !kicked && !stopping) pthread_cond_wait(&reclaim_cv, &state_lock);
       __atomic_store_n(&sleeping, 0, __ATOMIC_RELAXED);
@@ -619,12 +661,11 @@ static int retire(void *obj, size_t bytes, void (*fn)(void *, void *), void *arg
     if (rc) return rc;
   }
   if (TP_UNLIKELY(q->pidx == SEG_CAP)) {
-    struct seg *s = malloc(sizeof *s);
+    struct seg *s = seg_new();
     if (!s) {
       errno = ENOMEM;
       return -ENOMEM;
     }
-    s->next = NULL;
     /* release: the consumer that follows the link sees an initialized seg. */
     __atomic_store_n(&q->ptail->next, s, __ATOMIC_RELEASE);
     q->ptail = s;
@@ -689,12 +730,10 @@ int tp_epoch_barrier(void) {
 
 /* ---- pools -------------------------------------------------------------------- */
 
-static void pool_put_cb(void *obj, void *arg) {
-  tp_pool *p = arg;
-  tp_pool_put(p, obj);
-  __atomic_fetch_sub(&p->retire_pending, 1, __ATOMIC_RELEASE);
-}
+static void pool_put_cb(void *obj, void *arg) { tp_pool_put(arg, obj); }
 
+/* No shared atomic here: the pool is only marked once, the first time it is
+ * retired into (tp_pool_destroy then waits with a barrier). */
 int tp_pool_retire(tp_pool *p, void *obj) {
   if (!p || !obj) {
     errno = EINVAL;
@@ -704,19 +743,16 @@ int tp_pool_retire(tp_pool *p, void *obj) {
     tp__fatal("tp_pool_retire", obj, "pointer is not from this pool");
   if (TP_UNLIKELY(!__atomic_load_n(&p->epoch_used, __ATOMIC_RELAXED)))
     __atomic_store_n(&p->epoch_used, true, __ATOMIC_RELAXED);
-  __atomic_fetch_add(&p->retire_pending, 1, __ATOMIC_RELAXED);
-  int rc = tp_epoch_retire_sized(obj, p->stride, pool_put_cb, p);
-  if (rc) __atomic_fetch_sub(&p->retire_pending, 1, __ATOMIC_RELAXED);
-  return rc;
+  return tp_epoch_retire_sized(obj, p->stride, pool_put_cb, p);
 }
 
 void tp__epoch_pool_quiesce(tp_pool *p) {
-  while (__atomic_load_n(&p->retire_pending, __ATOMIC_ACQUIRE)) {
-    if (tp_epoch_barrier() != 0)
-      tp__fatal("tp_pool_destroy", p,
-                "retires of this pool are pending and the caller is inside a read "
-                "section or a retire callback");
-  }
+  /* Every retire of p was issued before this call (destroy runs alone), so
+   * one barrier runs them all, the sweeper's slab retires included. */
+  if (tp_epoch_barrier() != 0)
+    tp__fatal("tp_pool_destroy", p,
+              "the pool was retired into and the caller is inside a read section "
+              "or a retire callback: its retires cannot be waited for here");
 }
 
 static void slab_cb(void *obj, void *arg) {
@@ -730,8 +766,6 @@ void tp__epoch_retire_slab(tp_slab *s, size_t bytes) {
     /* Out of memory for the queue: give the pages back now and leave the
      * address range mapped (a reader may still touch it; it reads zeros). */
     tp__os_decommit(s, bytes);
-    tp_pool *p = s->pool;
-    __atomic_fetch_sub(&p->retire_pending, 1, __ATOMIC_RELEASE);
   }
 }
 

@@ -582,6 +582,10 @@ void tp_pool_put_bulk(tp_pool *p, void *const *objs, size_t n) {
 /* ---- create / destroy ------------------------------------------------------ */
 
 tp_pool *tp__pool_create(const tp_pool_config *cfg, size_t max_align) {
+  return tp__pool_create_ex(cfg, max_align, 0);
+}
+
+tp_pool *tp__pool_create_ex(const tp_pool_config *cfg, size_t max_align, size_t cache_bytes) {
   pthread_once(&pool_once, pool_init_once);
   if (!cfg || cfg->obj_size == 0 || cfg->obj_size > TP__OBJ_SIZE_MAX ||
       (cfg->align && (!tp__is_pow2(cfg->align) || cfg->align > max_align)) ||
@@ -631,7 +635,7 @@ tp_pool *tp__pool_create(const tp_pool_config *cfg, size_t max_align) {
   p->ncpu = pi->ncpu;
   /* A CPU cache holds ~256 KiB of objects (2 .. 1022); a depot batch is
    * half a cache; the depot keeps up to 4 batches per CPU (at least 8). */
-  size_t cc = (256 * 1024) / stride;
+  size_t cc = (cache_bytes ? cache_bytes : 256 * 1024) / stride;
   p->cache_cap = (uint32_t)(cc < 2 ? 2 : cc > TP__PCACHE_SLOTS ? TP__PCACHE_SLOTS : cc);
   p->batch = p->cache_cap / 2 > TP__MAG_CAP ? TP__MAG_CAP : p->cache_cap / 2;
   if (p->batch == 0) p->batch = 1;
@@ -713,7 +717,9 @@ void tp_pool_destroy(tp_pool *p) {
   if (p->reg_next) p->reg_next->reg_prev = p->reg_prev;
   pthread_mutex_unlock(&registry_lock);
   pthread_mutex_unlock(&tp__pool_pass_lock);
-  if (tp__counter_get(&p->retire_pending)) tp__epoch_pool_quiesce(p);
+  /* acquire: pairs with nothing in particular; the caller's own
+   * synchronization makes every earlier retire into p visible. */
+  if (__atomic_load_n(&p->epoch_used, __ATOMIC_ACQUIRE)) tp__epoch_pool_quiesce(p);
 
   /* No other thread may use p now, so the caches are read without fences. */
   uint64_t cached = 0;
@@ -795,11 +801,7 @@ int tp_pool_read_stats(const tp_pool *cp, tp_pool_stats *out) {
 /* ---- the sweeper's pass ------------------------------------------------------ */
 
 /* Epoch callback for a slab retired by the sweeper (see step 3 below). */
-void tp__pool_slab_retired(tp_slab *s) {
-  tp_pool *p = s->pool;
-  slab_release(p, s);
-  tp__counter_add(&p->retire_pending, -1);
-}
+void tp__pool_slab_retired(tp_slab *s) { slab_release(s->pool, s); }
 
 size_t tp__pool_sweep(tp_pool *p, uint64_t now_ms, uint64_t decay_ms, size_t *retain) {
   size_t released = 0;
@@ -871,10 +873,9 @@ size_t tp__pool_sweep(tp_pool *p, uint64_t now_ms, uint64_t decay_ms, size_t *re
     next = s->next;
     tp__counter_add(&p->slabs_freed, 1);
     released += p->slab_size;
-    if (p->epoch_used) {
+    if (__atomic_load_n(&p->epoch_used, __ATOMIC_RELAXED)) {
       /* An epoch reader may still hold a pointer into the slab from before
        * its objects were retired: give it back after a grace period. */
-      tp__counter_add(&p->retire_pending, 1);
       tp__epoch_retire_slab(s, p->slab_size);
     } else {
       slab_release(p, s);

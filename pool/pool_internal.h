@@ -60,6 +60,7 @@ struct tp_pool {
   uint32_t cache_cap, batch, depot_cap;
   unsigned flags;
   bool fast_on;          /* head.fast_base == caches */
+  bool epoch_used;       /* ever retired into (set once, relaxed atomics) */
   bool extras;           /* get/put need more than moving the pointer */
   int (*ctor)(void *, void *);
   void (*dtor)(void *, void *);
@@ -87,9 +88,6 @@ struct tp_pool {
   /* Sweeper state (touched only under the sweeper's pass lock). */
   uint64_t *sweep_word, *sweep_since_ms;
 
-  /* Epochs: retires pending, and whether the pool was ever retired into. */
-  uint64_t retire_pending;
-  bool epoch_used;
 
   /* Process-wide registry of pools (registry lock). */
   struct tp_pool *reg_prev, *reg_next;
@@ -103,6 +101,9 @@ static inline tp_slab *tp__slab_of(const tp_pool *p, const void *obj) {
  * object size (a power of two, for self-aligned chunks) and the pool may be
  * kept out of the process-wide registry. */
 tp_pool *tp__pool_create(const tp_pool_config *cfg, size_t max_align);
+/* ... and with a per-CPU cache budget in bytes (0 = the default 256 KiB):
+ * internal pools of big, rarely used objects keep their caches small. */
+tp_pool *tp__pool_create_ex(const tp_pool_config *cfg, size_t max_align, size_t cache_bytes);
 
 /* One sweeper pass over p: drains CPU caches idle for decay_ms, depot
  * batches older than decay_ms, and gives back slabs empty for decay_ms
