@@ -44,7 +44,7 @@
 #include <string.h>
 
 #define DEFAULT_CHUNK ((size_t)64 << 10)
-#define MIN_CHUNK ((size_t)4 << 10)
+#define MIN_CHUNK ((size_t)8 << 10) /* large sizes (> chunk/4) exceed half a page */
 #define MAX_CHUNK ((size_t)1 << 20)
 #define ALIGN_MAX ((size_t)4096)
 
@@ -54,12 +54,13 @@ struct chunk {
 };
 #define CHUNK_HDR tp__round_up(sizeof(struct chunk), 16)
 
+/* A large allocation's record (from the large_records pool). */
 struct large {
   struct large *next;
+  void *map;
   size_t map_bytes;
   size_t size; /* as asked */
 };
-#define LARGE_HDR tp__round_up(sizeof(struct large), 16)
 
 struct cleanup {
   struct cleanup *next;
@@ -81,6 +82,7 @@ struct tp_arena {
   struct tp__arena_head head; /* plain fast path; NULLs when it is off */
   tp_pool *chunks;            /* the shared chunk pool */
   size_t chunk_size, max_bytes, keep_bytes;
+  size_t small_max; /* sizes up to this take the per-CPU regions (concurrent) */
   unsigned flags;
   bool fast_on;
   /* Plain arenas: where the bump pointer lives when the fast path is off. */
@@ -119,8 +121,10 @@ static tp_pool *chunk_pool(size_t size) {
       break;
     }
   if (!p && i < MAX_CHUNK_POOLS) {
+    /* CPU caches of 32 chunks (2 MiB at the default size): resets and
+     * refills stay on the per-CPU fast path; the sweeper trims what idles. */
     tp_pool_config cfg = {.name = "arena-chunks", .obj_size = size, .align = 64};
-    p = tp_pool_create(&cfg);
+    p = tp__pool_create_ex(&cfg, 64, 32 * size);
     if (p) chunk_pools[i].size = size, chunk_pools[i].pool = p;
   } else if (!p) {
     errno = ENOMEM;
@@ -198,21 +202,45 @@ static void make_current(tp_arena *a, struct chunk *c, char *from) {
 
 /* ---- large allocations -------------------------------------------------------- */
 
-static void *large_alloc(tp_arena *a, size_t size, size_t align) {
+/* Records of large allocations come from one internal pool, so neither the
+ * mapping nor the arena's chunks carry them. */
+static tp_pool *large_records;
+static pthread_once_t large_records_once = PTHREAD_ONCE_INIT;
+static void large_records_init(void) {
+  tp_pool_config c = {.name = "arena-large-records", .obj_size = sizeof(struct large)};
+  large_records = tp__pool_create_ex(&c, 16, 64 * sizeof(struct large));
+}
+
+/* Maps a large allocation. The mapping is the allocation alone: its size
+ * rounded up to a page, at most 2x what was asked because large sizes
+ * exceed half a page (chunks are at least 8 KiB; large means over a quarter
+ * chunk). Page alignment covers every alignment the API allows (<= 4096).
+ * On failure nothing has changed. Concurrent arenas: caller holds a->lock. */
+static void *large_alloc(tp_arena *a, size_t size) {
   size_t page = tp__os_page_size();
-  size_t hdr = align > LARGE_HDR ? align : LARGE_HDR;
-  if (size > SIZE_MAX / 2 - hdr - page) {
+  if (size > SIZE_MAX / 2) {
     errno = ENOMEM;
     return NULL;
   }
-  size_t bytes = tp__round_up(hdr + size, page);
+  size_t bytes = tp__round_up(size, page);
   if (!may_hold(a, bytes)) {
     errno = ENOMEM;
     return NULL;
   }
-  struct large *l = tp__os_map(bytes, page);
-  if (!l) return NULL;
+  pthread_once(&large_records_once, large_records_init);
+  struct large *l = large_records ? tp_pool_get(large_records) : NULL;
+  if (!l) {
+    errno = ENOMEM;
+    return NULL;
+  }
+  void *m = tp__os_map(bytes, page);
+  if (!m) {
+    tp_pool_put(large_records, l);
+    errno = ENOMEM;
+    return NULL;
+  }
   tp__counter_add(&tp__os.resident, (int64_t)bytes);
+  l->map = m;
   l->map_bytes = bytes;
   l->size = size;
   l->next = a->large;
@@ -220,7 +248,7 @@ static void *large_alloc(tp_arena *a, size_t size, size_t align) {
   a->nlarge++;
   a->large_bytes += size;
   note_held(a, (ssize_t)bytes);
-  return (char *)l + hdr;
+  return m;
 }
 
 static void large_free(tp_arena *a, struct large *l) {
@@ -228,7 +256,8 @@ static void large_free(tp_arena *a, struct large *l) {
   a->large_bytes -= l->size;
   note_held(a, -(ssize_t)l->map_bytes);
   tp__counter_add(&tp__os.resident, -(int64_t)l->map_bytes);
-  tp__os_unmap(l, l->map_bytes);
+  tp__os_unmap(l->map, l->map_bytes);
+  tp_pool_put(large_records, l);
 }
 
 /* ---- concurrent arenas: per-CPU bump regions --------------------------------- */
@@ -342,7 +371,7 @@ static inline int32_t rseq_cpu_id(void) {
 
 /* Concurrent arena, everything but the rseq fast sequence. */
 static void *concurrent_alloc(tp_arena *a, size_t n) {
-  const struct tp__percpu_info *pi = tp__percpu();
+  const struct tp__percpu_info *pi = &tp__percpu_ready; /* arena create initialized it */
   if (pi->rseq) {
     char *p = region_bump_rseq(a->regions, n);
     if (TP_LIKELY(p != NULL)) {
@@ -438,17 +467,17 @@ static void *alloc_impl(tp_arena *a, size_t size, size_t align) {
     void *p = plain_bump(a, size, align);
     if (p) return p;
   }
-  if (size + align > a->chunk_size / 4 ||
-      (align > 16 && CHUNK_HDR + size + align > a->chunk_size)) {
+  if (size > a->chunk_size / 4) {
+    /* Large: its own mapping. */
     if (concurrent) {
       pthread_mutex_lock(&a->lock);
-      void *p = large_alloc(a, size, align);
+      void *p = large_alloc(a, size);
       int e = errno;
       pthread_mutex_unlock(&a->lock);
       errno = e;
       return p;
     }
-    return large_alloc(a, size, align);
+    return large_alloc(a, size);
   }
   if (concurrent) {
     size_t n = tp__round_up(size ? size : 1, 16);
@@ -460,7 +489,20 @@ static void *alloc_impl(tp_arena *a, size_t size, size_t align) {
   return plain_alloc(a, size, align);
 }
 
-void *tp__arena_alloc_slow(tp_arena *a, size_t size) { return alloc_impl(a, size, 16); }
+void *tp__arena_alloc_slow(tp_arena *a, size_t size) {
+  /* Concurrent arenas come here for every allocation: their common case
+   * (a small size, room in this CPU's region) is one rseq sequence, first. */
+  if (TP_LIKELY(a != NULL) && (a->flags & TP_ARENA_CONCURRENT) && size - 1 < a->small_max &&
+      tp__percpu_ready.rseq) {
+    size_t n = (size + 15) & ~(size_t)15;
+    char *p = region_bump_rseq(a->regions, n);
+    if (TP_LIKELY(p != NULL)) {
+      TP_UNPOISON(p, n);
+      return p;
+    }
+  }
+  return alloc_impl(a, size, 16);
+}
 
 void *tp_arena_alloc_aligned(tp_arena *a, size_t size, size_t align) {
   if (!a || !tp__is_pow2(align) || align > ALIGN_MAX) {
@@ -518,6 +560,7 @@ tp_arena *tp_arena_create(const tp_arena_config *cfg) {
   memset(a, 0, sizeof *a);
   a->chunks = pool;
   a->chunk_size = cs;
+  a->small_max = cs / 4 - 16;
   a->max_bytes = cfg->max_bytes;
   a->keep_bytes = cfg->keep_bytes;
   a->flags = cfg->flags;

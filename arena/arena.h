@@ -19,7 +19,9 @@
  * valid pointer to zero usable bytes (it takes 16 bytes of the arena).
  * Allocations over a quarter chunk that do not fit in the rest of the
  * current chunk (in a concurrent arena: all of them) get their own mapping
- * (page-rounded) and leave the current chunk alone: they never waste it.
+ * and leave the current chunk alone: they never waste it. The mapping is the
+ * size rounded up to a page — never more than 2x what was asked (their
+ * bookkeeping lives elsewhere, not in the mapping).
  * Failures return NULL with errno (EINVAL, ENOMEM) and leave the arena
  * fully usable.
  *
@@ -59,7 +61,7 @@ typedef struct tp_arena tp_arena;
 #define TP_ARENA_CONCURRENT 1u
 
 typedef struct tp_arena_config {
-  size_t chunk_size; /* 0 = 64 KiB; else 4 KiB .. 1 MiB (rounded up to 64 B) */
+  size_t chunk_size; /* 0 = 64 KiB; else 8 KiB .. 1 MiB (rounded up to 64 B) */
   size_t max_bytes;  /* 0 = unlimited; chunks + large mappings held: past it
                         allocations return NULL, errno ENOMEM */
   size_t keep_bytes; /* chunk bytes a reset keeps for reuse (the first chunk

@@ -34,7 +34,8 @@
  * counts never exceed TP__PCACHE_SLOTS < 2^15). */
 #define TP__PCACHE_BUSY (1ull << 15)
 
-static struct tp__percpu_info info;
+struct tp__percpu_info tp__percpu_ready;
+#define info tp__percpu_ready
 static pthread_once_t info_once = PTHREAD_ONCE_INIT;
 
 static unsigned possible_cpus(void) {

@@ -59,7 +59,7 @@ static uint64_t value_of(uint64_t version, uint64_t key) {
 }
 
 static struct config *build(uint64_t version, uint64_t *rng, unsigned flags) {
-  tp_arena_config ac = {.chunk_size = 4096, .flags = flags};
+  tp_arena_config ac = {.chunk_size = 8192, .flags = flags};
   tp_arena *a = tp_arena_create(&ac);
   if (!a) return NULL;
   struct config *c = tp_arena_alloc(a, sizeof *c);

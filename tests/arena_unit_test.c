@@ -162,7 +162,7 @@ static void record(void *arg) { order[norder++] = (int)(intptr_t)arg; }
 static void test_cleanups(void **state) {
   (void)state;
   for (unsigned f = 0; f <= TP_ARENA_CONCURRENT; f++) {
-    tp_arena *a = make(4 * KiB, 0, 0, f);
+    tp_arena *a = make(8 * KiB, 0, 0, f);
     norder = 0;
     for (intptr_t i = 1; i <= 10; i++) {
       assert_int_equal(tp_arena_on_reset(a, record, (void *)i), 0);
@@ -186,7 +186,7 @@ static void test_cleanups(void **state) {
 
 static void test_rewind(void **state) {
   (void)state;
-  tp_arena *a = make(4 * KiB, 0, 0, 0);
+  tp_arena *a = make(8 * KiB, 0, 0, 0);
   norder = 0;
   assert_int_equal(tp_arena_on_reset(a, record, (void *)1), 0);
   char *base = tp_arena_alloc(a, 64);
@@ -196,14 +196,14 @@ static void test_rewind(void **state) {
   char *first_after_m1 = tp_arena_alloc(a, 100);
   assert_int_equal(tp_arena_on_reset(a, record, (void *)2), 0);
   for (int i = 0; i < 30; i++) assert_non_null(tp_arena_alloc(a, 200)); /* new chunks */
-  assert_non_null(tp_arena_alloc(a, 5000));                          /* large */
+  assert_non_null(tp_arena_alloc(a, 10000));                         /* large */
   tp_arena_stats s_m2 = stats(a);
   tp_arena_mark m2 = tp_arena_save(a);
   char *first_after_m2 = tp_arena_alloc(a, 48);
   assert_int_equal(tp_arena_on_reset(a, record, (void *)3), 0);
   assert_int_equal(tp_arena_on_reset(a, record, (void *)4), 0);
   for (int i = 0; i < 30; i++) assert_non_null(tp_arena_alloc(a, 300));
-  assert_non_null(tp_arena_alloc(a, 6000)); /* large */
+  assert_non_null(tp_arena_alloc(a, 12000)); /* large */
   assert_true(stats(a).large == 2);
 
   /* Inner rewind: cleanups 4, 3 run; memory and stats back to m2. */
@@ -244,7 +244,7 @@ static void test_rewind(void **state) {
   /* Zero mark, another arena's mark: ignored. */
   tp_arena_mark zero = {0};
   tp_arena_rewind(a, zero);
-  tp_arena *b = make(4 * KiB, 0, 0, 0);
+  tp_arena *b = make(8 * KiB, 0, 0, 0);
   assert_non_null(tp_arena_alloc(b, 10));
   tp_arena_mark mb = tp_arena_save(b);
   assert_non_null(tp_arena_alloc(a, 10));
@@ -443,7 +443,8 @@ static void test_null_args(void **state) {
 
   static const tp_arena_config bad[] = {
       {.chunk_size = 1024},
-      {.chunk_size = 4095 - 63}, /* rounds to 4032 < 4 KiB */
+      {.chunk_size = 4096},      /* under 8 KiB */
+      {.chunk_size = 8191 - 63}, /* rounds to 8128 < 8 KiB */
       {.chunk_size = ((size_t)1 << 20) + 1},
       {.chunk_size = SIZE_MAX},
       {.flags = 0x80},
@@ -458,10 +459,10 @@ static void test_null_args(void **state) {
   assert_non_null(d);
   assert_int_equal(stats(d).bytes_held, 64 * KiB); /* default chunk */
   tp_arena_destroy(d);
-  tp_arena_config odd = {.chunk_size = 5000}; /* rounded up to 64 B */
+  tp_arena_config odd = {.chunk_size = 9000}; /* rounded up to 64 B */
   d = tp_arena_create(&odd);
   assert_non_null(d);
-  assert_int_equal(stats(d).bytes_held, 5056);
+  assert_int_equal(stats(d).bytes_held, 9024);
   tp_arena_destroy(d);
 }
 
@@ -547,7 +548,7 @@ static void test_poison(void **state) {
     printf("  (no ASan: nothing to check)\n");
     return;
   }
-  tp_arena *a = make(4 * KiB, 0, 0, 0);
+  tp_arena *a = make(8 * KiB, 0, 0, 0);
   char *p = tp_arena_alloc(a, 40);
   assert_false(POISONED(p));
   assert_false(POISONED(p + 39));
