@@ -185,7 +185,9 @@ static inline void *finish_get(tp_pool *p, void *obj) {
   if (TP_LIKELY(!p->extras)) return obj;
   TP_UNPOISON(obj, p->obj_size);
   VALGRIND_MEMPOOL_ALLOC(p, obj, p->obj_size);
-  if (p->ctor) VALGRIND_MAKE_MEM_DEFINED(obj, p->obj_size);
+  /* A constructed object's contents are defined; the debug poison is read
+   * by check_poison, then counts as uninitialized for the application. */
+  if (p->ctor || TP_DEBUG) VALGRIND_MAKE_MEM_DEFINED(obj, p->obj_size);
 #if TP_DEBUG
   tp_slab *s = tp__slab_of(p, obj);
   size_t i = obj_index(p, s, obj);
@@ -193,6 +195,7 @@ static inline void *finish_get(tp_pool *p, void *obj) {
   if (__atomic_fetch_or(&s->out_bits[i / 64], bit, __ATOMIC_RELAXED) & bit)
     tp__fatal("tp_pool_get", obj, "internal error: object handed out twice");
   check_poison(p, obj);
+  if (!p->ctor) VALGRIND_MAKE_MEM_UNDEFINED(obj, p->obj_size);
 #endif
   if (p->flags & TP_POOL_ZERO) memset(obj, 0, p->obj_size);
   return obj;
@@ -332,8 +335,10 @@ static unsigned central_alloc(tp_pool *p, void **out, unsigned n) {
         VALGRIND_MAKE_MEM_NOACCESS(obj, p->obj_size);
       } else if (TP_DEBUG) {
         TP_UNPOISON(obj, p->obj_size);
+        VALGRIND_MAKE_MEM_UNDEFINED(obj, p->obj_size);
         fill_poison(p, obj);
         TP_POISON(obj, p->stride);
+        VALGRIND_MAKE_MEM_NOACCESS(obj, p->obj_size);
       }
       s->carved++;
       out[got++] = obj;
