@@ -1,10 +1,278 @@
 /*
  * <tidepool/gc.h> — the tracing collector (tp_heap) and the sweeper.
+ *
+ * A tp_heap is a garbage-collected heap for data whose lifetime nobody
+ * owns: shared graphs, caches referenced from many in-flight requests,
+ * cyclic structures. Whatever is reachable from the registered roots and
+ * from the stacks and registers of the attached threads survives a
+ * collection; everything else is reclaimed. The heap is mark-region
+ * (Immix): objects are bump-allocated in regions taken from a tidepool
+ * chunk pool, regions are divided into lines, a region with no live line
+ * goes back whole to the pool and partly live regions hand their free
+ * lines to the allocators again. Collections stop the attached threads at
+ * safepoints (stop-the-world), mark with an explicit bounded gray stack,
+ * and sweep the regions; see docs/gc.md for the model and the rules.
+ *
+ *   static void node_trace(void *obj, tp_tracer *t) {
+ *     struct node *n = obj;
+ *     tp_trace(t, n->left);
+ *     tp_trace(t, n->right);
+ *   }
+ *   static const tp_type node_type = {"node", sizeof(struct node), node_trace};
+ *
+ *   tp_heap *h = tp_heap_create(NULL);          // GOGC-like defaults
+ *   struct node *root = NULL;
+ *   tp_root_add(h, (void **)&root);             // a precise root
+ *   root = tp_heap_alloc(h, &node_type);        // zeroed; attaches the thread
+ *   root->left = root;                          // a cycle: no leak
+ *   root = NULL;
+ *   tp_heap_collect(h);                         // like runtime.GC()
+ *   tp_heap_destroy(h);
+ *
+ * The threading model in one paragraph (docs/gc.md has the full rules): a
+ * thread that holds heap pointers in its locals must be attached
+ * (tp_heap_attach; the first tp_heap_alloc on a thread attaches it too).
+ * An attached thread must reach a safepoint — any allocation, or
+ * tp_heap_safepoint — regularly; a collection waits until every attached
+ * thread is at one. Before a call that may block for long (I/O, a lock,
+ * pthread_join, a condition wait) an attached thread calls
+ * tp_heap_blocking_enter and after it tp_heap_blocking_leave, and in
+ * between it does not touch heap objects: collections then proceed
+ * without it, scanning its stack as it was at enter. Pointers stored in
+ * registered roots or in heap objects need nothing more.
+ *
+ * Errors follow the library convention (<tidepool/common.h>): NULL or a
+ * negative errno, with errno set; NULL or bad arguments never crash.
  */
 #ifndef TIDEPOOL_GC_H
 #define TIDEPOOL_GC_H
 
 #include <tidepool/common.h>
 #include <tidepool/sweeper.h>
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct tp_heap tp_heap;
+typedef struct tp_tracer tp_tracer;
+typedef struct tp_weak tp_weak;
+
+/* Type flags. A type is exactly one of: TP_TYPE_LEAF (holds no heap
+ * pointers; never scanned), TP_TYPE_CONSERVATIVE (every aligned word is
+ * treated as a possible pointer, interior pointers included), a trace
+ * callback, or a ptr_offsets table. */
+#define TP_TYPE_LEAF 1u
+#define TP_TYPE_CONSERVATIVE 2u
+
+/*
+ * The layout of objects of one kind. Lives as long as any object of the
+ * type (normally a static const); the heap reads it at every collection.
+ * Must be 8-byte aligned (any tp_type object is).
+ *
+ *   size       bytes of one object (> 0); arrays are n elements of size.
+ *   trace      precise: calls tp_trace(t, p) for every pointer field of
+ *              one element (p may be NULL, or point outside any heap: it is
+ *              ignored). Must not allocate, take locks the mutators hold,
+ *              or call anything else in this header.
+ *   ptr_offsets, n_ptr_offsets
+ *              precise without a callback: byte offsets (multiples of 8,
+ *              each + 8 <= size) of the pointer fields of one element.
+ *   finalize   optional: runs once after the object is found unreachable
+ *              (see tp_heap_collect for when and where, docs/gc.md for
+ *              what it may not do).
+ *   flags      TP_TYPE_LEAF or TP_TYPE_CONSERVATIVE (or 0).
+ * A type with none of trace, ptr_offsets and the two flags, or with more
+ * than one of them, is rejected (EINVAL): the heap never guesses.
+ */
+typedef struct tp_type {
+  const char *name;
+  size_t size;
+  void (*trace)(void *obj, tp_tracer *t);
+  const size_t *ptr_offsets;
+  size_t n_ptr_offsets;
+  void (*finalize)(void *obj);
+  unsigned flags;
+} tp_type;
+
+/* Called by trace callbacks for each reference (NULL and pointers outside
+ * the heap are ignored; pointers into an object, not only to its start,
+ * keep it alive). Only valid inside a trace callback. */
+TP_API void tp_trace(tp_tracer *t, void *ptr);
+
+typedef struct tp_heap_config {
+  unsigned trigger_percent; /* like GOGC: collect when the bytes allocated
+                               since the last collection reach live *
+                               percent / 100; 0 = manual only (but see
+                               memory_limit); a NULL config means 100 */
+  size_t min_heap_bytes;    /* no automatic collection while heap_alloc is
+                               below this; 0 = default 4 MiB */
+  size_t memory_limit;      /* soft limit like GOMEMLIMIT on heap_sys:
+                               collections come earlier as it nears (also
+                               with trigger_percent 0), and empty pool
+                               memory goes back to the OS after each
+                               collection over it; 0 = none */
+  size_t region_size;       /* 0 = default 256 KiB; else a power of two,
+                               32 KiB .. 1 MiB */
+  size_t gray_stack_entries;/* mark stack capacity (entries of 8 bytes);
+                               0 = default 64 Ki. Overflow is handled (by
+                               rescanning), so tests set it tiny. */
+} tp_heap_config;
+
+/* Statistics after Go's runtime.MemStats. Each field is read with a
+ * relaxed atomic load while the mutators run: each is exact on its own at
+ * the moment it is read (heap_alloc and objects_alloc lag by at most one
+ * allocation buffer per thread), the set is not a snapshot. After
+ * tp_heap_collect returns on a quiescent heap all of them agree. */
+typedef struct tp_heap_stats {
+  uint64_t heap_alloc;      /* bytes in allocated objects: heap_live plus
+                               what was allocated since the last collection */
+  uint64_t heap_live;       /* bytes in objects marked by the last collection */
+  uint64_t heap_sys;        /* bytes mapped for the heap: region pool slabs
+                               (including regions cached for reuse), large
+                               objects, metadata */
+  uint64_t heap_inuse;      /* bytes of regions and large objects held */
+  uint64_t regions;         /* regions held */
+  uint64_t large_objects;   /* objects over a quarter region (own mapping) */
+  uint64_t num_gc;          /* collections completed */
+  uint64_t pause_total_ns;  /* time the world was stopped, summed */
+  uint64_t pause_max_ns;    /* longest stop */
+  uint64_t last_pause_ns;   /* the last stop */
+  uint64_t objects_live;    /* objects marked by the last collection */
+  uint64_t objects_alloc;   /* objects allocated, ever (Go: Mallocs) */
+  uint64_t objects_freed;   /* objects reclaimed, ever (Go: Frees) */
+  uint64_t total_alloc;     /* bytes allocated, ever (Go: TotalAlloc) */
+  uint64_t finalizers_run;  /* finalizers that have returned, ever */
+  uint64_t finalizers_pending; /* queued, not yet run */
+  uint64_t mark_ns;         /* time spent marking, summed */
+  uint64_t sweep_ns;        /* time spent sweeping, summed */
+  uint64_t next_gc;         /* heap_alloc at which the next automatic
+                               collection starts (UINT64_MAX: manual only) */
+  uint64_t gray_overflows;  /* collections whose gray stack overflowed */
+  uint64_t regions_released;/* regions given back to the pool, ever */
+  uint64_t threads;         /* attached threads */
+  uint32_t checkmark;       /* 1 when TP_GC_CHECKMARK=1 verification is on */
+  uint32_t region_size;     /* bytes */
+} tp_heap_stats;
+
+/* Creates a heap (NULL config = defaults). NULL + errno EINVAL (bad
+ * config) or ENOMEM. Reads TP_GC_CHECKMARK from the environment: when it
+ * is 1, every collection re-marks from scratch with an independent
+ * traversal and aborts if a reachable object was left unmarked.
+ * Safe to call concurrently. */
+TP_API tp_heap *tp_heap_create(const tp_heap_config *cfg);
+
+/* Runs every outstanding finalizer — those queued and those of objects
+ * still allocated — then gives all the heap's memory back. Weak
+ * references of the heap read NULL afterwards (still tp_weak_free them).
+ * NULL is a no-op. Must not run concurrently with any other use of h,
+ * including the exit of a thread still attached to it; threads that are
+ * attached but idle must not use h afterwards (their records are freed
+ * when they exit or next look for another heap). */
+TP_API void tp_heap_destroy(tp_heap *h);
+
+/* Allocates one zeroed object of type t (16-byte aligned). NULL + errno:
+ * EINVAL (NULL heap or type, invalid type), ENOMEM. Attaches the calling
+ * thread if it is not attached. A safepoint: may stop for a collection,
+ * and may run one (then it runs the finalizers that collection queued
+ * before returning). Fast path: a bump in the thread's own buffer, no lock,
+ * no atomic read-modify-write. Safe to call concurrently. */
+TP_API void *tp_heap_alloc(tp_heap *h, const tp_type *t);
+
+/* n zeroed elements of type t, n * t->size checked for overflow (ENOMEM).
+ * n == 0 gives a valid object with no elements. Otherwise as
+ * tp_heap_alloc. Safe to call concurrently. */
+TP_API void *tp_heap_alloc_array(tp_heap *h, const tp_type *t, size_t n);
+
+/* Precise roots: the pointer stored in *slot (read at each collection)
+ * keeps its object alive. 0, or -errno: EINVAL (NULL), EEXIST (slot
+ * already a root), ENOMEM. remove: 0, or -EINVAL (NULL or never added).
+ * Safe to call concurrently; they wait for a running collection. */
+TP_API int tp_root_add(tp_heap *h, void **slot);
+TP_API int tp_root_remove(tp_heap *h, void **slot);
+
+/* Conservative root ranges: every aligned word of [start, start + len) is
+ * treated as a possible pointer at each collection (interior pointers
+ * count). The memory must stay readable until removed. Ranges are keyed
+ * by start. 0, or -errno: EINVAL (NULL heap or start, len 0, start never
+ * added), EEXIST (start already added), ENOMEM. Safe to call concurrently. */
+TP_API int tp_root_add_range(tp_heap *h, void *start, size_t len);
+TP_API int tp_root_remove_range(tp_heap *h, void *start);
+
+/* Makes the calling thread a mutator of h: from now on its stack (from
+ * the frame of its current safepoint up to the stack's base) and its
+ * registers are scanned conservatively at every collection, and
+ * collections wait for it at safepoints. Nests: each attach needs a
+ * detach. 0, or -EINVAL (NULL), -ENOMEM. Detach of a thread that is not
+ * attached is a no-op. A thread that exits attached is detached. */
+TP_API int tp_heap_attach(tp_heap *h);
+TP_API void tp_heap_detach(tp_heap *h);
+
+/* A safepoint: if a collection is waiting for the threads, stops here
+ * until it has finished. Cheap (one load) when none is. An attached
+ * thread that computes for long without allocating calls this regularly.
+ * NULL or an unattached thread: no-op. */
+TP_API void tp_heap_safepoint(tp_heap *h);
+
+/* For an attached thread about to block (I/O, locks, joins, waits): after
+ * enter, collections run without waiting for it, scanning its stack and
+ * registers as they were at enter. Until leave it must not read or write
+ * heap objects or call any tp_heap function except leave. leave waits for
+ * a running collection to finish. Nests with itself (enter twice, leave
+ * twice). Unattached thread or NULL: no-op. */
+TP_API void tp_heap_blocking_enter(tp_heap *h);
+TP_API void tp_heap_blocking_leave(tp_heap *h);
+
+/* A full collection now, like runtime.GC(): stops the attached threads at
+ * their safepoints, marks, sweeps, lets them go, then runs on this thread
+ * the finalizers found due (unless this thread is already running
+ * finalizers). If another thread is collecting, waits for that collection
+ * instead. NULL: no-op (errno EINVAL). Safe to call concurrently. */
+TP_API void tp_heap_collect(tp_heap *h);
+
+/* Runs the finalizers queued so far on the calling thread; returns how
+ * many ran. Collections run them anyway; this is for threads that want
+ * them run at a known point. Safe to call concurrently (each finalizer
+ * runs once, on one thread). */
+TP_API size_t tp_heap_run_finalizers(tp_heap *h);
+
+/* Weak references. tp_weak_new: obj must be an object of h (as returned
+ * by tp_heap_alloc*); NULL + errno EINVAL otherwise, ENOMEM. tp_weak_get
+ * returns the object while it is reachable, and NULL from the collection
+ * that finds it unreachable on (before its finalizer runs; a finalizer
+ * that revives the object does not revive the reference). The result is
+ * a heap pointer like any other: hold it on an attached thread.
+ * tp_weak_free: NULL is a no-op. get and free never block; get is safe to
+ * call concurrently with anything, free with anything but another free or
+ * get of the same reference. */
+TP_API tp_weak *tp_weak_new(tp_heap *h, void *obj);
+TP_API void *tp_weak_get(tp_weak *w);
+TP_API void tp_weak_free(tp_weak *w);
+
+/* Fills *out; 0, or -EINVAL (errno). Never stops or waits for mutators or
+ * a collection (relaxed atomic loads). Safe to call concurrently. */
+TP_API int tp_heap_read_stats(const tp_heap *h, tp_heap_stats *out);
+
+/*
+ * The write barrier: stores value into the pointer field *field of heap
+ * object obj. Today a plain store (collections stop the world, so none is
+ * needed); a later version marks concurrently with a
+ * snapshot-at-the-beginning barrier that will live here. Code that stores
+ * heap pointers into heap objects through tp_heap_write keeps working
+ * unchanged then. Stores into roots, stacks and fresh objects not yet
+ * reachable need no barrier either way. Thread safety: that of the store.
+ */
+TP_INLINE void tp_heap_write(tp_heap *h, void *obj, void **field, void *value) {
+  (void)h;
+  (void)obj;
+  *field = value;
+}
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif /* TIDEPOOL_GC_H */

@@ -1,0 +1,329 @@
+/*
+ * Internal: the tracing collector's structures, shared by gc/heap.c (the
+ * API, allocation, threads, roots, weak references, stats) and
+ * gc/collect.c (stopping the world, marking, verification, sweeping,
+ * pacing).
+ *
+ * Memory layout
+ * -------------
+ * Region: region_size bytes (a power of two) from the heap's private
+ * tp_pool, aligned to its size, so the header is found by masking:
+ *
+ *   [struct tp__region | bitpairs | pend bitmap | line marks | pad] [data lines ...]
+ *    ^ region base                                                  ^ data_off
+ *
+ *   granule   16 bytes; granule g covers [base + 16g, base + 16g + 16).
+ *   bitpairs  one {start, mark} word pair per 64 granules (interleaved so a
+ *             pointer test and its mark touch one cache line):
+ *               start bit g: an allocated object's header word is at
+ *                            base + 16g + 8 (and it is not known dead);
+ *               mark bit g:  that object was reached in this collection.
+ *   pend      mark bit set but the object could not be pushed (gray stack
+ *             overflow): it is scanned when the overflow is drained.
+ *   lines     one byte per 128-byte line: 0 = free; otherwise the epoch of
+ *             the collection that last found a live object on it.
+ *
+ * Object: a header word at H (H = 8 mod 16), the payload at H + 8 (16-byte
+ * aligned). Arrays carry their element count in the word at H - 8.
+ *
+ *   header word  bits 0..2   HDR_ARRAY, HDR_LARGE
+ *                bits 3..47  the tp_type pointer (8-aligned, user space)
+ *                bits 48..63 k: the object ends at H + 16k (small objects)
+ *
+ *   plain   [hdr][payload ........ pad]           extent [H, H + 16k)
+ *   array   [n][hdr][payload ..... pad]           extent [H - 8, H + 16k)
+ *
+ * A bump allocator keeps its cursor = 8 mod 16, so plain objects start at
+ * the cursor and arrays skip one word first. Either way the start bit is
+ * the granule of H - 8, and a pointer p belongs to the object whose start
+ * granule is the last one set at or before granule (p - 8) / 16, if p is
+ * below that object's end. Objects never exceed a quarter region, so that
+ * backward search reads at most region_size / 4096 + 1 bitmap words.
+ *
+ * Large object (more than a quarter region): its own mapping from
+ * tp__os_map, aligned to region_size, starting with struct tp__large
+ * whose last word is the header word; the payload follows. Every
+ * region-sized granule of address space it overlaps maps to it.
+ *
+ * The address map: a two-level radix table, address >> region_shift ->
+ * region header or (large header | 1). All regions are region-aligned, and
+ * large mappings start region-aligned, so no granule is ever claimed twice.
+ * It answers "which object of this heap contains p?" in O(1) for any word,
+ * which is what conservative scanning needs, and rejects foreign pointers
+ * in precise fields without touching their memory.
+ *
+ * Locks (see the invariants on the fields):
+ *   h->lock     region lists, large list, the map, roots, weak list,
+ *               finalizer lists. Held by the collector for a whole
+ *               collection (after the world is stopped). Never held while
+ *               calling into a tp_pool (fork rank: heaps 40 > pools 30).
+ *   h->sp_lock  the safepoint handshake: h->stw, mutator states, the
+ *               mutator list. Order: h->lock before h->sp_lock.
+ */
+#ifndef TIDEPOOL_HEAP_INTERNAL_H
+#define TIDEPOOL_HEAP_INTERNAL_H
+
+#include <tidepool/gc.h>
+#include <tidepool/pool.h>
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define TP__GRAN_SHIFT 4
+#define TP__GRAN ((size_t)1 << TP__GRAN_SHIFT)
+#define TP__LINE_SHIFT 7
+#define TP__LINE ((size_t)1 << TP__LINE_SHIFT)
+
+#define TP__REGION_MIN ((size_t)32 << 10)
+#define TP__REGION_MAX ((size_t)1 << 20)
+#define TP__REGION_DEFAULT ((size_t)256 << 10)
+#define TP__MIN_HEAP_DEFAULT ((size_t)4 << 20)
+#define TP__GRAY_DEFAULT ((size_t)64 << 10)
+
+#define TP__HDR_ARRAY ((uintptr_t)1)
+#define TP__HDR_LARGE ((uintptr_t)2)
+#define TP__HDR_TYPE_MASK ((uintptr_t)0x0000fffffffffff8ull)
+#define TP__HDR_K_SHIFT 48
+
+#define TP__REGION_MAGIC 0x74706772u /* "tpgr" */
+#define TP__LARGE_MAGIC 0x7470676cu  /* "tpgl" */
+#define TP__HEAP_MAGIC 0x74706768u   /* "tpgh" */
+
+/* Radix map: second-level tables of 2^16 entries. */
+#define TP__MAP_L2_BITS 16
+#define TP__USER_ADDR_BITS 47
+
+enum { TP__RS_FULL = 0, TP__RS_RECYCLABLE = 1, TP__RS_TLAB = 2 };
+enum { TP__MS_RUNNING = 0, TP__MS_PARKED = 1, TP__MS_BLOCKING = 2, TP__MS_DETACHED = 3 };
+/* Who frees a thread record (see gc/heap.c). */
+enum { TP__OWNER_ALIVE = 0, TP__OWNER_THREAD_GONE = 1, TP__OWNER_HEAP_GONE = 2 };
+
+struct tp__bitpair {
+  uint64_t start;
+  uint64_t mark;
+};
+
+/*
+ * Region header. Invariants (under h->lock, or by the collector while the
+ * world is stopped):
+ *  - state TLAB: owned by exactly one mutator's allocator (m->region or
+ *    m->oregion), which alone writes start bits and object memory in it;
+ *    not on the recyclable stack.
+ *  - state RECYCLABLE: on h->recyclable; has free_lines > 0.
+ *  - state FULL: neither; becomes RECYCLABLE or is released at a sweep.
+ *  - Outside a collection, mark and pend bits are all zero, and every line
+ *    mark is 0 (free) or the live epoch; a free line holds no start bit.
+ */
+struct tp__region {
+  uint32_t magic;
+  uint8_t state;
+  uint8_t overflow; /* pend bits set (collector only) */
+  uint8_t fresh;    /* data area untouched since mmap: all zero */
+  uint8_t pad0;
+  tp_heap *heap;
+  struct tp__region *prev, *next; /* h->regions: every region held */
+  struct tp__region *rnext;       /* recyclable stack / release list */
+  uint32_t free_lines;            /* after the last sweep */
+  uint32_t pad1;
+  uint64_t *check;                /* checkmark bits (verification only) */
+};
+
+/*
+ * Large object header, at the start of its mapping. The payload follows
+ * immediately; `hdr` is its header word (at payload - 8).
+ */
+struct tp__large {
+  uint32_t magic;
+  uint8_t marked;
+  uint8_t overflow;
+  uint8_t check;
+  uint8_t pad0;
+  tp_heap *heap;
+  struct tp__large *prev, *next; /* h->large */
+  size_t map_bytes;              /* length of the mapping */
+  size_t bytes;                  /* accounted size: header + payload */
+  size_t payload;                /* payload bytes (as asked, 8-rounded) */
+  size_t n;                      /* elements */
+  uintptr_t pad1;
+  uintptr_t hdr;
+};
+_Static_assert(sizeof(struct tp__large) % 16 == 0, "payload 16-aligned");
+
+/*
+ * A thread's record for one heap.
+ *  - Allocation fields: written only by the owning thread, and by the
+ *    collector while the thread is stopped (PARKED, BLOCKING) or detached.
+ *  - state, scan_lo, spill, nspill, blocking depth: under h->sp_lock
+ *    (the owner also reads its own state without it).
+ *  - prev/next (h->muts, every record of the heap, any state): changed
+ *    only with both h->lock and h->sp_lock held, so either lock suffices
+ *    to walk the list; frozen while h->stw is set.
+ *  - heap: set at creation; pointed at a marker that is no heap when the
+ *    heap is destroyed while the thread lives ("orphaned").
+ *  - owner: TP__OWNER_*, changed once by CAS (see gc/heap.c).
+ */
+typedef struct tp__mut {
+  tp_heap *heap;
+  char *cursor, *limit;  /* current hole: cursor = 8 mod 16 */
+  const tp_type *last_type; /* fast-path type cache (validated, small, */
+  uintptr_t last_hdr;       /*  no finalizer): header word and slot */
+  size_t last_slot;
+  char *acct;            /* cursor position accounted to h so far */
+  struct tp__region *region; /* where holes come from (state TLAB) */
+  uint32_t next_line;    /* the hole search resumes here */
+  char *ocursor, *olimit, *oacct; /* overflow allocator (medium objects) */
+  struct tp__region *oregion;
+  /* Safepoints. */
+  int state;               /* TP__MS_* */
+  uint32_t owner;          /* TP__OWNER_* (atomic) */
+  unsigned attach_depth;   /* 0: detached */
+  unsigned blocking_depth;
+  char *scan_lo;           /* stopped: scan [scan_lo, stack_hi) */
+  char *stack_hi;
+  size_t nspill;           /* BLOCKING: words of the enter frame copied */
+  uintptr_t spill[64];
+  pthread_t tid;
+  struct tp__mut *prev, *next; /* h->muts */
+  struct tp__mut *tnext;       /* the owning thread's records */
+} tp__mut;
+
+/* A finalizer being run: linked on h->running while it runs (a root). */
+struct tp__finrun {
+  void *obj;
+  pthread_t tid;
+  struct tp__finrun *next;
+};
+
+struct tp__range {
+  uintptr_t start, len;
+};
+
+struct tp_heap {
+  /* ---- read on every allocation; immutable after create except stw ---- */
+  uint32_t magic;
+  uint32_t stw;          /* a collection wants the threads stopped
+                            (written under sp_lock; read relaxed by the
+                            fast path, which then takes the slow path) */
+  uintptr_t region_mask; /* ~(region_size - 1) */
+  size_t region_size;
+  unsigned region_shift;
+  uint32_t nlines, first_line, nwords, first_word;
+  size_t bits_off, pend_off, lines_off, data_off;
+  size_t small_max;      /* largest slot allocated in regions */
+  tp_pool *pool;         /* the regions */
+
+  /* ---- configuration ---- */
+  unsigned trigger_percent;
+  size_t min_heap, memory_limit, gray_cap;
+  bool checkmark;
+
+  /* ---- under lock ---- */
+  pthread_mutex_t lock __attribute__((aligned(TP_CACHELINE)));
+  struct tp__region *regions;    /* all held */
+  struct tp__region *recyclable; /* stack */
+  struct tp__large *large;
+  void ***map_l1;                /* radix map */
+  size_t map_l1_n, map_l1_bytes;
+  uintptr_t lo, hi;              /* bounds of everything in the map */
+  void ***roots;                 /* hash set of slots (NULL empty, 1 tomb) */
+  size_t roots_cap, roots_n, roots_used;
+  struct tp__range *ranges;
+  size_t nranges, ranges_cap;
+  tp_weak *weaks;
+  void **fin_objs;               /* allocated objects with a finalizer */
+  size_t nfin, fin_cap;
+  void **finq;                   /* queued for their finalizer */
+  size_t finq_head, finq_n, finq_cap;
+  struct tp__finrun *running;
+  void **gray;                   /* the gray stack (mapped at first use) */
+  uint8_t mark_epoch;            /* line mark of the current/last mark */
+  bool destroying;
+
+  /* ---- the safepoint handshake (sp_lock) ---- */
+  pthread_mutex_t sp_lock __attribute__((aligned(TP_CACHELINE)));
+  pthread_cond_t cv_parked; /* the collector waits for threads here */
+  pthread_cond_t cv_resume; /* stopped threads wait here */
+  uint64_t stw_epoch;       /* bumped when the world restarts */
+  tp__mut *muts;            /* attached threads */
+  tp__mut *collector;       /* the collecting thread's record, or NULL */
+
+  /* ---- statistics: relaxed atomics ---- */
+  uint64_t alloc_since __attribute__((aligned(TP_CACHELINE)));
+  uint64_t live_bytes, live_objs, objs_alloc, total_alloc, objs_freed;
+  uint64_t num_gc, pause_total, pause_max, last_pause, mark_ns, sweep_ns;
+  uint64_t next_gc, overflows, nregions, nlarge, large_map_bytes;
+  uint64_t large_bytes, regions_released, nthreads, meta_bytes;
+  uint64_t fin_run, fin_pending;
+
+  /* ---- process-wide registry (registry lock) ---- */
+  struct tp_heap *reg_prev, *reg_next;
+};
+
+struct tp_weak {
+  tp_heap *heap;   /* NULL once the heap is destroyed (under h->lock) */
+  void *target;    /* atomic: the object, NULL once it died */
+  tp_weak *prev, *next;
+};
+
+/* ---- small helpers ------------------------------------------------------- */
+
+static inline struct tp__bitpair *tp__region_bits(const tp_heap *h, struct tp__region *r) {
+  return (struct tp__bitpair *)((char *)r + h->bits_off);
+}
+static inline uint64_t *tp__region_pend(const tp_heap *h, struct tp__region *r) {
+  return (uint64_t *)((char *)r + h->pend_off);
+}
+static inline uint8_t *tp__region_lines(const tp_heap *h, struct tp__region *r) {
+  return (uint8_t *)((char *)r + h->lines_off);
+}
+static inline const tp_type *tp__hdr_type(uintptr_t hdr) {
+  return (const tp_type *)(hdr & TP__HDR_TYPE_MASK);
+}
+
+/* The map entry for address a (NULL if none). Caller holds h->lock or is
+ * the collector. */
+static inline void *tp__map_get(const tp_heap *h, uintptr_t a) {
+  if (a >> TP__USER_ADDR_BITS) return NULL;
+  uintptr_t key = a >> h->region_shift;
+  void **l2 = h->map_l1[key >> TP__MAP_L2_BITS];
+  return l2 ? l2[key & (((uintptr_t)1 << TP__MAP_L2_BITS) - 1)] : NULL;
+}
+
+/* ---- between heap.c and collect.c ---------------------------------------- */
+
+/* Runs a collection with the calling thread's registers spilled onto its
+ * stack (self: its record if attached, else NULL). Returns true if this
+ * thread collected, false if it waited for another thread's collection.
+ * Takes and releases every lock itself; call with none held. */
+bool tp__gc_collect(tp_heap *h, tp__mut *self);
+
+/* Stops the calling (attached, running) thread at a safepoint if a
+ * collection wants it; registers spilled. Call with no lock held. */
+void tp__gc_park(tp_heap *h, tp__mut *m);
+
+/* Ends an allocation buffer: accounts what was allocated in it to h and
+ * hands its region back (state FULL). Owner thread, or the collector while
+ * the owner is stopped. Caller holds h->lock. */
+void tp__gc_retire_tlab(tp_heap *h, tp__mut *m);
+
+/* Gives empty pool memory back to the OS now (memory_limit). Call with no
+ * lock held. */
+void tp__gc_trim(tp_heap *h);
+
+/* heap_sys as reported in the stats. */
+uint64_t tp__gc_heap_sys(const tp_heap *h);
+
+/* Recomputes next_gc from the last collection's results. */
+void tp__gc_pace(tp_heap *h);
+
+/* The object (payload) containing address a, or 0 (h->lock held or the
+ * collector). */
+uintptr_t tp__gc_find(const tp_heap *h, uintptr_t a);
+
+/* Region map maintenance (h->lock held). */
+int tp__map_set_range(tp_heap *h, uintptr_t start, size_t len, void *entry);
+void tp__map_clear_range(tp_heap *h, uintptr_t start, size_t len);
+
+#endif /* TIDEPOOL_HEAP_INTERNAL_H */
