@@ -1,6 +1,6 @@
 // bench/driver.cc — //bench: runs every worker's cases in interleaved
 // rounds, one fresh process per case, and prints the medians, the
-// tidepool-vs-peer ratios and the targets of issues 3-6.
+// tidepool-vs-peer ratios and the targets of issues 3-7.
 //
 //   bazel run //bench [-- --rounds N --filter REGEX --quick ...]   (--help)
 //
@@ -496,7 +496,7 @@ bool ParseResult(const std::string& json_path, const std::string& name, Sample* 
 }
 
 // ---------------------------------------------------------------------------
-// Targets (issues 3-6)
+// Targets (issues 3-7)
 
 enum class Check {
   kTpMaxNs,          // tp's ns/op <= value
@@ -531,6 +531,9 @@ const Target kTargets[] = {
     {"burst", Check::kCounterMax, 1500.0, "RSS <= base + 10% of peak within decay + 500 ms", "back_ms"},
     {"pair_sweep1ms", Check::kOnOffMax, 1.10, "pair within 10% with the sweeper waking every 1 ms",
      "off_ns"},
+    {"gc_alloc", Check::kTpMaxNs, 5.0, "<= 5 ns per tp_heap_alloc", nullptr},
+    {"gc_tree_1g", Check::kBestPeerMin, 1.5, "1 GiB tree collected >= 1.5x faster than Boehm",
+     nullptr},
 };
 
 struct Verdict {
@@ -958,7 +961,7 @@ int main(int argc, char** argv) {
   }
 
   // ---- targets summary ----
-  std::printf("== Targets (issues 3-6) ==\n");
+  std::printf("== Targets (issues 3-7) ==\n");
   std::printf("%-16s %-56s %-22s %s\n", "workload", "target", "measured", "status");
   PrintRule(W);
   int met = 0, missed = 0;

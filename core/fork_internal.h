@@ -8,6 +8,13 @@
  * < sweeper start/stop (18) < sweeper pass lock (20) < pool registry and pool slab locks (30) <
  * collector heaps (40) < epoch registry and reclaimer state (50).
  */
+/*
+ * The ranks are the lock order for normal operation too: code holding a
+ * lock of rank r may only take locks of higher rank. In particular pool
+ * locks (30) rank below collector heaps (40): heap code must not call into
+ * a pool (tp_pool_get/put) while it holds a heap lock; and epoch callbacks
+ * (run under the consume lock, 12) may take pool and heap locks.
+ */
 #ifndef TIDEPOOL_FORK_INTERNAL_H
 #define TIDEPOOL_FORK_INTERNAL_H
 

@@ -34,6 +34,10 @@
  * counts never exceed TP__PCACHE_SLOTS < 2^15). */
 #define TP__PCACHE_BUSY (1ull << 15)
 
+_Static_assert(sizeof(tp__pcache) == TP__PCACHE_STRIDE, "one block is one stride");
+_Static_assert(sizeof(((tp__pcache *)0)->slot) / sizeof(void *) == TP__PCACHE_SLOTS,
+               "slots fill the block");
+
 struct tp__percpu_info tp__percpu_ready;
 #define info tp__percpu_ready
 static pthread_once_t info_once = PTHREAD_ONCE_INIT;

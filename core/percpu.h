@@ -70,7 +70,7 @@ typedef struct tp__pcache {
                       halves: pop is refused while count <= lo (0, or 0xffff
                       when locked), push while count >= limit (the capacity,
                       or 0 when locked) */
-  void *slot[];
+  void *slot[(8192 - 16) / sizeof(void *)]; /* TP__PCACHE_SLOTS */
 } tp__pcache;
 
 #define TP__PCACHE_SHIFT 13

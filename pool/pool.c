@@ -41,10 +41,16 @@ static void pass_release(void) { pthread_mutex_unlock(&tp__pool_pass_lock); }
 
 static void fork_prepare(void) {
   pthread_mutex_lock(&registry_lock);
-  for (tp_pool *p = registry; p; p = p->reg_next) pthread_mutex_lock(&p->lock);
+  for (tp_pool *p = registry; p; p = p->reg_next) {
+    pthread_mutex_lock(&p->lock);
+    pthread_mutex_lock(&p->stats_lock);
+  }
 }
 static void fork_parent(void) {
-  for (tp_pool *p = registry; p; p = p->reg_next) pthread_mutex_unlock(&p->lock);
+  for (tp_pool *p = registry; p; p = p->reg_next) {
+    pthread_mutex_unlock(&p->stats_lock);
+    pthread_mutex_unlock(&p->lock);
+  }
   pthread_mutex_unlock(&registry_lock);
 }
 static void pool_init_once(void) {
@@ -607,7 +613,11 @@ tp_pool *tp__pool_create_ex(const tp_pool_config *cfg, size_t max_align, size_t 
    * smaller when max_bytes asks for less (down to one object). */
   size_t page = tp__os_page_size(), size = 64 * 1024, off = 0;
   uint32_t cap;
-  while ((cap = slab_capacity(size, stride, align, &off)) < 8 && size < ((size_t)32 << 20))
+  /* Self-aligned objects (align >= 64 KiB, internal pools of regions) lose
+   * one slot to the header: hold 63 of them, so it costs 1/64. */
+  uint32_t min_cap = align >= 64 * 1024 ? 63 : 8;
+  size_t max_size = align >= 64 * 1024 ? (size_t)64 << 20 : (size_t)32 << 20;
+  while ((cap = slab_capacity(size, stride, align, &off)) < min_cap && size < max_size)
     size *= 2;
   if (cfg->max_bytes) {
     while (size > cfg->max_bytes && size > page) size /= 2;
