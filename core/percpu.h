@@ -90,7 +90,7 @@ typedef struct tp__pcache {
 /*
  * The rseq critical-section descriptor and abort handler, emitted next to
  * each sequence. Label 1: start, 2: end (post-commit), 4: abort handler
- * (which restarts at 1). The four bytes before the abort handler are the
+ * (which restarts at 0, re-arming rseq_cs; see TP__RSEQ_ENTER). The four bytes before the abort handler are the
  * signature the kernel checks; the three before them make the pair decode as
  * one harmless `ud1` instruction for disassemblers.
  */
@@ -106,10 +106,14 @@ typedef struct tp__pcache {
   ".byte 0x0f, 0xb9, 0x3d\n\t"                                                \
   ".long 0x53053053\n\t"                                                      \
   "4:\n\t"                                                                    \
-  "jmp 1b\n\t"                                                                \
+  "jmp 0b\n\t"                                                                \
   ".popsection\n\t"
-/* rseq->rseq_cs = &descriptor (offset 8 of struct rseq); then the start. */
+/* Label 0: rseq->rseq_cs = &descriptor (offset 8 of struct rseq); label 1:
+ * the start. The abort handler goes back to 0, not 1: the kernel clears
+ * rseq_cs when it aborts a sequence, so a restart must arm it again, or the
+ * restarted sequence would run unprotected. */
 #define TP__RSEQ_ENTER                                                        \
+  "0:\n\t"                                                                    \
   "leaq 3b(%%rip), %%rax\n\t"                                                 \
   "movq %%rax, %%fs:8(%[rseq])\n\t"                                           \
   "1:\n\t"

@@ -7,6 +7,10 @@
  * put checks holder and sequence and clears the holder. At the end every
  * object is back: in_use == 0 and gets == puts.
  *
+ * A timer signal every 50 us interrupts the threads all along: each
+ * delivery aborts a restartable sequence in flight, so the restart path
+ * (which must re-arm the sequence) runs millions of times.
+ *
  * Seeded (seed printed; TP_TEST_SEED replays the choices, not the
  * interleaving) and time-bounded (TP_TEST_SECONDS_SCALE scales it).
  */
@@ -14,6 +18,9 @@
 
 #include <errno.h>
 #include <pthread.h>
+#include <sched.h>
+#include <signal.h>
+#include <sys/time.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stdatomic.h>
@@ -222,6 +229,22 @@ static void *churn(void *argp) {
   return NULL;
 }
 
+static _Atomic uint64_t signals;
+static void on_alarm(int sig) {
+  (void)sig;
+  atomic_fetch_add_explicit(&signals, 1, memory_order_relaxed);
+}
+
+static void signals_every(long usec) {
+  struct sigaction sa;
+  memset(&sa, 0, sizeof sa);
+  sa.sa_handler = on_alarm;
+  sa.sa_flags = SA_RESTART;
+  sigaction(SIGALRM, &sa, NULL);
+  struct itimerval it = {{0, usec}, {0, usec}};
+  setitimer(ITIMER_REAL, &it, NULL);
+}
+
 static void run(size_t obj_size, double seconds, const char *name) {
   uint64_t seed = tt_seed(name);
   tp_pool_config c = {.name = name, .obj_size = obj_size};
@@ -241,9 +264,11 @@ static void run(size_t obj_size, double seconds, const char *name) {
   }
   struct churn_arg ca = {seed ^ 0xc0ffee};
   pthread_create(&ct, NULL, churn, &ca);
+  signals_every(50);
   uint64_t end = tt_now_ns() + (uint64_t)(tt_seconds(seconds) * 1e9);
   while (tt_now_ns() < end && !atomic_load(&failures)) usleep(20000);
   atomic_store(&stop, 1);
+  signals_every(0);
   for (int i = 0; i < WORKERS; i++) pthread_join(t[i], NULL);
   pthread_join(ct, NULL);
   /* Mailboxes may still hold objects sent after their owner drained. */
@@ -255,15 +280,124 @@ static void run(size_t obj_size, double seconds, const char *name) {
     }
   tp_pool_stats s;
   assert_int_equal(tp_pool_read_stats(pool, &s), 0);
-  printf("%s: %llu gets, %llu puts, %llu churn threads, %llu depot exchanges, mode %s\n",
+  printf("%s: %llu gets, %llu puts, %llu churn threads, %llu depot exchanges, %llu signals, "
+         "mode %s\n",
          name, (unsigned long long)s.gets, (unsigned long long)s.puts,
          (unsigned long long)atomic_load(&churn_threads),
-         (unsigned long long)s.depot_exchanges, tp_percpu_mode());
+         (unsigned long long)s.depot_exchanges, (unsigned long long)atomic_load(&signals),
+         tp_percpu_mode());
   assert_int_equal(atomic_load(&failures), 0);
   assert_int_equal(s.in_use, 0);
   assert_int_equal(s.gets, s.puts);
   assert_true(s.gets > 10000);
   assert_true(atomic_load(&churn_threads) > 0);
+  tp_pool_destroy(pool);
+}
+
+/* Signal handlers on the same CPU. The kernel aborts a restartable
+ * sequence that a signal interrupts (and clears rseq_cs); the sequence
+ * must re-arm itself when it restarts, or a second signal landing in the
+ * restarted sequence would run its handler unnoticed in the middle of it.
+ * Here every handler takes one object straight from the interrupted
+ * thread's CPU cache (the async-signal-safe rseq pop; the slow path is not)
+ * and keeps it: an interrupted pop that committed anyway would hand out the
+ * same object twice, which take() reports. (With the restart left
+ * unprotected, this test fails within a second.) */
+#define HANDLER_ID 0xfffffff0u
+#define STASH 4096
+static __thread struct obj *stash[STASH];
+static __thread unsigned nstash;
+static _Atomic uint64_t stolen;
+
+static void on_alarm_steal(int sig) {
+  (void)sig;
+  atomic_fetch_add_explicit(&signals, 1, memory_order_relaxed);
+  if (nstash == STASH) return;
+  struct obj *o = tp__pcache_pop(((struct tp__pool_head *)pool)->fast_base);
+  if (!o) return;
+  uint32_t prev = atomic_exchange_explicit(&o->holder, HANDLER_ID, memory_order_acq_rel);
+  if (prev != 0 && prev != 0xdbdbdbdbu) {
+    static const char msg[] = "handler got an object that a thread holds\n";
+    if (write(2, msg, sizeof msg - 1) < 0) { /* nothing to do */ }
+    atomic_fetch_add(&failures, 1);
+  }
+  stash[nstash++] = o;
+  atomic_fetch_add_explicit(&stolen, 1, memory_order_relaxed);
+}
+
+static void drain_stash(void) {
+  sigset_t all, old;
+  sigfillset(&all);
+  pthread_sigmask(SIG_BLOCK, &all, &old);
+  while (nstash) {
+    struct obj *o = stash[--nstash];
+    if (atomic_exchange(&o->holder, 0) != HANDLER_ID) FAIL("stashed object %p changed hands\n", (void *)o);
+    tp_pool_put(pool, o);
+  }
+  pthread_sigmask(SIG_SETMASK, &old, NULL);
+}
+
+static void *signalled_worker(void *argp) {
+  struct worker_arg *a = argp;
+  struct held *h = calloc(1, sizeof *h);
+  h->me = atomic_fetch_add(&next_id, 1);
+  h->rng = a->seed;
+  while (!atomic_load(&stop)) {
+    /* Single gets (short sequences) and bulk gets of ~120 (a sequence that
+     * copies 120 pointers is a wide target for a second signal). */
+    for (int k = 0; k < 32; k++) get_some(h, 1);
+    get_some(h, 100 + tt_rand(&h->rng) % 28);
+    put_some(h, (size_t)h->n / 2);
+    put_some(h, (size_t)h->n);
+    if (nstash > STASH / 2) drain_stash();
+  }
+  put_some(h, (size_t)h->n);
+  drain_stash();
+  free(h);
+  return NULL;
+}
+
+static void stress_signals(void **state) {
+  (void)state;
+  uint64_t seed = tt_seed("pool_stress_signals");
+  tp_pool_config c = {.name = "signals", .obj_size = sizeof(struct obj)};
+  pool = tp_pool_create(&c);
+  assert_non_null(pool);
+  atomic_store(&stop, 0);
+  atomic_store(&failures, 0);
+  atomic_store(&stolen, 0);
+  struct sigaction sa;
+  memset(&sa, 0, sizeof sa);
+  sa.sa_handler = on_alarm_steal;
+  sa.sa_flags = SA_RESTART;
+  sigaction(SIGALRM, &sa, NULL);
+  /* The main thread only sleeps: keep the signals for the workers. */
+  sigset_t alrm, old;
+  sigemptyset(&alrm);
+  sigaddset(&alrm, SIGALRM);
+  pthread_t t[3];
+  struct worker_arg wa[3];
+  for (int i = 0; i < 3; i++) {
+    wa[i] = (struct worker_arg){i, seed + (uint64_t)i * 104729 + 1};
+    pthread_create(&t[i], NULL, signalled_worker, &wa[i]);
+  }
+  pthread_sigmask(SIG_BLOCK, &alrm, &old);
+  struct itimerval it = {{0, 20}, {0, 20}};
+  setitimer(ITIMER_REAL, &it, NULL);
+  uint64_t end = tt_now_ns() + (uint64_t)(tt_seconds(3.0) * 1e9);
+  while (tt_now_ns() < end && !atomic_load(&failures)) usleep(20000);
+  struct itimerval off = {{0, 0}, {0, 0}};
+  setitimer(ITIMER_REAL, &off, NULL);
+  atomic_store(&stop, 1);
+  for (int i = 0; i < 3; i++) pthread_join(t[i], NULL);
+  pthread_sigmask(SIG_SETMASK, &old, NULL);
+  tp_pool_stats s;
+  tp_pool_read_stats(pool, &s);
+  printf("pool_stress_signals: %llu gets, %llu signals, %llu objects taken by handlers (%s)\n",
+         (unsigned long long)s.gets, (unsigned long long)atomic_load(&signals),
+         (unsigned long long)atomic_load(&stolen), tp_percpu_mode());
+  assert_int_equal(atomic_load(&failures), 0);
+  assert_int_equal(s.in_use, 0);
   tp_pool_destroy(pool);
 }
 
@@ -281,6 +415,7 @@ int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(stress_small),
       cmocka_unit_test(stress_large),
+      cmocka_unit_test(stress_signals),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
