@@ -340,18 +340,25 @@ static struct chunk *concurrent_chunk(tp_arena *a) {
   return c;
 }
 
+/* concurrent_chunk with a->lock held; on failure the lock is released
+ * (errno kept) and NULL returned. */
+static struct chunk *concurrent_chunk_locked(tp_arena *a) {
+  struct chunk *c = concurrent_chunk(a);
+  if (!c) {
+    int e = errno;
+    pthread_mutex_unlock(&a->lock);
+    errno = e;
+  }
+  return c;
+}
+
 /* The shared region, under the arena's mutex. */
 static void *shared_alloc(tp_arena *a, size_t n) {
   pthread_mutex_lock(&a->lock);
   char *p = a->sptr;
   if (!p || n > (size_t)(a->send - p)) {
-    struct chunk *c = concurrent_chunk(a);
-    if (!c) {
-      int e = errno;
-      pthread_mutex_unlock(&a->lock);
-      errno = e;
-      return NULL;
-    }
+    struct chunk *c = concurrent_chunk_locked(a);
+    if (!c) return NULL;
     if (p) a->wasted += (size_t)(a->send - p);
     p = chunk_data(c);
     a->send = chunk_end(a, c);
@@ -382,13 +389,8 @@ static void *concurrent_alloc(tp_arena *a, size_t n) {
     /* Refill: a fresh chunk, linked into the arena under its lock, then
      * installed as the region of whatever CPU the sequence runs on. */
     pthread_mutex_lock(&a->lock);
-    struct chunk *c = concurrent_chunk(a);
-    if (!c) {
-      int e = errno;
-      pthread_mutex_unlock(&a->lock);
-      errno = e;
-      return NULL;
-    }
+    struct chunk *c = concurrent_chunk_locked(a);
+    if (!c) return NULL;
     pthread_mutex_unlock(&a->lock);
     char *optr, *oend;
     p = region_install_rseq(a->regions, chunk_data(c), chunk_end(a, c), n, &optr, &oend);
@@ -405,10 +407,9 @@ static void *concurrent_alloc(tp_arena *a, size_t n) {
   if (!p || n > (size_t)(e - p)) {
     /* Refill, still holding the region. */
     pthread_mutex_lock(&a->lock);
-    struct chunk *c = concurrent_chunk(a);
+    struct chunk *c = concurrent_chunk_locked(a);
     if (!c) {
       int err = errno;
-      pthread_mutex_unlock(&a->lock);
       region_unlock(r);
       errno = err;
       return NULL;

@@ -641,21 +641,26 @@ static void wait_all_stopped(tp_heap *h, tp__mut *self) {
   }
 }
 
+/* Parks running mutator m (stack scanned from sp down) until the collection
+ * in progress has ended. Also stays if the next collection started before
+ * it woke: that collector already counted it as stopped. Caller holds
+ * sp_lock, a collection is in progress. */
+static void park_locked(tp_heap *h, tp__mut *m, char *sp) {
+  uint64_t epoch = h->stw_epoch;
+  m->scan_lo = sp;
+  m->state = TP__MS_PARKED;
+  pthread_cond_broadcast(&h->cv_parked);
+  while (h->stw_epoch == epoch || __atomic_load_n(&h->stw, __ATOMIC_RELAXED))
+    pthread_cond_wait(&h->cv_resume, &h->sp_lock);
+  m->state = TP__MS_RUNNING;
+}
+
 TP_NOINLINE static void park_inner(tp_heap *h, tp__mut *m) {
   char *sp = current_sp();
   pthread_mutex_lock(&h->sp_lock);
   if (__atomic_load_n(&h->stw, __ATOMIC_RELAXED) && m->state == TP__MS_RUNNING &&
-      h->collector != m) {
-    uint64_t epoch = h->stw_epoch;
-    m->scan_lo = sp;
-    m->state = TP__MS_PARKED;
-    pthread_cond_broadcast(&h->cv_parked);
-    /* Also stay if the next collection started before we woke: its
-     * collector already counted us as stopped. */
-    while (h->stw_epoch == epoch || __atomic_load_n(&h->stw, __ATOMIC_RELAXED))
-      pthread_cond_wait(&h->cv_resume, &h->sp_lock);
-    m->state = TP__MS_RUNNING;
-  }
+      h->collector != m)
+    park_locked(h, m, sp);
   pthread_mutex_unlock(&h->sp_lock);
 }
 
@@ -757,15 +762,10 @@ TP_NOINLINE static bool collect_inner(tp_heap *h, tp__mut *self) {
   pthread_mutex_lock(&h->sp_lock);
   if (__atomic_load_n(&h->stw, __ATOMIC_RELAXED)) {
     /* Another thread is collecting: stop for it (or, unattached, wait). */
-    uint64_t epoch = h->stw_epoch;
     if (self && self->state == TP__MS_RUNNING) {
-      self->scan_lo = sp;
-      self->state = TP__MS_PARKED;
-      pthread_cond_broadcast(&h->cv_parked);
-      while (h->stw_epoch == epoch || __atomic_load_n(&h->stw, __ATOMIC_RELAXED))
-        pthread_cond_wait(&h->cv_resume, &h->sp_lock);
-      self->state = TP__MS_RUNNING;
+      park_locked(h, self, sp);
     } else {
+      uint64_t epoch = h->stw_epoch;
       while (h->stw_epoch == epoch) pthread_cond_wait(&h->cv_resume, &h->sp_lock);
     }
     pthread_mutex_unlock(&h->sp_lock);

@@ -351,6 +351,10 @@ static void *signalled_worker(void *argp) {
     put_some(h, (size_t)h->n);
     if (nstash > STASH / 2) drain_stash();
   }
+  /* No handler may take anything after the last drain. */
+  sigset_t all;
+  sigfillset(&all);
+  pthread_sigmask(SIG_BLOCK, &all, NULL);
   put_some(h, (size_t)h->n);
   drain_stash();
   free(h);
