@@ -139,6 +139,7 @@ static uint64_t cycles_started, cycles_done;
 
 /* Grace period in progress (gp_lock writes; watchdog reads under state_lock). */
 static bool gp_active;
+static bool watchdog_idle; /* waiting for a grace period to start */
 static uint64_t gp_seq, gp_start_ms;
 
 /* Counters (relaxed atomics). */
@@ -304,13 +305,29 @@ static void thread_exit(void *arg) {
 
 /* ---- grace periods -------------------------------------------------------- */
 
+/* CLOCK_REALTIME deadline `ms` from now (the condition variables here use
+ * the default clock). */
+static struct timespec deadline_ms(uint64_t ms) {
+  struct timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  uint64_t ns = (uint64_t)ts.tv_nsec + ms * 1000000u;
+  ts.tv_sec += (time_t)(ns / 1000000000u);
+  ts.tv_nsec = (long)(ns % 1000000000u);
+  return ts;
+}
+
 static void grace_period(void) {
   pthread_mutex_lock(&gp_lock);
   pthread_mutex_lock(&state_lock);
   gp_active = true;
   gp_seq++;
   gp_start_ms = tp__now_ms_coarse();
-  pthread_cond_signal(&watch_cv);
+  /* Only an idle watchdog needs waking; a watching one wakes on its own
+   * timer (no wake-up per grace period: there may be thousands a second). */
+  if (watchdog_idle) {
+    watchdog_idle = false;
+    pthread_cond_signal(&watch_cv);
+  }
   pthread_mutex_unlock(&state_lock);
   urcu_memb_synchronize_rcu();
   tsan_acquire(&tsan_sync);
@@ -498,11 +515,7 @@ static void *reclaimer_main(void *arg) {
       if (stopping || kicked || pending >= BACKLOG_NOW) break;
       if (pending) {
         /* Something waits: come back after interval_ms at the latest. */
-        struct timespec ts;
-        clock_gettime(CLOCK_REALTIME, &ts);
-        uint64_t ns = (uint64_t)ts.tv_nsec + (uint64_t)cfg_interval_ms * 1000000u;
-        ts.tv_sec += (time_t)(ns / 1000000000u);
-        ts.tv_nsec = (long)(ns % 1000000000u);
+        struct timespec ts = deadline_ms(cfg_interval_ms);
         if (pthread_cond_timedwait(&reclaim_cv, &state_lock, &ts) == ETIMEDOUT) break;
         continue;
       }
@@ -531,17 +544,13 @@ static void *watchdog_main(void *arg) {
   pthread_mutex_lock(&state_lock);
   while (!stopping) {
     if (!gp_active) {
+      watchdog_idle = true; /* the next grace period wakes us */
       pthread_cond_wait(&watch_cv, &state_lock);
       continue;
     }
     uint64_t seq = gp_seq, start = gp_start_ms, now = tp__now_ms_coarse();
     if (now - start < cfg_stall_ms) {
-      struct timespec ts;
-      clock_gettime(CLOCK_REALTIME, &ts);
-      uint64_t wait_ms = cfg_stall_ms - (now - start) + 1;
-      uint64_t ns = (uint64_t)ts.tv_nsec + wait_ms * 1000000u;
-      ts.tv_sec += (time_t)(ns / 1000000000u);
-      ts.tv_nsec = (long)(ns % 1000000000u);
+      struct timespec ts = deadline_ms(cfg_stall_ms - (now - start) + 1);
       pthread_cond_timedwait(&watch_cv, &state_lock, &ts);
       continue;
     }
@@ -573,11 +582,7 @@ static void *watchdog_main(void *arg) {
     pthread_mutex_lock(&state_lock);
     /* Check this grace period again one stall_ms later (new readers). */
     if (gp_active && gp_seq == seq) {
-      struct timespec ts;
-      clock_gettime(CLOCK_REALTIME, &ts);
-      uint64_t ns = (uint64_t)ts.tv_nsec + (uint64_t)cfg_stall_ms * 1000000u;
-      ts.tv_sec += (time_t)(ns / 1000000000u);
-      ts.tv_nsec = (long)(ns % 1000000000u);
+      struct timespec ts = deadline_ms(cfg_stall_ms);
       pthread_cond_timedwait(&watch_cv, &state_lock, &ts);
     }
   }
