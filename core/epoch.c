@@ -208,6 +208,8 @@ int tp_epoch_configure(const tp_epoch_config *cfg) {
   cfg_stall_ms = cfg->stall_ms ? cfg->stall_ms : 1000;
   cfg_on_stall = cfg->on_stall;
   cfg_on_stall_arg = cfg->on_stall_arg;
+  /* A watching watchdog recomputes its deadline with the new stall_ms. */
+  pthread_cond_signal(&watch_cv);
   pthread_mutex_unlock(&state_lock);
   return 0;
 }
