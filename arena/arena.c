@@ -11,8 +11,8 @@
  * size that fits the current chunk; the slow path does the same, so every
  * build, with the fast path or without it, lays out alike.)
  *
- * Concurrent arenas. Each CPU has a bump region {ptr, end} on its own cache
- * line. An allocation is one rseq sequence: read the CPU's region, check
+ * Concurrent arenas. Each CPU has a bump region {ptr, end} on its own pair
+ * of cache lines. An allocation is one rseq sequence: read the CPU's region, check
  * ptr + n <= end, commit with one store of ptr (no atomic; see
  * <tidepool/percpu.h> for why a sequence that commits had the region to
  * itself). A CPU whose region is exhausted installs a fresh chunk with a
@@ -68,36 +68,43 @@ struct cleanup {
   void *arg;
 };
 
-/* A CPU's bump region (concurrent arenas); one cache line each. */
+/* A CPU's bump region (concurrent arenas); two cache lines each. */
 struct region {
   char *ptr;
   char *end;
   uint64_t busy; /* fallback only */
-  char pad[TP_CACHELINE - 2 * sizeof(char *) - sizeof(uint64_t)];
+  char pad[2 * TP_CACHELINE - 2 * sizeof(char *) - sizeof(uint64_t)];
 };
-#define REGION_SHIFT 6
-_Static_assert(sizeof(struct region) == (1u << REGION_SHIFT), "one line per CPU");
+/* Two lines per CPU: the L2's spatial prefetcher fetches lines in 128-byte
+ * pairs, so neighbours one line apart would still bounce between cores. */
+#define REGION_SHIFT 7
+_Static_assert(sizeof(struct region) == (1u << REGION_SHIFT), "one line pair per CPU");
 
 struct tp_arena {
+  /* Read on every allocation (and, for concurrent arenas, only read): the
+   * first cache line of the arena, which sits a line after its chunk's
+   * header so that linking chunks never writes it. */
   struct tp__arena_head head; /* plain fast path; NULLs when it is off */
+  struct region *regions;     /* concurrent: block 0 of ncpu (+2 sentinels below) */
+  size_t small_max;           /* concurrent: sizes up to this take the regions */
+  unsigned flags;
+  bool rseq;                  /* concurrent: the rseq regions are in use */
+  bool fast_on;
   tp_pool *chunks;            /* the shared chunk pool */
   size_t chunk_size, max_bytes, keep_bytes;
-  size_t small_max; /* sizes up to this take the per-CPU regions (concurrent) */
-  unsigned flags;
-  bool fast_on;
-  /* Plain arenas: where the bump pointer lives when the fast path is off. */
-  char *ptr, *end;
+  /* Written by allocations that leave the fast path. */
+  _Alignas(TP_CACHELINE) char *ptr, *end; /* plain arenas when the fast path is off */
   struct chunk *first, *cur; /* cur: newest (head of the list) */
   struct chunk *spare;       /* kept by reset, used before the pool */
   struct large *large;
   struct cleanup *cleanups;
-  size_t nchunks, nlarge, held, wasted, high_water, large_bytes;
+  size_t nchunks, nlarge, held, high_water, large_bytes;
+  size_t wasted; /* concurrent arenas: relaxed atomic adds */
   size_t retired_used; /* bytes used in chunks that stopped being current */
   uint64_t generation, resets;
   /* Concurrent arenas. */
   pthread_mutex_t lock;
   char *sptr, *send; /* the shared region (lock) */
-  struct region *regions; /* block 0 of ncpu (+2 sentinels below) */
   void *regions_raw;
   unsigned ncpu;
 };
@@ -271,7 +278,7 @@ static inline char *region_bump_rseq(struct region *base, size_t n) {
   char *p;
   __asm__ volatile goto(TP__RSEQ_CS_DESCRIPTOR TP__RSEQ_ENTER
                "movslq %%fs:4(%[rseq]), %%rax\n\t"
-               "shlq $6, %%rax\n\t"
+               "shlq $7, %%rax\n\t"
                "addq %[base], %%rax\n\t"
                "movq (%%rax), %[p]\n\t"       /* ptr */
                "leaq (%[p],%[n]), %%rcx\n\t"  /* ptr + n */
@@ -298,7 +305,7 @@ static char *region_install_rseq(struct region *base, char *from, char *to, size
   char *optr, *oend;
   __asm__ volatile(TP__RSEQ_CS_DESCRIPTOR TP__RSEQ_ENTER
                    "movslq %%fs:4(%[rseq]), %%rax\n\t"
-                   "shlq $6, %%rax\n\t"
+                   "shlq $7, %%rax\n\t"
                    "addq %[base], %%rax\n\t"
                    "movq (%%rax), %[optr]\n\t"
                    "movq 8(%%rax), %[oend]\n\t"
@@ -359,7 +366,7 @@ static void *shared_alloc(tp_arena *a, size_t n) {
   if (!p || n > (size_t)(a->send - p)) {
     struct chunk *c = concurrent_chunk_locked(a);
     if (!c) return NULL;
-    if (p) a->wasted += (size_t)(a->send - p);
+    if (p) __atomic_fetch_add(&a->wasted, (size_t)(a->send - p), __ATOMIC_RELAXED);
     p = chunk_data(c);
     a->send = chunk_end(a, c);
   }
@@ -394,9 +401,8 @@ static void *concurrent_alloc(tp_arena *a, size_t n) {
     pthread_mutex_unlock(&a->lock);
     char *optr, *oend;
     p = region_install_rseq(a->regions, chunk_data(c), chunk_end(a, c), n, &optr, &oend);
-    pthread_mutex_lock(&a->lock);
-    if (optr && oend > optr) a->wasted += (size_t)(oend - optr);
-    pthread_mutex_unlock(&a->lock);
+    /* relaxed: a statistic; no second trip through the lock per refill. */
+    if (optr && oend > optr) __atomic_fetch_add(&a->wasted, (size_t)(oend - optr), __ATOMIC_RELAXED);
     TP_UNPOISON(p, n);
     return p;
   }
@@ -414,7 +420,7 @@ static void *concurrent_alloc(tp_arena *a, size_t n) {
       errno = err;
       return NULL;
     }
-    if (p && e > p) a->wasted += (size_t)(e - p);
+    if (p && e > p) __atomic_fetch_add(&a->wasted, (size_t)(e - p), __ATOMIC_RELAXED);
     pthread_mutex_unlock(&a->lock);
     p = chunk_data(c);
     __atomic_store_n(&r->end, chunk_end(a, c), __ATOMIC_RELAXED);
@@ -494,7 +500,7 @@ void *tp__arena_alloc_slow(tp_arena *a, size_t size) {
   /* Concurrent arenas come here for every allocation: their common case
    * (a small size, room in this CPU's region) is one rseq sequence, first. */
   if (TP_LIKELY(a != NULL) && (a->flags & TP_ARENA_CONCURRENT) && size - 1 < a->small_max &&
-      tp__percpu_ready.rseq) {
+      a->rseq) {
     size_t n = (size + 15) & ~(size_t)15;
     char *p = region_bump_rseq(a->regions, n);
     if (TP_LIKELY(p != NULL)) {
@@ -557,7 +563,7 @@ tp_arena *tp_arena_create(const tp_arena_config *cfg) {
   c->next = NULL;
   c->used = 0;
   TP_UNPOISON(c, cs);
-  tp_arena *a = (tp_arena *)chunk_data(c);
+  tp_arena *a = (tp_arena *)((char *)c + TP_CACHELINE); /* off the header's line */
   memset(a, 0, sizeof *a);
   a->chunks = pool;
   a->chunk_size = cs;
@@ -573,8 +579,9 @@ tp_arena *tp_arena_create(const tp_arena_config *cfg) {
   if (a->flags & TP_ARENA_CONCURRENT) {
     const struct tp__percpu_info *pi = tp__percpu();
     a->ncpu = pi->ncpu;
+    a->rseq = pi->rseq;
     size_t bytes = (size_t)(a->ncpu + 2) << REGION_SHIFT;
-    a->regions_raw = aligned_alloc(TP_CACHELINE, bytes);
+    a->regions_raw = aligned_alloc(2 * TP_CACHELINE, bytes);
     if (!a->regions_raw) {
       pthread_mutex_destroy(&a->lock);
       tp_pool_put(pool, c);
@@ -732,26 +739,32 @@ void tp_arena_reset(tp_arena *a) {
   if (!a) return;
   run_cleanups(a, NULL);
   release_large(a, NULL);
-  /* Every chunk but the first becomes a spare; spares beyond keep_bytes
-   * go back to the chunk pool. */
+  /* One walk: chunks become spares up to keep_bytes (spares a rewind left
+   * count first), the rest goes back to the chunk pool (the inline put:
+   * nothing is written to a chunk given back). */
+  size_t kept = 0;
+  for (struct chunk **pk = &a->spare; *pk;) {
+    if (kept + a->chunk_size <= a->keep_bytes) {
+      kept += a->chunk_size;
+      pk = &(*pk)->next;
+    } else {
+      struct chunk *g = *pk;
+      *pk = g->next;
+      chunk_give(a, g);
+    }
+  }
   struct chunk *c = (a->flags & TP_ARENA_CONCURRENT) ? a->first->next : a->cur;
   while (c && c != a->first) {
     struct chunk *next = c->next;
-    TP_POISON(chunk_data(c), a->chunk_size - CHUNK_HDR);
-    c->next = a->spare;
-    a->spare = c;
-    c = next;
-  }
-  size_t kept = 0;
-  for (struct chunk **pc = &a->spare; *pc;) {
     if (kept + a->chunk_size <= a->keep_bytes) {
       kept += a->chunk_size;
-      pc = &(*pc)->next;
+      TP_POISON(chunk_data(c), a->chunk_size - CHUNK_HDR);
+      c->next = a->spare;
+      a->spare = c;
     } else {
-      struct chunk *g = *pc;
-      *pc = g->next;
-      chunk_give(a, g);
+      chunk_give(a, c);
     }
+    c = next;
   }
   a->first->next = NULL;
   a->cur = a->first;
@@ -781,7 +794,7 @@ int tp_arena_read_stats(const tp_arena *ca, tp_arena_stats *out) {
   out->chunks = a->nchunks;
   out->large = a->nlarge;
   out->bytes_held = a->held;
-  out->wasted = a->wasted;
+  out->wasted = __atomic_load_n(&a->wasted, __ATOMIC_RELAXED);
   out->high_water = a->high_water;
   out->resets = a->resets;
   if (a->flags & TP_ARENA_CONCURRENT) {
@@ -797,7 +810,7 @@ int tp_arena_read_stats(const tp_arena *ca, tp_arena_stats *out) {
     for (struct chunk *k = a->spare; k; k = k->next) spares++;
     /* Chunks in regions: all but the first (the arena) and the spares. */
     size_t data = (a->nchunks - 1 - spares) * (a->chunk_size - CHUNK_HDR);
-    out->allocated = data - room - a->wasted + a->large_bytes;
+    out->allocated = data - room - out->wasted + a->large_bytes;
     pthread_mutex_unlock(&a->lock);
     return 0;
   }

@@ -13,7 +13,7 @@
  *   arena_reset_x64  the same for 64 such arenas reset back to back
  *                  (many requests ending together)
  *   arena_conc_tN  N threads allocate 32 B from one concurrent arena,
- *                  4096 each, then it is reset (implementations with
+ *                  16384 each, then it is reset (implementations with
  *                  create_concurrent only)
  */
 #include "bench/alloc.h"
@@ -183,7 +183,7 @@ BENCH_CASE(arena_reset_x64, .workload = "arena_reset_x64", .impl = bench_arena_i
  * thread 0 resets, all meet again. The working set (128 KiB a thread)
  * stays in cache, as in arena32, so this measures the allocator's scaling
  * rather than the machine's memory bandwidth. */
-#define CONC_ROUND 4096
+#define CONC_ROUND 16384
 
 static void conc_body(void *arg, int idx) {
   arena_state *s = arg;
@@ -224,8 +224,8 @@ __attribute__((constructor)) static void register_conc(void) {
   static const long threads[] = {1, 2};
   static const char *const names[] = {"arena_conc_t1", "arena_conc_t2"};
   static const char *const units[] = {
-      "32 B allocation, concurrent arena, 1 thread (reset every 4096)",
-      "32 B allocation, concurrent arena, 2 threads (reset every 2x4096), aggregate"};
+      "32 B allocation, concurrent arena, 1 thread (reset every 16384)",
+      "32 B allocation, concurrent arena, 2 threads (reset every 2x16384), aggregate"};
   for (int i = 0; i < 2; i++)
     bench_register(&(const bench_case){.workload = names[i], .impl = A->name, .group = "arena",
                                        .unit = units[i], .throughput = 1, .ops = 400000,
