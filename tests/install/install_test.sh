@@ -13,8 +13,12 @@ out="${TEST_TMPDIR:-/tmp}"
 # Shared (the default when both exist).
 cc -std=c11 -Wall -Werror tests/install/demo.c $(pkg-config --cflags --libs tidepool) -o "$out/demo_shared"
 LD_LIBRARY_PATH="$prefix/lib" "$out/demo_shared"
-LD_LIBRARY_PATH="$prefix/lib" ldd "$out/demo_shared" | grep -q "$prefix/lib/libtidepool.so.0" || {
-  echo "demo_shared is not linked with the installed libtidepool.so" >&2; exit 1; }
+deps=$(LD_LIBRARY_PATH="$prefix/lib" ldd "$out/demo_shared")
+grep -q "libtidepool.so.0 => $prefix/lib/libtidepool.so.0" <<<"$deps" || {
+  echo "demo_shared is not linked with the installed libtidepool.so:" >&2
+  echo "$deps" >&2
+  exit 1
+}
 # Static.
 cc -std=c11 -Wall -Werror tests/install/demo.c -static-libgcc \
   $(pkg-config --cflags tidepool) "$prefix/lib/libtidepool.a" \
