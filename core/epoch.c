@@ -168,6 +168,9 @@ static tp_pool *queue_pool, *seg_pool;
 
 static void epoch_init(void) {
   pthread_key_create(&exit_key, thread_exit);
+  /* The timed waits (reclaimer timer, watchdog) run on CLOCK_MONOTONIC. */
+  tp__cond_init_monotonic(&reclaim_cv);
+  tp__cond_init_monotonic(&watch_cv);
   tp_pool_config qc = {.name = "epoch-queues", .obj_size = sizeof(struct queue),
                        .align = TP_CACHELINE};
   tp_pool_config sc = {.name = "epoch-segments", .obj_size = sizeof(struct seg)};
@@ -306,17 +309,6 @@ static void thread_exit(void *arg) {
 }
 
 /* ---- grace periods -------------------------------------------------------- */
-
-/* CLOCK_REALTIME deadline `ms` from now (the condition variables here use
- * the default clock). */
-static struct timespec deadline_ms(uint64_t ms) {
-  struct timespec ts;
-  clock_gettime(CLOCK_REALTIME, &ts);
-  uint64_t ns = (uint64_t)ts.tv_nsec + ms * 1000000u;
-  ts.tv_sec += (time_t)(ns / 1000000000u);
-  ts.tv_nsec = (long)(ns % 1000000000u);
-  return ts;
-}
 
 static void grace_period(void) {
   pthread_mutex_lock(&gp_lock);
@@ -517,7 +509,7 @@ static void *reclaimer_main(void *arg) {
       if (stopping || kicked || pending >= BACKLOG_NOW) break;
       if (pending) {
         /* Something waits: come back after interval_ms at the latest. */
-        struct timespec ts = deadline_ms(cfg_interval_ms);
+        struct timespec ts = tp__deadline_ms(cfg_interval_ms);
         if (pthread_cond_timedwait(&reclaim_cv, &state_lock, &ts) == ETIMEDOUT) break;
         continue;
       }
@@ -552,7 +544,7 @@ static void *watchdog_main(void *arg) {
     }
     uint64_t seq = gp_seq, start = gp_start_ms, now = tp__now_ms_coarse();
     if (now - start < cfg_stall_ms) {
-      struct timespec ts = deadline_ms(cfg_stall_ms - (now - start) + 1);
+      struct timespec ts = tp__deadline_ms(cfg_stall_ms - (now - start) + 1);
       pthread_cond_timedwait(&watch_cv, &state_lock, &ts);
       continue;
     }
@@ -584,7 +576,7 @@ static void *watchdog_main(void *arg) {
     pthread_mutex_lock(&state_lock);
     /* Check this grace period again one stall_ms later (new readers). */
     if (gp_active && gp_seq == seq) {
-      struct timespec ts = deadline_ms(cfg_stall_ms);
+      struct timespec ts = tp__deadline_ms(cfg_stall_ms);
       pthread_cond_timedwait(&watch_cv, &state_lock, &ts);
     }
   }
@@ -891,9 +883,9 @@ static void fork_child_state(void) {
   cycles_done = cycles_started;
   __atomic_store_n(&sleeping, 0, __ATOMIC_RELAXED);
   gp_active = false;
-  pthread_cond_init(&reclaim_cv, NULL);
+  tp__cond_init_monotonic(&reclaim_cv);
   pthread_cond_init(&progress_cv, NULL);
-  pthread_cond_init(&watch_cv, NULL);
+  tp__cond_init_monotonic(&watch_cv);
   pthread_mutex_unlock(&state_lock);
   pthread_mutex_unlock(&registry_lock);
 }

@@ -78,6 +78,23 @@ uint64_t tp__now_ms_coarse(void) {
   return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
 }
 
+void tp__cond_init_monotonic(pthread_cond_t *cv) {
+  pthread_condattr_t ca;
+  pthread_condattr_init(&ca);
+  pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+  pthread_cond_init(cv, &ca);
+  pthread_condattr_destroy(&ca);
+}
+
+struct timespec tp__deadline_ms(uint64_t ms) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  uint64_t ns = (uint64_t)ts.tv_nsec + (ms % 1000u) * 1000000u;
+  ts.tv_sec += (time_t)(ms / 1000u + ns / 1000000000u);
+  ts.tv_nsec = (long)(ns % 1000000000u);
+  return ts;
+}
+
 void tp__fatal(const char *func, const void *ptr, const char *msg) {
   if (ptr)
     fprintf(stderr, "tidepool: %s(%p): %s\n", func, ptr, msg);

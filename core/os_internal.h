@@ -56,6 +56,13 @@ static inline uint64_t tp__counter_get(const uint64_t *c) {
   return __atomic_load_n(c, __ATOMIC_RELAXED);
 }
 
+/* Initializes a condition variable whose timed waits run on CLOCK_MONOTONIC
+ * (a wall-clock jump neither stretches nor cuts them); time them out with
+ * tp__deadline_ms. */
+void tp__cond_init_monotonic(pthread_cond_t *cv);
+/* The CLOCK_MONOTONIC time `ms` from now, as pthread_cond_timedwait takes it. */
+struct timespec tp__deadline_ms(uint64_t ms);
+
 /* Starts a background thread with every signal blocked (a library thread
  * must never run the application's signal handlers). 0 or -errno. */
 int tp__thread_create_quiet(pthread_t *out, void *(*fn)(void *), void *arg);

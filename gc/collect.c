@@ -624,9 +624,7 @@ static bool all_stopped(const tp_heap *h, const tp__mut *self) {
 static void wait_all_stopped(tp_heap *h, tp__mut *self) {
   bool warned = false;
   while (!all_stopped(h, self)) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    ts.tv_sec += 10;
+    struct timespec ts = tp__deadline_ms(10000);
     if (pthread_cond_timedwait(&h->cv_parked, &h->sp_lock, &ts) == ETIMEDOUT && !warned) {
       unsigned n = 0;
       for (const tp__mut *m = h->muts; m; m = m->next)

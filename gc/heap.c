@@ -82,12 +82,8 @@ static void gc_init_once(void) {
 }
 
 static void init_conds(tp_heap *h) {
-  pthread_condattr_t ca;
-  pthread_condattr_init(&ca);
-  pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-  pthread_cond_init(&h->cv_parked, &ca);
-  pthread_cond_init(&h->cv_resume, &ca);
-  pthread_condattr_destroy(&ca);
+  tp__cond_init_monotonic(&h->cv_parked);
+  tp__cond_init_monotonic(&h->cv_resume);
 }
 
 /* ---- the address map ------------------------------------------------------ */

@@ -36,14 +36,6 @@ static pthread_t thread;
 static tp_sweeper_config cfg = {DEFAULT_INTERVAL, DEFAULT_DECAY, DEFAULT_RETAIN};
 static uint64_t n_sweeps;
 
-static void init_cv(void) {
-  pthread_condattr_t ca;
-  pthread_condattr_init(&ca);
-  pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-  pthread_cond_init(&wake_cv, &ca);
-  pthread_condattr_destroy(&ca);
-}
-
 static void fork_prepare(void) { pthread_mutex_lock(&ctl_lock); }
 static void fork_parent(void) { pthread_mutex_unlock(&ctl_lock); }
 static void fork_child(void) {
@@ -51,12 +43,12 @@ static void fork_child(void) {
   running = false;
   stop_requested = false;
   pthread_mutex_init(&wake_lock, NULL);
-  init_cv();
+  tp__cond_init_monotonic(&wake_cv);
   pthread_mutex_unlock(&ctl_lock);
 }
 
 static void sweeper_init(void) {
-  init_cv();
+  tp__cond_init_monotonic(&wake_cv);
   tp__fork_register(TP__FORK_RANK_SWEEPER_CTL, fork_prepare, fork_parent, fork_child);
 }
 
@@ -71,18 +63,21 @@ static int normalize(const tp_sweeper_config *in, tp_sweeper_config *out) {
   return 0;
 }
 
+struct pass_args {
+  uint64_t now_ms, decay_ms;
+  size_t retain, released;
+};
+
+static void sweep_one(tp_pool *p, void *arg) {
+  struct pass_args *a = arg;
+  a->released += tp__pool_sweep(p, a->now_ms, a->decay_ms, &a->retain);
+}
+
 static size_t pass(uint64_t decay_ms, size_t retain) {
-  size_t released = 0, n = 0;
-  pthread_mutex_lock(&tp__pool_pass_lock);
-  tp_pool **pools = tp__pool_list(&n);
-  uint64_t now = tp__now_ms_coarse();
-  if (pools) {
-    for (size_t i = 0; i < n; i++) released += tp__pool_sweep(pools[i], now, decay_ms, &retain);
-    free(pools);
-  }
-  pthread_mutex_unlock(&tp__pool_pass_lock);
+  struct pass_args a = {tp__now_ms_coarse(), decay_ms, retain, 0};
+  tp__pool_foreach(sweep_one, &a);
   __atomic_fetch_add(&n_sweeps, 1, __ATOMIC_RELAXED);
-  return released;
+  return a.released;
 }
 
 static void *sweeper_main(void *arg) {
@@ -90,11 +85,7 @@ static void *sweeper_main(void *arg) {
   pthread_mutex_lock(&wake_lock);
   while (!stop_requested) {
     tp_sweeper_config c = cfg;
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    uint64_t ns = (uint64_t)ts.tv_nsec + (uint64_t)c.interval_ms * 1000000u;
-    ts.tv_sec += (time_t)(ns / 1000000000u);
-    ts.tv_nsec = (long)(ns % 1000000000u);
+    struct timespec ts = tp__deadline_ms(c.interval_ms);
     int rc = 0;
     while (!stop_requested && rc != ETIMEDOUT)
       rc = pthread_cond_timedwait(&wake_cv, &wake_lock, &ts);
@@ -168,27 +159,22 @@ size_t tp_sweep_all(void) {
   return r + pass(0, 0);
 }
 
+static void add_pool_stats(tp_pool *p, void *arg) {
+  tp_stats *out = arg;
+  tp_pool_stats ps;
+  if (tp_pool_read_stats(p, &ps) != 0) return;
+  out->bytes_in_use += ps.in_use * ps.stride;
+  out->bytes_cached += ps.cached * ps.stride;
+  out->slabs_freed += ps.slabs_freed;
+}
+
 int tp_read_stats(tp_stats *out) {
   if (!out) {
     errno = EINVAL;
     return -EINVAL;
   }
   memset(out, 0, sizeof *out);
-  size_t n = 0;
-  pthread_mutex_lock(&tp__pool_pass_lock);
-  tp_pool **pools = tp__pool_list(&n);
-  if (pools) {
-    for (size_t i = 0; i < n; i++) {
-      tp_pool_stats ps;
-      if (tp_pool_read_stats(pools[i], &ps) != 0) continue;
-      out->bytes_in_use += ps.in_use * ps.stride;
-      out->bytes_cached += ps.cached * ps.stride;
-      out->slabs_freed += ps.slabs_freed;
-    }
-    free(pools);
-  }
-  pthread_mutex_unlock(&tp__pool_pass_lock);
-  out->pools = n;
+  out->pools = tp__pool_foreach(add_pool_stats, out);
   out->bytes_mapped = tp__counter_get(&tp__os.mapped);
   out->bytes_resident = tp__counter_get(&tp__os.resident);
   out->bytes_returned = tp__counter_get(&tp__os.returned);

@@ -58,16 +58,28 @@ static void pool_init_once(void) {
   tp__fork_register(TP__FORK_RANK_POOLS, fork_prepare, fork_parent, fork_parent);
 }
 
-tp_pool **tp__pool_list(size_t *n) {
+size_t tp__pool_foreach(void (*fn)(tp_pool *, void *), void *arg) {
+  /* The pass lock keeps every pool alive (tp_pool_destroy takes it); the
+   * registry lock is held only to copy the list, so fn may take pool locks
+   * and call into epochs (lock order, fork_internal.h). */
+  pthread_mutex_lock(&tp__pool_pass_lock);
   pthread_mutex_lock(&registry_lock);
-  size_t count = 0;
-  for (tp_pool *p = registry; p; p = p->reg_next) count++;
-  tp_pool **v = malloc((count ? count : 1) * sizeof *v);
-  *n = 0;
-  if (v)
-    for (tp_pool *p = registry; p; p = p->reg_next) v[(*n)++] = p;
+  size_t n = 0;
+  for (tp_pool *p = registry; p; p = p->reg_next) n++;
+  tp_pool **v = malloc((n ? n : 1) * sizeof *v);
+  if (v) {
+    n = 0;
+    for (tp_pool *p = registry; p; p = p->reg_next) v[n++] = p;
+  }
   pthread_mutex_unlock(&registry_lock);
-  return v;
+  if (v) {
+    for (size_t i = 0; i < n; i++) fn(v[i], arg);
+    free(v);
+  } else {
+    n = 0;
+  }
+  pthread_mutex_unlock(&tp__pool_pass_lock);
+  return n;
 }
 
 /* ---- debug: which slabs exist (foreign-pointer checks) ----------------- */

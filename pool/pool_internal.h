@@ -118,9 +118,9 @@ extern pthread_mutex_t tp__pool_pass_lock;
 /* Idle CPU caches drained by sweeper passes, ever (relaxed). */
 extern uint64_t tp__caches_drained;
 
-/* The registered pools, as a malloc'd array (NULL + ENOMEM); hold the pass
- * lock while using it. */
-tp_pool **tp__pool_list(size_t *n);
+/* Calls fn(p, arg) for every registered pool, holding the pass lock (no
+ * pool is destroyed meanwhile). Returns how many pools it visited. */
+size_t tp__pool_foreach(void (*fn)(tp_pool *, void *), void *arg);
 
 /* Epoch hooks (epoch.c): wait until no retire of p is pending; retire a
  * slab the sweeper detached (unmapped after a grace period, then
