@@ -1,9 +1,11 @@
 /*
  * Internal: page mapping, clocks and the process-wide memory counters.
  *
- * All of tidepool's memory comes from tp__os_map (anonymous mmap) so that
- * the process-wide view in tp_read_stats() can be kept with a few relaxed
- * atomic counters instead of a walk over every structure.
+ * tidepool's memory comes from tp__os_map (anonymous mmap) so that the
+ * process-wide view in tp_read_stats() can be kept with a few relaxed
+ * atomic counters instead of a walk over every structure. Two reservations
+ * are mapped directly and counted as they are touched: the magazine range
+ * (pool/depot.c) and the read-only zero region (core/percpu.c).
  */
 #ifndef TIDEPOOL_OS_INTERNAL_H
 #define TIDEPOOL_OS_INTERNAL_H

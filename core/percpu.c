@@ -30,9 +30,6 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
-/* Fallback only: the block is held by a thread (bit 15 of the count field;
- * counts never exceed TP__PCACHE_SLOTS < 2^15). */
-#define TP__PCACHE_BUSY (1ull << 15)
 
 _Static_assert(sizeof(tp__pcache) == TP__PCACHE_STRIDE, "one block is one stride");
 _Static_assert(sizeof(((tp__pcache *)0)->slot) / sizeof(void *) == TP__PCACHE_SLOTS,
@@ -105,6 +102,10 @@ const char *tp_percpu_mode(void) {
   return tp__percpu()->rseq ? "rseq" : "percpu-cas";
 }
 
+size_t tp__pcache_region_resident(void) {
+  return (size_t)tp__percpu()->ncpu * tp__os_page_size(); /* each block's first page */
+}
+
 size_t tp__pcache_region_bytes(void) {
   return (size_t)(tp__percpu()->ncpu + TP__PCACHE_SENTINELS) * TP__PCACHE_STRIDE;
 }
@@ -119,15 +120,13 @@ char *tp__pcache_region_new(unsigned limit) {
   char *base = raw + TP__PCACHE_SENTINELS * TP__PCACHE_STRIDE;
   for (unsigned c = 0; c < pi->ncpu; c++)
     tp__pcache_at(base, c)->bounds = TP__PCACHE_BOUNDS(limit);
-  tp__counter_add(&tp__os.resident,
-                  (int64_t)(pi->ncpu * tp__os_page_size()));
+  tp__counter_add(&tp__os.resident, (int64_t)tp__pcache_region_resident());
   return base;
 }
 
 void tp__pcache_region_free(char *base) {
   if (!base) return;
-  tp__counter_add(&tp__os.resident,
-                  -(int64_t)(tp__percpu()->ncpu * tp__os_page_size()));
+  tp__counter_add(&tp__os.resident, -(int64_t)tp__pcache_region_resident());
   tp__os_unmap(base - TP__PCACHE_SENTINELS * TP__PCACHE_STRIDE,
                tp__pcache_region_bytes());
 }
@@ -277,7 +276,9 @@ unsigned tp__pcache_push_n(char *base, void *const *in, unsigned n) {
   return cas_push_n(tp__pcache_at(base, tp__current_cpu()), in, n);
 }
 
-int tp__percpu_fence_cpu(unsigned cpu) {
+/* Fences CPU cpu against in-flight rseq sequences (see percpu.h, point 3).
+ * 0 or -errno. */
+static int percpu_fence_cpu(unsigned cpu) {
   if (!info.fence) return -ENOSYS;
   if (membarrier_call(MEMBARRIER_CMD_PRIVATE_EXPEDITED_RSEQ,
                       MEMBARRIER_CMD_FLAG_CPU, (int)cpu) != 0)
@@ -294,11 +295,16 @@ int tp__pcache_drain(char *base, unsigned cpu, void **out) {
   }
   if (!info.fence) return -ENOSYS;
   uint64_t bounds = __atomic_load_n(&c->bounds, __ATOMIC_RELAXED);
-  /* Lock: pop and push both refused from now on. Relaxed is enough: the
-   * membarrier below orders this store before every sequence that starts
-   * on `cpu` after it returns (it runs a full barrier there). */
-  __atomic_store_n(&c->bounds, TP__PCACHE_LOCKED, __ATOMIC_RELAXED);
-  int rc = tp__percpu_fence_cpu(cpu);
+  /* Lock: pop and push both refused from now on. A CAS, so that two drains
+   * of one block (the sweeper and a pool at max_bytes) never overlap: the
+   * loser reports nothing drained. Relaxed is enough: the membarrier below
+   * orders this store before every sequence that starts on `cpu` after it
+   * returns (it runs a full barrier there). */
+  if (bounds == TP__PCACHE_LOCKED ||
+      !__atomic_compare_exchange_n(&c->bounds, &bounds, TP__PCACHE_LOCKED, false,
+                                   __ATOMIC_RELAXED, __ATOMIC_RELAXED))
+    return 0;
+  int rc = percpu_fence_cpu(cpu);
   if (rc != 0) {
     __atomic_store_n(&c->bounds, bounds, __ATOMIC_RELEASE);
     return rc;

@@ -143,7 +143,7 @@ TP_INLINE void *tp__pcache_pop(char *base) {
                "movq %%rcx, (%%rax)\n\t"          /* commit */
                "2:\n\t" TP__RSEQ_ABORT_HANDLER
                /* early clobber: an abort after obj is written restarts
-                * at 1, which must still find every input intact */
+                * at 0, which must still find every input intact */
                : [obj] "=&r"(obj)
                : [rseq] "r"(__rseq_offset), [base] "r"(base)
                : "rax", "rcx", "rdx", "rsi", "memory", "cc"

@@ -7,9 +7,8 @@
  *   ---------------------+-------------------------------------------------
  *   pop / push (inline)  | everything below, from any thread
  *   pop_n / push_n       | everything below, from any thread
- *   drain(cpu)           | pop/push/pop_n/push_n from any thread; NOT with
- *                        | another drain of the same block (callers hold the
- *                        | pool's drain lock)
+ *   drain(cpu)           | everything, from any thread (a drain that finds
+ *                        | the block locked by another drains nothing)
  *   peek(cpu)            | everything (a relaxed read of the commit word)
  *
  * In the fallback (percpu-cas) mode the same table holds; the operations
@@ -40,6 +39,12 @@ extern struct tp__percpu_info tp__percpu_ready;
 char *tp__pcache_region_new(unsigned limit);
 void tp__pcache_region_free(char *base);
 size_t tp__pcache_region_bytes(void);
+/* Of that, what a new region makes resident (the pages the bounds are on). */
+size_t tp__pcache_region_resident(void);
+
+/* Fallback only: the block is held by a thread (bit 15 of the count field;
+ * counts never exceed TP__PCACHE_SLOTS < 2^15). */
+#define TP__PCACHE_BUSY (1ull << 15)
 
 static inline tp__pcache *tp__pcache_at(char *base, unsigned cpu) {
   return (tp__pcache *)(base + ((size_t)cpu << TP__PCACHE_SHIFT));
@@ -59,17 +64,14 @@ unsigned tp__pcache_pop_n(char *base, void **out, unsigned n);
 unsigned tp__pcache_push_n(char *base, void *const *in, unsigned n);
 
 /* Takes every object out of CPU cpu's block into out (room for the block's
- * limit). Returns how many, or -ENOSYS when rseq mode has no membarrier
- * fence to make that safe. Callers serialize drains of one region. */
+ * limit). Returns how many (0 if another thread holds the block), or
+ * -ENOSYS when rseq mode has no membarrier fence to make that safe.
+ * Safe to call concurrently. */
 int tp__pcache_drain(char *base, unsigned cpu, void **out);
 
 /* A relaxed read of CPU cpu's commit word (idle detection, stats). */
 static inline uint64_t tp__pcache_peek(char *base, unsigned cpu) {
   return __atomic_load_n(&tp__pcache_at(base, cpu)->word, __ATOMIC_RELAXED);
 }
-
-/* Fences CPU cpu against in-flight rseq sequences (see percpu.h, point 3).
- * 0 or -errno. */
-int tp__percpu_fence_cpu(unsigned cpu);
 
 #endif /* TIDEPOOL_PERCPU_INTERNAL_H */

@@ -609,7 +609,7 @@ void tp__gc_trim(tp_heap *h) {
   size_t retain = 0;
   pthread_mutex_lock(&tp__pool_pass_lock);
   tp__pool_scavenge(h->pool);
-  tp__pool_sweep(h->pool, tp__now_ms_coarse(), 0, &retain);
+  tp__pool_release_empty(h->pool, tp__now_ms_coarse(), 0, &retain);
   pthread_mutex_unlock(&tp__pool_pass_lock);
 }
 

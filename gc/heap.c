@@ -1083,10 +1083,11 @@ void tp_heap_collect(tp_heap *h) {
 
 /* ---- stats -------------------------------------------------------------------------------- */
 
+/* No pool lock: the pacer calls this under the heap lock (rank 40), above
+ * the pools' (30). */
 uint64_t tp__gc_heap_sys(const tp_heap *h) {
-  tp_pool_stats ps;
-  uint64_t pool = tp_pool_read_stats(h->pool, &ps) == 0 ? ps.bytes_mapped : 0;
-  return pool + tp__counter_get(&h->large_map_bytes) + tp__counter_get(&h->meta_bytes);
+  return tp__pool_bytes_mapped(h->pool) + tp__counter_get(&h->large_map_bytes) +
+         tp__counter_get(&h->meta_bytes);
 }
 
 int tp_heap_read_stats(const tp_heap *h, tp_heap_stats *out) {

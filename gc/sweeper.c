@@ -76,6 +76,8 @@ static void sweep_one(tp_pool *p, void *arg) {
 static size_t pass(uint64_t decay_ms, size_t retain) {
   struct pass_args a = {tp__now_ms_coarse(), decay_ms, retain, 0};
   tp__pool_foreach(sweep_one, &a);
+  /* Empty magazines beyond a small working set give their pages back. */
+  a.released += tp__mag_trim(8);
   __atomic_fetch_add(&n_sweeps, 1, __ATOMIC_RELAXED);
   return a.released;
 }

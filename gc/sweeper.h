@@ -8,7 +8,8 @@
  *  - CPU caches of every pool nobody has used for decay_ms are drained to
  *    their slabs (rseq caches are taken over with a membarrier fence against
  *    the CPU's in-flight sequences; the fallback takes them with a CAS);
- *  - depot batches parked for decay_ms go back to their slabs;
+ *  - depot batches parked for decay_ms go back to their slabs, and the
+ *    pages of empty batch buffers beyond a few go back to the OS;
  *  - slabs with no object out, unused for decay_ms, are unmapped (the dtor
  *    runs first), except the most recently used retain_bytes, kept mapped so
  *    the next burst does not pay for mmap and page faults again. Slabs of

@@ -27,6 +27,7 @@
 
 static char *mag_base;      /* magazine i at mag_base + i * 4096 */
 static uint32_t *mag_link;  /* link[i]: index below i on its stack */
+static uint8_t *mag_cold;   /* cold[i]: pages given back by tp__mag_trim */
 static uint32_t mag_fresh;  /* next never-used index (starts at 1) */
 static tp__mag_stack mag_empty;
 static pthread_once_t mag_once = PTHREAD_ONCE_INIT;
@@ -38,22 +39,30 @@ static void mag_init(void) {
                  MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
   void *l = mmap(NULL, (size_t)MAG_MAX * sizeof(uint32_t), PROT_READ | PROT_WRITE,
                  MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-  if (b == MAP_FAILED || l == MAP_FAILED)
+  void *k = mmap(NULL, MAG_MAX, PROT_READ | PROT_WRITE,
+                 MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+  if (b == MAP_FAILED || l == MAP_FAILED || k == MAP_FAILED)
     tp__fatal("tp__mag_init", NULL, "cannot reserve magazine space");
   mag_base = b;
   mag_link = l;
+  mag_cold = k;
   __atomic_store_n(&mag_fresh, 1, __ATOMIC_RELAXED);
 }
 
 static inline tp__mag *mag_at(uint32_t i) {
   return (tp__mag *)(mag_base + (size_t)i * sizeof(tp__mag));
 }
+/* A magazine's index comes from its address (nothing is stored in it, so
+ * its page may be given back while it is empty). */
+static inline uint32_t mag_idx(const tp__mag *m) {
+  return (uint32_t)(((const char *)m - mag_base) / sizeof(tp__mag));
+}
 
 void tp__mag_push(tp__mag_stack *s, tp__mag *m) {
   uint64_t h = __atomic_load_n(&s->head, __ATOMIC_RELAXED);
   for (;;) {
-    __atomic_store_n(&mag_link[m->idx], (uint32_t)h, __ATOMIC_RELAXED);
-    uint64_t nh = ((h >> 32) + 1) << 32 | m->idx;
+    __atomic_store_n(&mag_link[mag_idx(m)], (uint32_t)h, __ATOMIC_RELAXED);
+    uint64_t nh = ((h >> 32) + 1) << 32 | mag_idx(m);
     /* release: publishes m's contents and link with the new head. */
     if (__atomic_compare_exchange_n(&s->head, &h, nh, true, __ATOMIC_RELEASE,
                                     __ATOMIC_RELAXED))
@@ -87,24 +96,51 @@ tp__mag *tp__mag_take_all(tp__mag_stack *s) {
 }
 
 tp__mag *tp__mag_next(const tp__mag *m) {
-  uint32_t i = __atomic_load_n(&mag_link[m->idx], __ATOMIC_RELAXED);
+  uint32_t i = __atomic_load_n(&mag_link[mag_idx(m)], __ATOMIC_RELAXED);
   return i ? mag_at(i) : NULL;
 }
 
 tp__mag *tp__mag_new(void) {
   pthread_once(&mag_once, mag_init);
   tp__mag *m = tp__mag_pop(&mag_empty);
-  if (m) return m;
+  if (m) {
+    uint32_t i = mag_idx(m);
+    if (mag_cold[i]) { /* we own it: its pages fault in again */
+      mag_cold[i] = 0;
+      tp__counter_add(&tp__os.resident, (int64_t)sizeof(tp__mag));
+    }
+    return m;
+  }
   uint32_t i = __atomic_fetch_add(&mag_fresh, 1, __ATOMIC_RELAXED);
   if (i >= MAG_MAX) {
     errno = ENOMEM;
     return NULL;
   }
   m = mag_at(i);
-  m->idx = i;
   tp__counter_add(&tp__os.mapped, (int64_t)sizeof(tp__mag));
   tp__counter_add(&tp__os.resident, (int64_t)sizeof(tp__mag));
   return m;
+}
+
+size_t tp__mag_trim(unsigned keep) {
+  if (!mag_base) return 0;
+  /* Take the whole empty stack (now ours), give back what lies below the
+   * `keep` on top, and put it all back in the same order. */
+  tp__mag_stack mine = {0};
+  size_t back = 0;
+  unsigned seen = 0;
+  for (tp__mag *m = tp__mag_take_all(&mag_empty), *next; m; m = next) {
+    next = tp__mag_next(m);
+    uint32_t i = mag_idx(m);
+    if (++seen > keep && !mag_cold[i] && tp__os_decommit(m, sizeof *m) == 0) {
+      mag_cold[i] = 1;
+      tp__counter_add(&tp__os.resident, -(int64_t)sizeof(tp__mag));
+      back += sizeof *m;
+    }
+    tp__mag_push(&mine, m); /* reverses; the loop below reverses back */
+  }
+  for (tp__mag *m; (m = tp__mag_pop(&mine));) tp__mag_push(&mag_empty, m);
+  return back;
 }
 
 void tp__mag_free(tp__mag *m) {
@@ -112,7 +148,4 @@ void tp__mag_free(tp__mag *m) {
   tp__mag_push(&mag_empty, m);
 }
 
-uint64_t tp__mag_bytes(void) {
-  uint32_t f = __atomic_load_n(&mag_fresh, __ATOMIC_RELAXED);
-  return f > 1 ? (uint64_t)(f - 1) * sizeof(tp__mag) : 0;
-}
+

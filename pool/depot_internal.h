@@ -20,13 +20,14 @@
 #ifndef TIDEPOOL_DEPOT_INTERNAL_H
 #define TIDEPOOL_DEPOT_INTERNAL_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 #define TP__MAG_CAP 510
 
 typedef struct tp__mag {
-  uint32_t idx;       /* its own index (never 0) */
   uint32_t count;     /* objects in obj[0..count) */
+  uint32_t unused;
   uint64_t stamp_ms;  /* when it was filled (decay) */
   void *obj[TP__MAG_CAP];
 } tp__mag;
@@ -40,6 +41,10 @@ typedef struct tp__mag_stack {
 tp__mag *tp__mag_new(void);
 /* Gives a magazine back to the empty stack. Safe to call concurrently. */
 void tp__mag_free(tp__mag *m);
+/* Gives the pages of empty magazines beyond the `keep` most recently used
+ * back to the OS (they fault in again when reused). Returns the bytes.
+ * Safe to call concurrently (a magazine is trimmed only while popped). */
+size_t tp__mag_trim(unsigned keep);
 
 void tp__mag_push(tp__mag_stack *s, tp__mag *m);
 tp__mag *tp__mag_pop(tp__mag_stack *s);
@@ -47,8 +52,5 @@ tp__mag *tp__mag_pop(tp__mag_stack *s);
 tp__mag *tp__mag_take_all(tp__mag_stack *s);
 /* The magazine below m in a chain the caller owns (from take_all). */
 tp__mag *tp__mag_next(const tp__mag *m);
-
-/* Bytes of magazine memory touched so far (for the process-wide stats). */
-uint64_t tp__mag_bytes(void);
 
 #endif /* TIDEPOOL_DEPOT_INTERNAL_H */

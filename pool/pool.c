@@ -286,7 +286,6 @@ static tp_slab *slab_new(tp_pool *p) {
   tp_slab *s = tp__os_map(p->slab_size, p->slab_size);
   if (!s) return NULL;
   s->pool = p;
-  s->magic = TP__SLAB_MAGIC;
   s->capacity = p->capacity;
   s->data = (char *)s + p->data_off;
   s->stamp_ms = tp__now_ms_coarse();
@@ -401,12 +400,17 @@ static void central_free(tp_pool *p, void *const *objs, unsigned n, uint64_t sta
 
 /* ---- depot -------------------------------------------------------------- */
 
+/* The depot's counters follow a batch in (+1) or out (-1). */
+static void depot_count(tp_pool *p, const tp__mag *m, int sign) {
+  tp__counter_add(&p->depot_mags, sign);
+  tp__counter_add(&p->depot_objs, sign * (int64_t)m->count);
+}
+
 /* Parks a batch in the depot, or in the slabs when the depot is full. */
 static void depot_put(tp_pool *p, tp__mag *m, uint64_t now_ms) {
   if (tp__counter_get(&p->depot_mags) < p->depot_cap) {
     m->stamp_ms = now_ms;
-    tp__counter_add(&p->depot_mags, 1);
-    tp__counter_add(&p->depot_objs, m->count);
+    depot_count(p, m, 1);
     tp__mag_push(&p->depot, m);
     return;
   }
@@ -416,14 +420,25 @@ static void depot_put(tp_pool *p, tp__mag *m, uint64_t now_ms) {
 
 static tp__mag *depot_get(tp_pool *p) {
   tp__mag *m = tp__mag_pop(&p->depot);
-  if (m) {
-    tp__counter_add(&p->depot_mags, -1);
-    tp__counter_add(&p->depot_objs, -(int64_t)m->count);
-  }
+  if (m) depot_count(p, m, -1);
   return m;
 }
 
+/* Drains CPU c's cache into the slabs (buf: room for a cache), stamping
+ * the slabs with stamp_ms. Returns how many objects moved. */
+static unsigned drain_cpu(tp_pool *p, unsigned c, void **buf, uint64_t stamp_ms) {
+  int n = tp__pcache_drain(p->caches, c, buf);
+  if (n <= 0) return 0;
+  tp__counter_add(&p->removed_internal, n);
+  central_free(p, buf, (unsigned)n, stamp_ms);
+  return (unsigned)n;
+}
+
 /* ---- the slow paths ----------------------------------------------------- */
+
+/* The inline paths run the real per-CPU caches (else the all-zero region
+ * sends every call here, which then runs them itself). */
+static inline bool fast_path_on(const tp_pool *p) { return p->head.fast_base == p->caches; }
 
 /* Drains every CPU cache and the depot into the slabs (max_bytes reached:
  * objects sitting in other CPUs' caches are the only ones left). */
@@ -431,14 +446,7 @@ size_t tp__pool_scavenge(tp_pool *p) {
   void **buf = malloc(TP__PCACHE_SLOTS * sizeof(void *));
   size_t moved = 0;
   if (buf) {
-    for (unsigned c = 0; c < p->ncpu; c++) {
-      int n = tp__pcache_drain(p->caches, c, buf);
-      if (n > 0) {
-        tp__counter_add(&p->removed_internal, n);
-        central_free(p, buf, (unsigned)n, 0);
-        moved += (size_t)n;
-      }
-    }
+    for (unsigned c = 0; c < p->ncpu; c++) moved += drain_cpu(p, c, buf, 0);
     free(buf);
   }
   for (tp__mag *m; (m = depot_get(p));) {
@@ -449,7 +457,8 @@ size_t tp__pool_scavenge(tp_pool *p) {
   return moved;
 }
 
-/* Fills `m` with up to `want` objects from the depot or the slabs. */
+/* Points *mp at a batch: a depot magazine, else up to p->batch objects
+ * from the slabs. Returns its size; 0 + errno. */
 static unsigned refill(tp_pool *p, tp__mag **mp) {
   tp__mag *m = depot_get(p);
   if (m) {
@@ -479,7 +488,7 @@ void *tp__pool_get_slow(tp_pool *p) {
     return NULL;
   }
   void *obj;
-  if (!p->fast_on && tp__pcache_pop_n(p->caches, &obj, 1) == 1)
+  if (!fast_path_on(p) && tp__pcache_pop_n(p->caches, &obj, 1) == 1)
     return finish_get(p, obj);
   tp__counter_add(&p->misses, 1);
   tp__mag *m = NULL;
@@ -507,7 +516,7 @@ void tp__pool_put_slow(tp_pool *p, void *obj) {
     return;
   }
   check_put(p, obj, "tp_pool_put");
-  if (!p->fast_on && tp__pcache_push_n(p->caches, &obj, 1) == 1) return;
+  if (!fast_path_on(p) && tp__pcache_push_n(p->caches, &obj, 1) == 1) return;
   tp__counter_add(&p->misses, 1);
   /* Full (or locked, or rseq unavailable): move a batch to the depot. */
   tp__mag *m = tp__mag_new();
@@ -648,7 +657,6 @@ tp_pool *tp__pool_create_ex(const tp_pool_config *cfg, size_t max_align, size_t 
   memset(p, 0, sizeof *p);
   if (cfg->name) snprintf(p->name, sizeof p->name, "%s", cfg->name);
   p->obj_size = cfg->obj_size;
-  p->align = align;
   p->stride = stride;
   p->stride_shift = tp__is_pow2(stride) ? (uint32_t)__builtin_ctzll(stride) : 0;
   p->slab_size = size;
@@ -691,9 +699,9 @@ tp_pool *tp__pool_create_ex(const tp_pool_config *cfg, size_t max_align, size_t 
 
   /* The inline fast path runs only where it does the whole job. */
   p->extras = TP_DEBUG || TP_ASAN || TP_VG_RUNNING() || (p->flags & TP_POOL_ZERO);
-  p->fast_on = pi->rseq && !p->extras && !TP_TSAN;
+  bool fast_on = pi->rseq && !p->extras && !TP_TSAN;
   p->head.self = p;
-  if (p->fast_on) {
+  if (fast_on) {
     p->head.fast_base = p->caches;
     p->head.slab_mask = ~(uintptr_t)(size - 1);
     p->head.owner_bias = 0;
@@ -778,6 +786,10 @@ void tp_pool_destroy(tp_pool *p) {
 
 /* ---- stats ------------------------------------------------------------------ */
 
+uint64_t tp__pool_bytes_mapped(const tp_pool *p) {
+  return tp__counter_get(&p->slab_bytes) + tp__pcache_region_bytes();
+}
+
 int tp_pool_read_stats(const tp_pool *cp, tp_pool_stats *out) {
   if (!cp || !out) {
     errno = EINVAL;
@@ -793,7 +805,7 @@ int tp_pool_read_stats(const tp_pool *cp, tp_pool_stats *out) {
     uint64_t r = w >> 16; /* 48 bits */
     if (r < p->removals_seen[c]) p->removals_wraps[c]++;
     p->removals_seen[c] = r;
-    count_sum += tp__pcache_count(w) & ~(uint64_t)0x8000; /* fallback BUSY bit */
+    count_sum += tp__pcache_count(w) & ~TP__PCACHE_BUSY; /* fallback's held bit */
     removals += r + (p->removals_wraps[c] << 48);
   }
   pthread_mutex_unlock(&p->stats_lock);
@@ -814,9 +826,8 @@ int tp_pool_read_stats(const tp_pool *cp, tp_pool_stats *out) {
   out->cache_hits = gets_cache + puts_cache;
   out->depot_exchanges = tp__counter_get(&p->exchanges);
   out->slabs = tp__counter_get(&p->slabs);
-  out->bytes_mapped = tp__counter_get(&p->slab_bytes) + tp__pcache_region_bytes();
-  out->bytes_resident = tp__counter_get(&p->resident_bytes) +
-                        (uint64_t)p->ncpu * tp__os_page_size();
+  out->bytes_mapped = tp__pool_bytes_mapped(p);
+  out->bytes_resident = tp__counter_get(&p->resident_bytes) + tp__pcache_region_resident();
   out->slabs_freed = tp__counter_get(&p->slabs_freed);
   out->cpu_cache_cap = p->cache_cap;
   out->batch = p->batch;
@@ -844,12 +855,7 @@ size_t tp__pool_sweep(tp_pool *p, uint64_t now_ms, uint64_t decay_ms, size_t *re
     }
     if (tp__pcache_count(w) == 0 || now_ms - p->sweep_since_ms[c] < decay_ms) continue;
     if (!buf && !(buf = malloc(TP__PCACHE_SLOTS * sizeof(void *)))) break;
-    int n = tp__pcache_drain(p->caches, c, buf);
-    if (n > 0) {
-      tp__counter_add(&p->removed_internal, n);
-      central_free(p, buf, (unsigned)n, p->sweep_since_ms[c]);
-      tp__counter_add(&tp__caches_drained, 1);
-    }
+    if (drain_cpu(p, c, buf, p->sweep_since_ms[c])) tp__counter_add(&tp__caches_drained, 1);
     p->sweep_word[c] = tp__pcache_peek(p->caches, c);
   }
   free(buf);
@@ -859,8 +865,7 @@ size_t tp__pool_sweep(tp_pool *p, uint64_t now_ms, uint64_t decay_ms, size_t *re
   tp__mag_stack keep = {0};
   for (tp__mag *m = tp__mag_take_all(&p->depot), *next; m; m = next) {
     next = tp__mag_next(m);
-    tp__counter_add(&p->depot_mags, -1);
-    tp__counter_add(&p->depot_objs, -(int64_t)m->count);
+    depot_count(p, m, -1);
     if (now_ms - m->stamp_ms >= decay_ms) {
       central_free(p, m->obj, m->count, m->stamp_ms);
       tp__mag_free(m);
@@ -869,14 +874,17 @@ size_t tp__pool_sweep(tp_pool *p, uint64_t now_ms, uint64_t decay_ms, size_t *re
     }
   }
   for (tp__mag *m; (m = tp__mag_pop(&keep));) {
-    tp__counter_add(&p->depot_mags, 1);
-    tp__counter_add(&p->depot_objs, m->count);
+    depot_count(p, m, 1);
     tp__mag_push(&p->depot, m);
   }
+  return released + tp__pool_release_empty(p, now_ms, decay_ms, retain);
+}
 
-  /* 3. Slabs with nothing out, unused for decay_ms: keep the most recently
-   *    used up to *retain bytes, detach the rest and give them back. Empty
-   *    slabs gather at the tail of the avail list, newest last. */
+size_t tp__pool_release_empty(tp_pool *p, uint64_t now_ms, uint64_t decay_ms, size_t *retain) {
+  /* Slabs with nothing out, unused for decay_ms: keep the most recently
+   * used up to *retain bytes, detach the rest and give them back. Empty
+   * slabs gather at the tail of the avail list, newest last. */
+  size_t released = 0;
   tp_slab *victims = NULL;
   pthread_mutex_lock(&p->lock);
   for (tp_slab *s = p->avail_tail, *prev; s; s = prev) {

@@ -143,7 +143,8 @@ TP_INLINE void *tp_pool_get(tp_pool *p) {
  * put and retire, and on every put in debug builds. The inline fast path
  * does not read the slab header by default: that dependent load costs ~13 %
  * of a get+put pair. Define TP_POOL_CHECK_OWNER before including this
- * header to check it on every put there too (~2 more instructions).
+ * header to check it on every put there too (~6 more instructions: the
+ * owner load, and the veto folded into the bounds test).
  * Safe to call concurrently.
  */
 TP_INLINE void tp_pool_put(tp_pool *p, void *obj) {

@@ -12,7 +12,6 @@
 #include <pthread.h>
 #include <stdbool.h>
 
-#define TP__SLAB_MAGIC 0x7470736cu /* "tpsl" */
 #define TP__OBJ_SIZE_MAX ((size_t)1 << 20)
 #define TP__ALIGN_MAX ((size_t)4096)
 
@@ -29,8 +28,8 @@
  * slabs with used == 0 sit at its tail, so they are reused last and decay.
  */
 typedef struct tp_slab {
-  tp_pool *pool;       /* first word: read by the inline put (owner check) */
-  uint32_t magic;
+  tp_pool *pool;       /* first word: the owner (slow-path, bulk and retire
+                          checks; the inline put under TP_POOL_CHECK_OWNER) */
   uint32_t capacity;
   uint32_t carved;
   uint32_t nfree;
@@ -54,12 +53,11 @@ struct tp_pool {
   /* Immutable after create. */
   char *caches;          /* the real per-CPU blocks */
   char name[32];
-  size_t obj_size, stride, align, slab_size, data_off, max_bytes;
+  size_t obj_size, stride, slab_size, data_off, max_bytes;
   uint32_t capacity;     /* objects per slab */
   uint32_t stride_shift; /* log2(stride) when stride is a power of two, else 0 */
   uint32_t cache_cap, batch, depot_cap;
   unsigned flags;
-  bool fast_on;          /* head.fast_base == caches */
   bool epoch_used;       /* ever retired into (set once, relaxed atomics) */
   bool extras;           /* get/put need more than moving the pointer */
   int (*ctor)(void *, void *);
@@ -97,9 +95,8 @@ static inline tp_slab *tp__slab_of(const tp_pool *p, const void *obj) {
   return (tp_slab *)((uintptr_t)obj & ~(uintptr_t)(p->slab_size - 1));
 }
 
-/* Internal pool creation: like tp_pool_create, but `align` may be up to the
- * object size (a power of two, for self-aligned chunks) and the pool may be
- * kept out of the process-wide registry. */
+/* Internal pool creation: like tp_pool_create, but `align` may be up to
+ * max_align (e.g. the object size, for self-aligned regions). */
 tp_pool *tp__pool_create(const tp_pool_config *cfg, size_t max_align);
 /* ... and with a per-CPU cache budget in bytes (0 = the default 256 KiB):
  * internal pools of big, rarely used objects keep their caches small. */
@@ -128,6 +125,14 @@ size_t tp__pool_foreach(void (*fn)(tp_pool *, void *), void *arg);
 void tp__epoch_pool_quiesce(tp_pool *p);
 void tp__epoch_retire_slab(tp_slab *s, size_t bytes);
 void tp__pool_slab_retired(tp_slab *s);
+
+/* Step 3 of tp__pool_sweep alone: gives back slabs with nothing out that
+ * were unused for decay_ms, beyond *retain. Returns the bytes. Caller holds
+ * the pass lock. */
+size_t tp__pool_release_empty(tp_pool *p, uint64_t now_ms, uint64_t decay_ms, size_t *retain);
+
+/* Slab memory plus per-CPU blocks the pool maps (relaxed reads, no lock). */
+uint64_t tp__pool_bytes_mapped(const tp_pool *p);
 
 /* Moves every object out of every CPU cache and the depot back to the
  * slabs (fenced, safe while other threads run). Returns objects moved. */
