@@ -131,8 +131,9 @@ static struct queue *queues;         /* registry_lock */
 static uint64_t nthreads;
 
 /* Reclaimer state (state_lock unless noted). */
-static bool reclaimer_running, stopping;
-static pthread_t reclaimer_tid, watchdog_tid;
+/* The reclaimer and the watchdog run for the life of the process (they are
+ * never stopped; fork's child starts its own on demand). */
+static bool reclaimer_running;
 static int sleeping;           /* atomic: read by retiring threads */
 static bool kicked;
 static uint64_t cycles_started, cycles_done;
@@ -279,28 +280,39 @@ void tp__epoch_unbalanced_leave(void) {
 
 static void kick_reclaimer(void);
 
+/* Adds a queue's unreported bytes to the process-wide pending count. */
+static void report_bytes(struct queue *q) {
+  if (q->unreported) {
+    __atomic_fetch_add(&pending_bytes, (int64_t)q->unreported, __ATOMIC_RELAXED);
+    q->unreported = 0;
+  }
+}
+
+/* Takes thread t off the registry; whatever its queue still holds is the
+ * reclaimer's to run and free. Caller holds registry_lock. */
+static void unlist_locked(struct thread_state *t) {
+  if (t->prev) t->prev->next = t->next; else threads = t->next;
+  if (t->next) t->next->prev = t->prev;
+  nthreads--;
+  if (t->q) {
+    report_bytes(t->q);
+    /* release: the reclaimer that sees orphaned sees the final tail. */
+    __atomic_store_n(&t->q->orphaned, 1, __ATOMIC_RELEASE);
+  }
+}
+
 static void thread_exit(void *arg) {
   struct thread_state *t = arg;
   if (t->urcu_registered) {
     /* Leave any open section so no grace period waits for a dead thread. */
     while (URCU_TLS(urcu_memb_reader).ctr & URCU_GP_CTR_NEST_MASK) tp__epoch_read_unlock_tsan();
-    pthread_mutex_lock(&registry_lock);
-    urcu_memb_unregister_thread();
-    t->urcu_registered = false;
-    pthread_mutex_unlock(&registry_lock);
   }
   pthread_mutex_lock(&registry_lock);
-  if (t->prev) t->prev->next = t->next; else threads = t->next;
-  if (t->next) t->next->prev = t->prev;
-  nthreads--;
-  if (t->q) {
-    /* Whatever is still queued is the reclaimer's to run and free. */
-    if (t->q->unreported) {
-      __atomic_fetch_add(&pending_bytes, (int64_t)t->q->unreported, __ATOMIC_RELAXED);
-      t->q->unreported = 0;
-    }
-    __atomic_store_n(&t->q->orphaned, 1, __ATOMIC_RELEASE);
+  if (t->urcu_registered) {
+    urcu_memb_unregister_thread();
+    t->urcu_registered = false;
   }
+  unlist_locked(t);
   pthread_mutex_unlock(&registry_lock);
   bool had_queue = t->q != NULL;
   t->q = NULL;
@@ -366,7 +378,6 @@ static struct queue *queue_new(void) {
     return NULL;
   }
   memset(q, 0, sizeof *q);
-  s->next = NULL;
   q->ptail = q->chead = s;
   pthread_mutex_lock(&registry_lock);
   q->next = queues;
@@ -376,8 +387,8 @@ static struct queue *queue_new(void) {
 }
 
 /* Runs the callbacks of entries [head, upto). Caller holds consume_lock. */
-static uint64_t queue_consume(struct queue *q, uint64_t upto) {
-  uint64_t h = q->head, n = 0;
+static void queue_consume(struct queue *q, uint64_t upto) {
+  uint64_t h = q->head;
   int64_t bytes = 0;
   bool was = self.in_callback;
   self.in_callback = true;
@@ -393,13 +404,11 @@ static uint64_t queue_consume(struct queue *q, uint64_t upto) {
     e.fn(e.obj, e.arg);
     bytes += (int64_t)e.bytes;
     h++;
-    n++;
   }
   self.in_callback = was;
   /* release: stats readers and barrier waiters see the progress. */
   __atomic_store_n(&q->head, h, __ATOMIC_RELEASE);
   __atomic_fetch_sub(&pending_bytes, bytes, __ATOMIC_RELAXED);
-  return n;
 }
 
 /* Counts a finished queue's totals as dead (caller holds registry_lock, so
@@ -500,13 +509,13 @@ static void *reclaimer_main(void *arg) {
   self.in_callback = false;
   for (;;) {
     pthread_mutex_lock(&state_lock);
-    while (!stopping && !kicked) {
+    while (!kicked) {
       pthread_mutex_unlock(&state_lock);
       uint64_t pending = pending_entries();
       pthread_mutex_lock(&state_lock);
       /* A backlog runs the next cycle at once: reclamation follows the
        * retire rate, the timer only bounds the wait of a trickle. */
-      if (stopping || kicked || pending >= BACKLOG_NOW) break;
+      if (kicked || pending >= BACKLOG_NOW) break;
       if (pending) {
         /* Something waits: come back after interval_ms at the latest. */
         struct timespec ts = tp__deadline_ms(cfg_interval_ms);
@@ -520,13 +529,11 @@ static void *reclaimer_main(void *arg) {
         syscall(__NR_membarrier, MEMBARRIER_CMD_PRIVATE_EXPEDITED, 0, 0);
       pending = pending_entries();
       pthread_mutex_lock(&state_lock);
-      if (!pending && !kicked && !stopping) pthread_cond_wait(&reclaim_cv, &state_lock);
+      if (!pending && !kicked) pthread_cond_wait(&reclaim_cv, &state_lock);
       __atomic_store_n(&sleeping, 0, __ATOMIC_RELAXED);
     }
     kicked = false;
-    bool stop = stopping;
     pthread_mutex_unlock(&state_lock);
-    if (stop) break;
     reclaim_cycle();
   }
   return NULL;
@@ -536,7 +543,7 @@ static void *reclaimer_main(void *arg) {
 static void *watchdog_main(void *arg) {
   (void)arg;
   pthread_mutex_lock(&state_lock);
-  while (!stopping) {
+  for (;;) {
     if (!gp_active) {
       watchdog_idle = true; /* the next grace period wakes us */
       pthread_cond_wait(&watch_cv, &state_lock);
@@ -580,16 +587,18 @@ static void *watchdog_main(void *arg) {
       pthread_cond_timedwait(&watch_cv, &state_lock, &ts);
     }
   }
-  pthread_mutex_unlock(&state_lock);
   return NULL;
 }
 
 /* Starts the background threads on first need. Caller holds state_lock. */
 static void ensure_running_locked(void) {
   if (reclaimer_running) return;
-  stopping = false;
-  if (tp__thread_create_quiet(&reclaimer_tid, reclaimer_main, NULL) != 0) return;
-  if (tp__thread_create_quiet(&watchdog_tid, watchdog_main, NULL) != 0) {
+  pthread_t reclaimer, watchdog;
+  if (tp__thread_create_quiet(&reclaimer, reclaimer_main, NULL) != 0) return;
+  pthread_detach(reclaimer);
+  if (tp__thread_create_quiet(&watchdog, watchdog_main, NULL) == 0) {
+    pthread_detach(watchdog);
+  } else {
     /* Without a watchdog stalls go unreported; reclamation still works. */
   }
   reclaimer_running = true;
@@ -616,10 +625,7 @@ static int over_cap(struct queue *q) {
     return -EDEADLK;
   }
   __atomic_fetch_add(&n_cap_waits, 1, __ATOMIC_RELAXED);
-  if (q->unreported) {
-    __atomic_fetch_add(&pending_bytes, (int64_t)q->unreported, __ATOMIC_RELAXED);
-    q->unreported = 0;
-  }
+  report_bytes(q);
   kick_reclaimer();
   uint64_t upto = q->tail_local;
   grace_period();
@@ -674,10 +680,7 @@ static int retire(void *obj, size_t bytes, void (*fn)(void *, void *), void *arg
   /* The publication point: release makes the entry visible with the tail. */
   __atomic_store_n(&q->tail, ++q->tail_local, __ATOMIC_RELEASE);
   q->unreported += bytes;
-  if (TP_UNLIKELY(q->unreported >= REPORT_BYTES)) {
-    __atomic_fetch_add(&pending_bytes, (int64_t)q->unreported, __ATOMIC_RELAXED);
-    q->unreported = 0;
-  }
+  if (TP_UNLIKELY(q->unreported >= REPORT_BYTES)) report_bytes(q);
   /* Without membarrier: a full fence (a locked exchange; gcc's TSan does
    * not support atomic_thread_fence). */
   if (!have_membarrier) __atomic_exchange_n(&q->fence_word, 0, __ATOMIC_SEQ_CST);
@@ -704,10 +707,7 @@ int tp_epoch_barrier(void) {
     errno = EDEADLK;
     return -EDEADLK;
   }
-  if (self.q && self.q->unreported) {
-    __atomic_fetch_add(&pending_bytes, (int64_t)self.q->unreported, __ATOMIC_RELAXED);
-    self.q->unreported = 0;
-  }
+  if (self.q) report_bytes(self.q);
   pthread_mutex_lock(&registry_lock);
   bool any_queue = queues != NULL;
   pthread_mutex_unlock(&registry_lock);
@@ -863,20 +863,10 @@ static void fork_child_state(void) {
       cds_list_del(&t->reader->node);
       t->urcu_registered = false;
     }
-    if (t->q) {
-      /* As thread_exit would have done: its bytes count, the reclaimer
-       * drains and frees the queue. */
-      __atomic_fetch_add(&pending_bytes, (int64_t)t->q->unreported, __ATOMIC_RELAXED);
-      t->q->unreported = 0;
-      __atomic_store_n(&t->q->orphaned, 1, __ATOMIC_RELAXED);
-    }
-    if (t->prev) t->prev->next = t->next; else threads = t->next;
-    if (t->next) t->next->prev = t->prev;
-    nthreads--;
+    unlist_locked(t); /* as thread_exit would have done */
   }
   if (self.listed) self.tid = (pid_t)syscall(SYS_gettid);
   reclaimer_running = false;
-  stopping = false;
   kicked = false;
   /* A cycle the parent's reclaimer had started never finishes here: a
    * barrier waiting for cycles_done to pass it would wait forever. */

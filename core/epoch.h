@@ -41,8 +41,7 @@
  * across fork (liburcu's locks), and one may be waiting for the forking
  * thread; fork then waits up to stall_ms and aborts with a message.
  *
- * Thread safety: every function here is safe to call concurrently, except
- * that tp_epoch_configure must not race with itself. tp_epoch_synchronize
+ * Thread safety: every function here is safe to call concurrently. tp_epoch_synchronize
  * and tp_epoch_barrier may not be called inside a read section (they return
  * -EDEADLK) nor from a retire callback (-EDEADLK).
  */
