@@ -225,11 +225,7 @@ static void large_records_init(void) {
  * On failure nothing has changed. Concurrent arenas: caller holds a->lock. */
 static void *large_alloc(tp_arena *a, size_t size) {
   size_t page = tp__os_page_size();
-  if (size > SIZE_MAX / 2) {
-    errno = ENOMEM;
-    return NULL;
-  }
-  size_t bytes = tp__round_up(size, page);
+  size_t bytes = tp__round_up(size, page); /* no overflow: alloc_impl caps size */
   if (!may_hold(a, bytes)) {
     errno = ENOMEM;
     return NULL;
@@ -338,24 +334,18 @@ static inline struct region *region_of(tp_arena *a, unsigned cpu) {
 }
 
 /* A fresh chunk for a concurrent arena, linked in after the first chunk
- * (the arena stays at the tail). Caller holds a->lock. */
-static struct chunk *concurrent_chunk(tp_arena *a) {
-  struct chunk *c = chunk_take(a);
-  if (!c) return NULL;
-  c->next = a->first->next;
-  a->first->next = c;
-  return c;
-}
-
-/* concurrent_chunk with a->lock held; on failure the lock is released
- * (errno kept) and NULL returned. */
+ * (the arena stays at the tail). Caller holds a->lock; on failure the lock
+ * is released (errno kept) and NULL returned. */
 static struct chunk *concurrent_chunk_locked(tp_arena *a) {
-  struct chunk *c = concurrent_chunk(a);
+  struct chunk *c = chunk_take(a);
   if (!c) {
     int e = errno;
     pthread_mutex_unlock(&a->lock);
     errno = e;
+    return NULL;
   }
+  c->next = a->first->next;
+  a->first->next = c;
   return c;
 }
 
@@ -376,23 +366,16 @@ static void *shared_alloc(tp_arena *a, size_t n) {
   return p;
 }
 
-/* The calling thread's rseq cpu_id (negative: rseq not registered). */
-static inline int32_t rseq_cpu_id(void) {
-  const volatile struct rseq *rs =
-      (const volatile struct rseq *)((char *)__builtin_thread_pointer() + __rseq_offset);
-  return (int32_t)rs->cpu_id;
-}
-
-/* Concurrent arena, everything but the rseq fast sequence. */
+/* A concurrent arena's allocation of n bytes (a multiple of 16): the rseq
+ * bump, else a refill, the shared region, or the fallback's CAS. */
 static void *concurrent_alloc(tp_arena *a, size_t n) {
-  const struct tp__percpu_info *pi = &tp__percpu_ready; /* arena create initialized it */
-  if (pi->rseq) {
+  if (a->rseq) { /* the arena's hot line, not a global's */
     char *p = region_bump_rseq(a->regions, n);
     if (TP_LIKELY(p != NULL)) {
       TP_UNPOISON(p, n);
       return p;
     }
-    if (rseq_cpu_id() < 0) return shared_alloc(a, n);
+    if (tp__rseq_cpu_id() < 0) return shared_alloc(a, n);
     /* Refill: a fresh chunk, linked into the arena under its lock, then
      * installed as the region of whatever CPU the sequence runs on. */
     pthread_mutex_lock(&a->lock);
@@ -499,15 +482,8 @@ static void *alloc_impl(tp_arena *a, size_t size, size_t align) {
 void *tp__arena_alloc_slow(tp_arena *a, size_t size) {
   /* Concurrent arenas come here for every allocation: their common case
    * (a small size, room in this CPU's region) is one rseq sequence, first. */
-  if (TP_LIKELY(a != NULL) && (a->flags & TP_ARENA_CONCURRENT) && size - 1 < a->small_max &&
-      a->rseq) {
-    size_t n = (size + 15) & ~(size_t)15;
-    char *p = region_bump_rseq(a->regions, n);
-    if (TP_LIKELY(p != NULL)) {
-      TP_UNPOISON(p, n);
-      return p;
-    }
-  }
+  if (TP_LIKELY(a != NULL) && (a->flags & TP_ARENA_CONCURRENT) && size - 1 < a->small_max)
+    return concurrent_alloc(a, (size + 15) & ~(size_t)15);
   return alloc_impl(a, size, 16);
 }
 

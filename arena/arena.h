@@ -132,8 +132,8 @@ TP_API int tp_arena_read_stats(const tp_arena *a, tp_arena_stats *out);
 TP_API void *tp__arena_alloc_slow(tp_arena *a, size_t size);
 
 /* The part of struct tp_arena the inline fast path reads (not API). For a
- * concurrent arena, and in sanitizer builds, ptr == end == NULL so every
- * allocation takes the slow path. */
+ * concurrent arena, and in ASan builds (which poison unallocated memory),
+ * ptr == end == NULL so every allocation takes the slow path. */
 struct tp__arena_head {
   char *ptr;
   char *end;

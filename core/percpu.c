@@ -75,12 +75,7 @@ static void percpu_init(void) {
 #endif
   const char *env = getenv("TP_PERCPU");
   if (env && strcmp(env, "cas") == 0) rseq = false;
-  if (rseq) {
-    const volatile struct rseq *rs =
-        (const volatile struct rseq *)((char *)__builtin_thread_pointer() +
-                                       __rseq_offset);
-    if ((int32_t)rs->cpu_id < 0) rseq = false;
-  }
+  if (rseq && tp__rseq_cpu_id() < 0) rseq = false;
   info.rseq = rseq;
   if (rseq) {
     /* Idempotent; needed once per process (inherited across fork). */

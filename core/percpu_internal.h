@@ -53,6 +53,14 @@ static inline unsigned tp__pcache_count(uint64_t word) {
   return (unsigned)(word & TP__PCACHE_COUNT_MASK);
 }
 
+/* The calling thread's rseq cpu_id from glibc's struct rseq (negative when
+ * rseq is not registered for the thread). */
+static inline int32_t tp__rseq_cpu_id(void) {
+  const volatile struct rseq *rs =
+      (const volatile struct rseq *)((char *)__builtin_thread_pointer() + __rseq_offset);
+  return (int32_t)rs->cpu_id;
+}
+
 /* The calling thread's CPU for the fallback, in [0, ncpu). */
 unsigned tp__current_cpu(void);
 
