@@ -366,15 +366,20 @@ static void *shared_alloc(tp_arena *a, size_t n) {
   return p;
 }
 
-/* A concurrent arena's allocation of n bytes (a multiple of 16): the rseq
- * bump, else a refill, the shared region, or the fallback's CAS. */
-static void *concurrent_alloc(tp_arena *a, size_t n) {
-  if (a->rseq) { /* the arena's hot line, not a global's */
-    char *p = region_bump_rseq(a->regions, n);
-    if (TP_LIKELY(p != NULL)) {
-      TP_UNPOISON(p, n);
-      return p;
-    }
+/* The common case of a concurrent arena's allocation of n bytes (a multiple
+ * of 16): one rseq bump. NULL when it does not fit (or rseq is off). */
+static inline char *concurrent_bump(tp_arena *a, size_t n) {
+  if (!a->rseq) return NULL; /* the arena's hot line, not a global's */
+  char *p = region_bump_rseq(a->regions, n);
+  if (TP_LIKELY(p != NULL)) TP_UNPOISON(p, n);
+  return p;
+}
+
+/* The rest, after concurrent_bump failed: a refill, the shared region, or
+ * the fallback's CAS-held regions. */
+static TP_NOINLINE void *concurrent_refill(tp_arena *a, size_t n) {
+  if (a->rseq) {
+    char *p;
     if (tp__rseq_cpu_id() < 0) return shared_alloc(a, n);
     /* Refill: a fresh chunk, linked into the arena under its lock, then
      * installed as the region of whatever CPU the sequence runs on. */
@@ -412,6 +417,11 @@ static void *concurrent_alloc(tp_arena *a, size_t n) {
   region_unlock(r);
   TP_UNPOISON(p, n);
   return p;
+}
+
+static void *concurrent_alloc(tp_arena *a, size_t n) {
+  char *p = concurrent_bump(a, n);
+  return p ? p : concurrent_refill(a, n);
 }
 
 /* ---- allocation ------------------------------------------------------------------ */
@@ -483,7 +493,7 @@ void *tp__arena_alloc_slow(tp_arena *a, size_t size) {
   /* Concurrent arenas come here for every allocation: their common case
    * (a small size, room in this CPU's region) is one rseq sequence, first. */
   if (TP_LIKELY(a != NULL) && (a->flags & TP_ARENA_CONCURRENT) && size - 1 < a->small_max)
-    return concurrent_alloc(a, (size + 15) & ~(size_t)15);
+    return concurrent_alloc(a, (size + 15) & ~(size_t)15); /* the bump is inline */
   return alloc_impl(a, size, 16);
 }
 
