@@ -539,7 +539,6 @@ static void sweep(tp_heap *h, uint8_t epoch, struct release *rel) {
       TP_POISON((char *)r + ((size_t)i << TP__LINE_SHIFT), TP__LINE);
 #endif
     }
-    r->free_lines = nfree;
     if (nfree == data_lines) {
       /* No live line: the whole region goes back to the pool. */
       if (r->prev) r->prev->next = r->next; else h->regions = r->next;
@@ -549,11 +548,8 @@ static void sweep(tp_heap *h, uint8_t epoch, struct release *rel) {
       rel->regions = r;
       released++;
     } else if (nfree) {
-      r->state = TP__RS_RECYCLABLE;
       r->rnext = h->recyclable;
       h->recyclable = r;
-    } else {
-      r->state = TP__RS_FULL;
     }
   }
   for (struct tp__large *l = h->large, *next; l; l = next) {

@@ -553,9 +553,7 @@ static void account(tp_heap *h, tp__mut *m) {
 
 void tp__gc_retire_tlab(tp_heap *h, tp__mut *m) {
   account(h, m);
-  if (m->region) m->region->state = TP__RS_FULL;
-  if (m->oregion) m->oregion->state = TP__RS_FULL;
-  m->region = m->oregion = NULL;
+  m->region = m->oregion = NULL; /* they become full regions */
   m->cursor = m->limit = m->acct = NULL;
   m->ocursor = m->olimit = m->oacct = NULL;
 }
@@ -594,7 +592,6 @@ static struct tp__region *take_region(tp_heap *h, bool recyclable_ok) {
     if (r) {
       h->recyclable = r->rnext;
       r->rnext = NULL;
-      r->state = TP__RS_TLAB;
     }
     pthread_mutex_unlock(&h->lock);
     if (r) return r;
@@ -610,9 +607,7 @@ static struct tp__region *take_region(tp_heap *h, bool recyclable_ok) {
   bool fresh = r->magic == 0;
   memset(r, 0, h->data_off);
   r->magic = TP__REGION_MAGIC;
-  r->heap = h;
   r->fresh = fresh;
-  r->state = TP__RS_TLAB;
   TP_POISON((char *)r + h->data_off, h->region_size - h->data_off);
   pthread_mutex_lock(&h->lock);
   int rc = tp__map_set_range(h, (uintptr_t)r, h->region_size, r);
@@ -654,10 +649,7 @@ static bool refill(tp_heap *h, tp__mut *m, size_t adv) {
     /* Medium object: a fresh overflow region. */
     struct tp__region *r = take_region(h, false);
     if (!r) return false;
-    pthread_mutex_lock(&h->lock);
-    if (m->oregion) m->oregion->state = TP__RS_FULL;
-    pthread_mutex_unlock(&h->lock);
-    m->oregion = r;
+    m->oregion = r; /* the previous one becomes a full region */
     char *a = (char *)r + h->data_off;
     TP_UNPOISON(a, h->region_size - h->data_off);
     if (r->fresh)
@@ -671,12 +663,7 @@ static bool refill(tp_heap *h, tp__mut *m, size_t adv) {
   if (m->region && next_hole(h, m)) return true;
   struct tp__region *r = take_region(h, true);
   if (!r) return false;
-  if (m->region) {
-    pthread_mutex_lock(&h->lock);
-    m->region->state = TP__RS_FULL;
-    pthread_mutex_unlock(&h->lock);
-  }
-  m->region = r;
+  m->region = r; /* the previous one becomes a full region */
   m->next_line = h->first_line;
   if (!next_hole(h, m)) tp__fatal("tp_heap_alloc", r, "internal error: region without a hole");
   return true;
@@ -713,8 +700,6 @@ static void *alloc_large(tp_heap *h, tp__mut *m, const tp_type *t, size_t n, siz
     errno = ENOMEM;
     return NULL;
   }
-  l->magic = TP__LARGE_MAGIC;
-  l->heap = h;
   l->map_bytes = map;
   l->bytes = tp__round_up(bytes, 16);
   l->payload = pay8;

@@ -88,14 +88,12 @@
 #define TP__HDR_K_SHIFT 48
 
 #define TP__REGION_MAGIC 0x74706772u /* "tpgr" */
-#define TP__LARGE_MAGIC 0x7470676cu  /* "tpgl" */
 #define TP__HEAP_MAGIC 0x74706768u   /* "tpgh" */
 
 /* Radix map: second-level tables of 2^16 entries. */
 #define TP__MAP_L2_BITS 16
 #define TP__USER_ADDR_BITS 47
 
-enum { TP__RS_FULL = 0, TP__RS_RECYCLABLE = 1, TP__RS_TLAB = 2 };
 enum { TP__MS_RUNNING = 0, TP__MS_PARKED = 1, TP__MS_BLOCKING = 2, TP__MS_DETACHED = 3 };
 /* Who frees a thread record (see gc/heap.c). */
 enum { TP__OWNER_ALIVE = 0, TP__OWNER_THREAD_GONE = 1, TP__OWNER_HEAP_GONE = 2 };
@@ -106,27 +104,23 @@ struct tp__bitpair {
 };
 
 /*
- * Region header. Invariants (under h->lock, or by the collector while the
- * world is stopped):
- *  - state TLAB: owned by exactly one mutator's allocator (m->region or
- *    m->oregion), which alone writes start bits and object memory in it;
- *    not on the recyclable stack.
- *  - state RECYCLABLE: on h->recyclable; has free_lines > 0.
- *  - state FULL: neither; becomes RECYCLABLE or is released at a sweep.
- *  - Outside a collection, mark and pend bits are all zero, and every line
- *    mark is 0 (free) or the live epoch; a free line holds no start bit.
+ * Region header. A region held by the heap is in exactly one of three roles
+ * (changed under h->lock, or by the collector while the world is stopped):
+ *  - a mutator's allocation region (m->region or m->oregion): that
+ *    allocator alone writes start bits and object memory in it, and it is
+ *    not on the recyclable stack;
+ *  - recyclable: on h->recyclable, with at least one free line;
+ *  - full: neither; it becomes recyclable or is released at a sweep.
+ * Outside a collection, mark and pend bits are all zero, and every line
+ * mark is 0 (free) or the live epoch; a free line holds no start bit.
  */
 struct tp__region {
   uint32_t magic;
-  uint8_t state;
   uint8_t overflow; /* pend bits set (collector only) */
   uint8_t fresh;    /* data area untouched since mmap: all zero */
-  uint8_t pad0;
-  tp_heap *heap;
+  uint8_t pad0[2];
   struct tp__region *prev, *next; /* h->regions: every region held */
   struct tp__region *rnext;       /* recyclable stack / release list */
-  uint32_t free_lines;            /* after the last sweep */
-  uint32_t pad1;
   uint64_t *check;                /* checkmark bits (verification only) */
 };
 
@@ -135,18 +129,16 @@ struct tp__region {
  * immediately; `hdr` is its header word (at payload - 8).
  */
 struct tp__large {
-  uint32_t magic;
   uint8_t marked;
   uint8_t overflow;
   uint8_t check;
-  uint8_t pad0;
-  tp_heap *heap;
+  uint8_t pad0[5];
   struct tp__large *prev, *next; /* h->large */
   size_t map_bytes;              /* length of the mapping */
   size_t bytes;                  /* accounted size: header + payload */
   size_t payload;                /* payload bytes (as asked, 8-rounded) */
   size_t n;                      /* elements */
-  uintptr_t pad1;
+  uintptr_t pad1[2];             /* the payload starts 16-aligned */
   uintptr_t hdr;
 };
 _Static_assert(sizeof(struct tp__large) % 16 == 0, "payload 16-aligned");
