@@ -801,17 +801,8 @@ void *tp_heap_alloc(tp_heap *h, const tp_type *t) {
    * path; the collector waits for it). */
   if (TP_LIKELY(m != NULL) && TP_LIKELY(m->heap == h) && TP_LIKELY(m->last_type == t) &&
       TP_LIKELY(!__atomic_load_n(&h->stw, __ATOMIC_RELAXED))) {
-    char *c = m->cursor;
-    size_t adv = m->last_slot;
-    if (TP_LIKELY((size_t)(m->limit - c) >= adv)) {
-      m->cursor = c + adv;
-      *(uintptr_t *)c = m->last_hdr;
-      char *r = (char *)((uintptr_t)c & h->region_mask);
-      size_t g = (size_t)(c - r) >> TP__GRAN_SHIFT;
-      struct tp__bitpair *bp = (struct tp__bitpair *)(r + h->bits_off) + (g >> 6);
-      bp->start |= (uint64_t)1 << (g & 63);
-      return c + 8;
-    }
+    void *p = bump(h, &m->cursor, m->limit, m->last_slot, m->last_hdr, false);
+    if (TP_LIKELY(p != NULL)) return p;
   }
   return alloc_slow(h, t, 1, false);
 }
@@ -819,8 +810,11 @@ void *tp_heap_alloc(tp_heap *h, const tp_type *t) {
 void *tp_heap_alloc_array(tp_heap *h, const tp_type *t, size_t n) {
   tp__mut *m = tls_mut;
   if (TP_LIKELY(m != NULL) && TP_LIKELY(m->heap == h) && TP_LIKELY(m->last_type == t) &&
-      TP_LIKELY(!__atomic_load_n(&h->stw, __ATOMIC_RELAXED)) && n <= h->small_max / t->size) {
-    size_t k = (n * t->size + 8 + TP__GRAN - 1) >> TP__GRAN_SHIFT;
+      TP_LIKELY(!__atomic_load_n(&h->stw, __ATOMIC_RELAXED))) {
+    size_t payload;
+    if (__builtin_mul_overflow(n, t->size, &payload) || payload > h->small_max)
+      return alloc_slow(h, t, n, true);
+    size_t k = (payload + 8 + TP__GRAN - 1) >> TP__GRAN_SHIFT;
     size_t adv = (k << TP__GRAN_SHIFT) + 16;
     if (adv <= h->small_max) {
       void *p = bump(h, &m->cursor, m->limit, adv,
