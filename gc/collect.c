@@ -88,6 +88,12 @@ static inline char *current_sp(void) {
 
 /* ---- finding objects ------------------------------------------------------- */
 
+/* The longest backward search for a small object's start bit: one bitmap word
+ * covers 64 granules (1 KiB), and a small object spans at most small_max bytes. */
+static inline size_t max_back_words(const tp_heap *h) {
+  return h->small_max / (64 * TP__GRAN) + 1;
+}
+
 /* The object containing address a: returns its payload and sets *rp and
  * *gp (start granule) for a small object, *lp for a large one; 0 if a is
  * in no object of h. O(1): one map lookup, then a backward search over at
@@ -143,7 +149,7 @@ uintptr_t tp__gc_find(const tp_heap *h, uintptr_t a) {
   struct tp__region *r;
   struct tp__large *l;
   size_t g;
-  return find_obj(h, h->small_max / 1024 + 1, a, &r, &l, &g);
+  return find_obj(h, max_back_words(h), a, &r, &l, &g);
 }
 
 /* Whether the object with payload p (an object of h) is marked. */
@@ -158,8 +164,8 @@ static bool is_marked(const tp_heap *h, uintptr_t p) {
 
 /* ---- marking ------------------------------------------------------------------ */
 
-static void push_overflow(struct marker *mk, uintptr_t p, struct tp__region *r,
-                          struct tp__large *l, size_t g) {
+static void push_overflow(struct marker *mk, struct tp__region *r, struct tp__large *l,
+                          size_t g) {
   mk->overflowed = true;
   mk->any_overflow = true;
   if (r) {
@@ -168,7 +174,6 @@ static void push_overflow(struct marker *mk, uintptr_t p, struct tp__region *r,
   } else {
     l->overflow = 1;
   }
-  (void)p;
 }
 
 static TP_NOINLINE void check_push_slow(struct marker *mk, uintptr_t p) {
@@ -200,7 +205,7 @@ static inline void mark_addr(struct marker *mk, uintptr_t a) {
   if (TP_LIKELY(mk->top < mk->cap))
     mk->st[mk->top++] = p;
   else
-    push_overflow(mk, p, r, l, g);
+    push_overflow(mk, r, l, g);
 }
 
 /* Checkmark: visits the object containing a; aborts if it is unmarked. */
@@ -396,7 +401,7 @@ static void drain(struct marker *mk) {
           st[top++] = v;
         } else {
           mk->top = top;
-          push_overflow(mk, v, (struct tp__region *)vb, NULL, g);
+          push_overflow(mk, (struct tp__region *)vb, NULL, g);
         }
       }
     }
@@ -448,7 +453,7 @@ static void visit_roots(struct marker *mk) {
   tp_heap *h = mk->h;
   for (size_t i = 0; i < h->roots_cap; i++) {
     void **s = h->roots[i];
-    if (s && s != (void **)1 && *s) visit(mk, (uintptr_t)*s);
+    if (s && s != TP__ROOT_TOMB && *s) visit(mk, (uintptr_t)*s);
   }
   for (size_t i = 0; i < h->nranges; i++)
     scan_words(mk, (const char *)h->ranges[i].start,
@@ -481,9 +486,6 @@ static bool finq_push(tp_heap *h, void *obj) {
   return true;
 }
 
-/* Marks (gray) the object with payload p, known to be an object of h. */
-static void mark_exact(struct marker *mk, uintptr_t p) { mark_addr(mk, p); }
-
 /* ---- verification -------------------------------------------------------------- */
 
 static void checkmark(tp_heap *h) {
@@ -492,7 +494,7 @@ static void checkmark(tp_heap *h) {
   for (struct tp__region *r = h->regions; r; r = r->next)
     if (!(r->check = calloc(1, bytes))) ok = false;
   struct marker mk = {.h = h, .lo = h->lo, .span = h->hi - h->lo, .check = true,
-                      .back_words = h->small_max / 1024 + 1};
+                      .back_words = max_back_words(h)};
   mk.cap = 4096;
   mk.st = malloc(mk.cap * sizeof *mk.st);
   if (ok && mk.st) {
@@ -694,7 +696,7 @@ static void mark_and_sweep(tp_heap *h, struct release *rel) {
     tp__counter_add(&h->meta_bytes, (int64_t)gbytes);
   h->mark_epoch = (uint8_t)(h->mark_epoch % 255 + 1);
   struct marker mk = {.h = h, .lo = h->lo, .span = h->hi - h->lo, .epoch = h->mark_epoch,
-                      .back_words = h->small_max / 1024 + 1};
+                      .back_words = max_back_words(h)};
   if (h->gray) {
     mk.st = (uintptr_t *)h->gray;
     mk.cap = h->gray_cap;
@@ -727,7 +729,7 @@ static void mark_and_sweep(tp_heap *h, struct release *rel) {
       queued++;
     else
       h->fin_objs[keep++] = obj; /* no memory for the queue: next time */
-    mark_exact(&mk, (uintptr_t)obj);
+    mark_addr(&mk, (uintptr_t)obj);
   }
   h->nfin = keep;
   tp__counter_add(&h->fin_pending, (int64_t)queued);

@@ -245,9 +245,10 @@ TP_API size_t tp_heap_run_finalizers(tp_heap *h);
  * that finds it unreachable on (before its finalizer runs; a finalizer
  * that revives the object does not revive the reference). The result is
  * a heap pointer like any other: hold it on an attached thread.
- * tp_weak_free: NULL is a no-op. get and free never block; get is safe to
- * call concurrently with anything, free with anything but another free or
- * get of the same reference. */
+ * tp_weak_free: NULL is a no-op. get never blocks; free takes the heap's
+ * lock, so it waits out a collection's mark and sweep. get is safe to call
+ * concurrently with anything, free with anything but another free or get
+ * of the same reference. */
 TP_API tp_weak *tp_weak_new(tp_heap *h, void *obj);
 TP_API void *tp_weak_get(tp_weak *w);
 TP_API void tp_weak_free(tp_weak *w);

@@ -830,8 +830,6 @@ void *tp_heap_alloc_array(tp_heap *h, const tp_type *t, size_t n) {
 
 /* ---- roots --------------------------------------------------------------------- */
 
-#define ROOT_TOMB ((void **)1)
-
 static size_t root_hash(void **slot, size_t cap) {
   return (size_t)(((uintptr_t)slot * 0x9e3779b97f4a7c15ull) >> 32) & (cap - 1);
 }
@@ -842,7 +840,7 @@ static bool roots_rehash(tp_heap *h, size_t cap) {
   if (!t) return false;
   for (size_t i = 0; i < h->roots_cap; i++) {
     void **s = h->roots[i];
-    if (!s || s == ROOT_TOMB) continue;
+    if (!s || s == TP__ROOT_TOMB) continue;
     size_t j = root_hash(s, cap);
     while (t[j]) j = (j + 1) & (cap - 1);
     t[j] = s;
@@ -872,7 +870,7 @@ int tp_root_add(tp_heap *h, void **slot) {
         rc = -EEXIST;
         break;
       }
-      if (h->roots[j] == ROOT_TOMB && tomb == SIZE_MAX) tomb = j;
+      if (h->roots[j] == TP__ROOT_TOMB && tomb == SIZE_MAX) tomb = j;
     }
     if (!rc) {
       if (tomb != SIZE_MAX) {
@@ -899,7 +897,7 @@ int tp_root_remove(tp_heap *h, void **slot) {
   if (h->roots_cap) {
     for (size_t j = root_hash(slot, h->roots_cap); h->roots[j]; j = (j + 1) & (h->roots_cap - 1))
       if (h->roots[j] == slot) {
-        h->roots[j] = ROOT_TOMB;
+        h->roots[j] = TP__ROOT_TOMB;
         h->roots_n--;
         rc = 0;
         break;

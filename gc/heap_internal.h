@@ -81,6 +81,8 @@
 #define TP__REGION_DEFAULT ((size_t)256 << 10)
 #define TP__MIN_HEAP_DEFAULT ((size_t)4 << 20)
 #define TP__GRAY_DEFAULT ((size_t)64 << 10)
+/* A removed root slot in h->roots (open addressing keeps probe chains). */
+#define TP__ROOT_TOMB ((void **)1)
 
 #define TP__HDR_ARRAY ((uintptr_t)1)
 #define TP__HDR_LARGE ((uintptr_t)2)
@@ -219,7 +221,7 @@ struct tp_heap {
   void ***map_l1;                /* radix map */
   size_t map_l1_n, map_l1_bytes;
   uintptr_t lo, hi;              /* bounds of everything in the map */
-  void ***roots;                 /* hash set of slots (NULL empty, 1 tomb) */
+  void ***roots;                 /* hash set of slots (NULL empty, TP__ROOT_TOMB) */
   size_t roots_cap, roots_n, roots_used;
   struct tp__range *ranges;
   size_t nranges, ranges_cap;

@@ -56,7 +56,7 @@ static void sweeper_init(void) {
 static int normalize(const tp_sweeper_config *in, tp_sweeper_config *out) {
   tp_sweeper_config c = in ? *in : (tp_sweeper_config)TP_SWEEPER_CONFIG_DEFAULT;
   if (c.interval_ms == 0) c.interval_ms = DEFAULT_INTERVAL;
-  if (c.decay_ms == 0 && (!in || in->decay_ms == 0)) c.decay_ms = DEFAULT_DECAY;
+  if (c.decay_ms == 0) c.decay_ms = DEFAULT_DECAY;
   if (c.retain_bytes == (size_t)-1) c.retain_bytes = DEFAULT_RETAIN;
   if (c.interval_ms > 60000 || c.decay_ms > 3600000) return -EINVAL;
   *out = c;
