@@ -15,10 +15,13 @@ fi
 # relative to where the user ran the command.
 [[ $prefix == /* ]] || prefix="${BUILD_WORKING_DIRECTORY:-$PWD}/$prefix"
 
-# Our files, relative to the runfiles root of this workspace.
-root=${TP_INSTALL_ROOT:-$PWD}
-headers=(core/common.h core/percpu.h core/epoch.h core/tidepool.h pool/pool.h
-         arena/arena.h gc/gc.h gc/sweeper.h)
+# Our files, relative to the runfiles root of this workspace (the working
+# directory under `bazel run` and in //tests:install_test). The headers are
+# those of //:public_headers — the only ones in the runfiles; the list lives
+# in BUILD alone.
+root=$PWD
+mapfile -t headers < <(cd "$root" && find -L core pool arena gc -name '*.h' ! -name '*_internal.h' | sort)
+((${#headers[@]})) || { echo "install: no headers in $root" >&2; exit 1; }
 version=$(sed -n 's/^#define TP_VERSION_STRING "\(.*\)"/\1/p' "$root/core/common.h")
 
 mkdir -p "$prefix/include/tidepool" "$prefix/lib/pkgconfig"
