@@ -59,25 +59,18 @@ static void pool_init_once(void) {
 }
 
 size_t tp__pool_foreach(void (*fn)(tp_pool *, void *), void *arg) {
-  /* The pass lock keeps every pool alive (tp_pool_destroy takes it); the
-   * registry lock is held only to copy the list, so fn may take pool locks
-   * and call into epochs (lock order, fork_internal.h). */
+  /* The pass lock keeps every pool alive and every reg_next fixed
+   * (tp_pool_destroy unlinks under it). A create links a new head under
+   * the registry lock alone and changes no existing pool's reg_next, so the
+   * walk from the head read under that lock needs no lock of its own: fn
+   * may take pool locks and call into epochs (lock order, fork_internal.h).
+   * Pools created during the walk are not visited. */
   pthread_mutex_lock(&tp__pool_pass_lock);
   pthread_mutex_lock(&registry_lock);
-  size_t n = 0;
-  for (tp_pool *p = registry; p; p = p->reg_next) n++;
-  tp_pool **v = malloc((n ? n : 1) * sizeof *v);
-  if (v) {
-    n = 0;
-    for (tp_pool *p = registry; p; p = p->reg_next) v[n++] = p;
-  }
+  tp_pool *head = registry;
   pthread_mutex_unlock(&registry_lock);
-  if (v) {
-    for (size_t i = 0; i < n; i++) fn(v[i], arg);
-    free(v);
-  } else {
-    n = 0;
-  }
+  size_t n = 0;
+  for (tp_pool *p = head; p; p = p->reg_next, n++) fn(p, arg);
   pthread_mutex_unlock(&tp__pool_pass_lock);
   return n;
 }
