@@ -623,15 +623,16 @@ tp_pool *tp__pool_create_ex(const tp_pool_config *cfg, size_t max_align, size_t 
   if (!align) align = cfg->obj_size >= 16 ? 16 : tp__pow2_ceil(cfg->obj_size);
   size_t stride = tp__round_up(cfg->obj_size, align < 8 ? 8 : align);
 
-  /* Slab: a power of two holding at least 8 objects, at least 64 KiB;
-   * smaller when max_bytes asks for less (down to one object). */
+  /* Slab: a power of two of at least 64 KiB, doubled until it holds 8
+   * objects and its header (rounded up to align) costs at most 1/64 of it —
+   * which matters for large alignments: a self-aligned object (the
+   * collector's regions) loses a whole slot to the header, so such a slab
+   * holds 63. Objects are at most 1 MiB, so this ends by 64 MiB. Smaller
+   * when max_bytes asks for less (down to one object). */
   size_t page = tp__os_page_size(), size = 64 * 1024, off = 0;
   uint32_t cap;
-  /* Self-aligned objects (align >= 64 KiB, internal pools of regions) lose
-   * one slot to the header: hold 63 of them, so it costs 1/64. */
-  uint32_t min_cap = align >= 64 * 1024 ? 63 : 8;
-  size_t max_size = align >= 64 * 1024 ? (size_t)64 << 20 : (size_t)32 << 20;
-  while ((cap = slab_capacity(size, stride, align, &off)) < min_cap && size < max_size)
+  while (((cap = slab_capacity(size, stride, align, &off)) < 8 || off * 64 > size) &&
+         size < ((size_t)64 << 20))
     size *= 2;
   if (cfg->max_bytes) {
     while (size > cfg->max_bytes && size > page) size /= 2;
