@@ -58,16 +58,29 @@ static inline uint32_t mag_idx(const tp__mag *m) {
   return (uint32_t)(((const char *)m - mag_base) / sizeof(tp__mag));
 }
 
-void tp__mag_push(tp__mag_stack *s, tp__mag *m) {
+void tp__mag_push_chain(tp__mag_stack *s, const tp__mag_chain *c) {
+  if (!c->top) return;
+  uint32_t top = mag_idx(c->top), bottom = mag_idx(c->bottom);
   uint64_t h = __atomic_load_n(&s->head, __ATOMIC_RELAXED);
   for (;;) {
-    __atomic_store_n(&mag_link[mag_idx(m)], (uint32_t)h, __ATOMIC_RELAXED);
-    uint64_t nh = ((h >> 32) + 1) << 32 | mag_idx(m);
-    /* release: publishes m's contents and link with the new head. */
+    __atomic_store_n(&mag_link[bottom], (uint32_t)h, __ATOMIC_RELAXED);
+    uint64_t nh = ((h >> 32) + 1) << 32 | top;
+    /* release: publishes the chain's contents and links with the new head. */
     if (__atomic_compare_exchange_n(&s->head, &h, nh, true, __ATOMIC_RELEASE,
                                     __ATOMIC_RELAXED))
       return;
   }
+}
+
+void tp__mag_push(tp__mag_stack *s, tp__mag *m) {
+  tp__mag_push_chain(s, &(tp__mag_chain){m, m});
+}
+
+void tp__mag_chain_append(tp__mag_chain *c, tp__mag *m) {
+  /* relaxed: the chain is the caller's; tp__mag_push_chain publishes it. */
+  if (c->top) __atomic_store_n(&mag_link[mag_idx(c->bottom)], mag_idx(m), __ATOMIC_RELAXED);
+  else c->top = m;
+  c->bottom = m;
 }
 
 tp__mag *tp__mag_pop(tp__mag_stack *s) {
@@ -124,22 +137,35 @@ tp__mag *tp__mag_new(void) {
 
 size_t tp__mag_trim(unsigned keep) {
   if (!mag_base) return 0;
-  /* Take the whole empty stack (now ours), give back what lies below the
-   * `keep` on top, and put it all back in the same order. */
-  tp__mag_stack mine = {0};
-  size_t back = 0;
+  /* A magazine is decommitted only while detached (nobody can be filling
+   * it). Detach the stack, put the `keep` on top straight back so
+   * tp__mag_new still finds warm ones during the system calls, decommit
+   * the rest, then slide it back in under whatever is on top by then. */
+  tp__mag_chain top = {0}, rest = {0};
   unsigned seen = 0;
   for (tp__mag *m = tp__mag_take_all(&mag_empty), *next; m; m = next) {
     next = tp__mag_next(m);
+    tp__mag_chain_append(++seen <= keep ? &top : &rest, m);
+  }
+  tp__mag_push_chain(&mag_empty, &top);
+  if (!rest.top) return 0;
+  size_t back = 0;
+  for (tp__mag *m = rest.top;; m = tp__mag_next(m)) {
     uint32_t i = mag_idx(m);
-    if (++seen > keep && !mag_cold[i] && tp__os_decommit(m, sizeof *m) == 0) {
+    if (!mag_cold[i] && tp__os_decommit(m, sizeof *m) == 0) {
       mag_cold[i] = 1;
       tp__counter_add(&tp__os.resident, -(int64_t)sizeof(tp__mag));
       back += sizeof *m;
     }
-    tp__mag_push(&mine, m); /* reverses; the loop below reverses back */
+    if (m == rest.bottom) break;
   }
-  for (tp__mag *m; (m = tp__mag_pop(&mine));) tp__mag_push(&mag_empty, m);
+  tp__mag_chain now = {0};
+  for (tp__mag *m = tp__mag_take_all(&mag_empty), *next; m; m = next) {
+    next = tp__mag_next(m);
+    tp__mag_chain_append(&now, m);
+  }
+  tp__mag_push_chain(&mag_empty, &rest);
+  tp__mag_push_chain(&mag_empty, &now);
   return back;
 }
 

@@ -46,11 +46,22 @@ void tp__mag_free(tp__mag *m);
  * Safe to call concurrently (a magazine is trimmed only while popped). */
 size_t tp__mag_trim(unsigned keep);
 
+/* A chain of magazines the caller owns, top to bottom (both NULL: empty). */
+typedef struct tp__mag_chain {
+  tp__mag *top, *bottom;
+} tp__mag_chain;
+
+/* Lock-free; safe to call concurrently with each other on any stack. */
 void tp__mag_push(tp__mag_stack *s, tp__mag *m);
+/* Pushes a whole chain (one CAS), keeping its order; empty: no-op. */
+void tp__mag_push_chain(tp__mag_stack *s, const tp__mag_chain *c);
 tp__mag *tp__mag_pop(tp__mag_stack *s);
 /* Detaches the whole stack; returns its top (walk with tp__mag_next). */
 tp__mag *tp__mag_take_all(tp__mag_stack *s);
-/* The magazine below m in a chain the caller owns (from take_all). */
+/* The magazine below m in a chain the caller owns (from take_all). Read it
+ * before appending m to another chain. */
 tp__mag *tp__mag_next(const tp__mag *m);
+/* Appends m (owned by the caller) at the bottom of c. */
+void tp__mag_chain_append(tp__mag_chain *c, tp__mag *m);
 
 #endif /* TIDEPOOL_DEPOT_INTERNAL_H */

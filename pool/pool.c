@@ -832,11 +832,10 @@ int tp_pool_read_stats(const tp_pool *cp, tp_pool_stats *out) {
 
 /* ---- the sweeper's pass ------------------------------------------------------ */
 
-/* Epoch callback for a slab retired by the sweeper (see step 3 below). */
+/* Epoch callback for a slab retired by tp__pool_release_empty. */
 void tp__pool_slab_retired(tp_slab *s) { slab_release(s->pool, s); }
 
 size_t tp__pool_sweep(tp_pool *p, uint64_t now_ms, uint64_t decay_ms, size_t *retain) {
-  size_t released = 0;
   /* 1. CPU caches whose commit word has not changed for decay_ms: nobody
    *    got or put anything there; drain them (fenced) into the slabs. */
   void **buf = NULL;
@@ -855,23 +854,22 @@ size_t tp__pool_sweep(tp_pool *p, uint64_t now_ms, uint64_t decay_ms, size_t *re
   free(buf);
 
   /* 2. Depot batches parked for decay_ms go back to the slabs; younger ones
-   *    go back on the stack, in their old order. */
-  tp__mag_stack keep = {0};
+   *    go back on the stack, in their old order. (The kept ones stay
+   *    counted while detached: a depot_put meanwhile may see the depot
+   *    full and free its batch to the slabs, which is harmless.) */
+  tp__mag_chain keep = {0};
   for (tp__mag *m = tp__mag_take_all(&p->depot), *next; m; m = next) {
     next = tp__mag_next(m);
-    depot_count(p, m, -1);
     if (now_ms - m->stamp_ms >= decay_ms) {
+      depot_count(p, m, -1);
       central_free(p, m->obj, m->count, m->stamp_ms);
       tp__mag_free(m);
     } else {
-      tp__mag_push(&keep, m); /* reverses; the loop below reverses back */
+      tp__mag_chain_append(&keep, m);
     }
   }
-  for (tp__mag *m; (m = tp__mag_pop(&keep));) {
-    depot_count(p, m, 1);
-    tp__mag_push(&p->depot, m);
-  }
-  return released + tp__pool_release_empty(p, now_ms, decay_ms, retain);
+  tp__mag_push_chain(&p->depot, &keep);
+  return tp__pool_release_empty(p, now_ms, decay_ms, retain);
 }
 
 size_t tp__pool_release_empty(tp_pool *p, uint64_t now_ms, uint64_t decay_ms, size_t *retain) {
