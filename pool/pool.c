@@ -662,7 +662,8 @@ tp_pool *tp__pool_create_ex(const tp_pool_config *cfg, size_t max_align, size_t 
   p->arg = cfg->arg;
   p->flags = cfg->flags;
   p->ncpu = pi->ncpu;
-  /* A CPU cache holds ~256 KiB of objects (2 .. 1022); a depot batch is
+  /* A CPU cache holds cache_bytes of objects (256 KiB unless an internal
+   * pool asks otherwise; 2 .. TP__PCACHE_SLOTS of them); a depot batch is
    * half a cache; the depot keeps up to 4 batches per CPU (at least 8). */
   size_t cc = (cache_bytes ? cache_bytes : 256 * 1024) / stride;
   p->cache_cap = (uint32_t)(cc < 2 ? 2 : cc > TP__PCACHE_SLOTS ? TP__PCACHE_SLOTS : cc);
@@ -746,9 +747,9 @@ void tp_pool_destroy(tp_pool *p) {
   if (p->reg_next) p->reg_next->reg_prev = p->reg_prev;
   pthread_mutex_unlock(&registry_lock);
   pthread_mutex_unlock(&tp__pool_pass_lock);
-  /* acquire: pairs with nothing in particular; the caller's own
-   * synchronization makes every earlier retire into p visible. */
-  if (__atomic_load_n(&p->epoch_used, __ATOMIC_ACQUIRE)) tp__epoch_pool_quiesce(p);
+  /* relaxed: the caller's own synchronization (destroy runs alone) makes
+   * every earlier retire into p, and its store of epoch_used, visible. */
+  if (__atomic_load_n(&p->epoch_used, __ATOMIC_RELAXED)) tp__epoch_pool_quiesce(p);
 
   /* No other thread may use p now, so the caches are read without fences. */
   uint64_t cached = 0;

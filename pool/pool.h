@@ -88,9 +88,11 @@ TP_API tp_pool *tp_pool_create(const tp_pool_config *cfg);
 
 /* Gives all the pool's memory back; runs the dtor on every constructed
  * object. Objects still out are reported on stderr in debug builds.
- * Waits for pending tp_pool_retire()s of this pool first (EDEADLK-style
- * abort if called inside an epoch read section while some are pending).
- * NULL is a no-op. Not safe concurrently with other calls on this pool. */
+ * If the pool was ever retired into (tp_pool_retire), it first waits for a
+ * tp_epoch_barrier() so that every retire of it has run — and aborts when
+ * that wait is impossible: called inside an epoch read section or a retire
+ * callback. NULL is a no-op. Not safe concurrently with other calls on
+ * this pool. */
 TP_API void tp_pool_destroy(tp_pool *p);
 
 /* Bulk forms. get_bulk returns how many objects it stored in objs (fewer

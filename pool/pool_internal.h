@@ -58,12 +58,14 @@ struct tp_pool {
   uint32_t stride_shift; /* log2(stride) when stride is a power of two, else 0 */
   uint32_t cache_cap, batch, depot_cap;
   unsigned flags;
-  bool epoch_used;       /* ever retired into (set once, relaxed atomics) */
   bool extras;           /* get/put need more than moving the pointer */
   int (*ctor)(void *, void *);
   void (*dtor)(void *, void *);
   void *arg;
   unsigned ncpu;
+
+  /* Set once, after create, by the first tp_pool_retire (relaxed). */
+  bool epoch_used;
 
   /* The depot: full magazines, lock-free. */
   tp__mag_stack depot __attribute__((aligned(TP_CACHELINE)));
@@ -85,7 +87,6 @@ struct tp_pool {
 
   /* Sweeper state (touched only under the sweeper's pass lock). */
   uint64_t *sweep_word, *sweep_since_ms;
-
 
   /* Process-wide registry of pools (registry lock). */
   struct tp_pool *reg_prev, *reg_next;
