@@ -30,13 +30,11 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
-
 _Static_assert(sizeof(tp__pcache) == TP__PCACHE_STRIDE, "one block is one stride");
-_Static_assert(sizeof(((tp__pcache *)0)->slot) / sizeof(void *) == TP__PCACHE_SLOTS,
-               "slots fill the block");
 
-struct tp__percpu_info tp__percpu_ready;
-#define info tp__percpu_ready
+/* Read directly (no once check) by the functions below: they only run on
+ * regions and arenas made after a tp__percpu() call. */
+static struct tp__percpu_info info;
 static pthread_once_t info_once = PTHREAD_ONCE_INIT;
 
 static unsigned possible_cpus(void) {

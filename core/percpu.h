@@ -56,6 +56,18 @@
 extern "C" {
 #endif
 
+/* A block is 2^TP__PCACHE_SHIFT bytes: the two words, then the slots. */
+#define TP__PCACHE_SHIFT 13
+#define TP__PCACHE_STRIDE (1u << TP__PCACHE_SHIFT)
+#define TP__PCACHE_SLOTS ((TP__PCACHE_STRIDE - 16u) / sizeof(void *))
+#define TP__PCACHE_COUNT_MASK 0xffffull
+#define TP__PCACHE_REMOVAL (1ull << 16)
+/* Bounds as one 64-bit value (lo in the low half, limit in the high half). */
+#define TP__PCACHE_BOUNDS(limit) ((uint64_t)(limit) << 32)
+#define TP__PCACHE_LOCKED ((uint64_t)0xffff)
+/* Sentinel blocks below block 0, for rseq cpu_id -1 and -2. */
+#define TP__PCACHE_SENTINELS 2
+
 /*
  * One CPU's cache of free objects of one pool; exactly TP__PCACHE_STRIDE
  * bytes (block c is at base + (c << TP__PCACHE_SHIFT)).
@@ -70,19 +82,8 @@ typedef struct tp__pcache {
                       halves: pop is refused while count <= lo (0, or 0xffff
                       when locked), push while count >= limit (the capacity,
                       or 0 when locked) */
-  void *slot[(8192 - 16) / sizeof(void *)]; /* TP__PCACHE_SLOTS */
+  void *slot[TP__PCACHE_SLOTS];
 } tp__pcache;
-
-#define TP__PCACHE_SHIFT 13
-#define TP__PCACHE_STRIDE (1u << TP__PCACHE_SHIFT)
-#define TP__PCACHE_SLOTS ((TP__PCACHE_STRIDE - 16u) / sizeof(void *))
-#define TP__PCACHE_COUNT_MASK 0xffffull
-#define TP__PCACHE_REMOVAL (1ull << 16)
-/* Bounds as one 64-bit value (lo in the low half, limit in the high half). */
-#define TP__PCACHE_BOUNDS(limit) ((uint64_t)(limit) << 32)
-#define TP__PCACHE_LOCKED ((uint64_t)0xffff)
-/* Sentinel blocks below block 0, for rseq cpu_id -1 and -2. */
-#define TP__PCACHE_SENTINELS 2
 
 /* RSEQ_SIG as glibc registers it on x86. */
 #define TP__RSEQ_SIG 0x53053053

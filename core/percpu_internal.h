@@ -29,10 +29,6 @@ struct tp__percpu_info {
 };
 /* Initialized once, on first use of anything per-CPU (pthread_once). */
 const struct tp__percpu_info *tp__percpu(void);
-/* The same, read without the pthread_once check: only valid after some
- * tp__percpu() call has returned (every pool and arena makes one at
- * creation, so their slow paths may use this). */
-extern struct tp__percpu_info tp__percpu_ready;
 
 /* Maps a region of blocks for ncpu CPUs (plus the sentinels), every block
  * with bounds for `limit` objects. Returns the base (block 0) or NULL+errno. */
