@@ -24,7 +24,8 @@
  *     no reader of the block looks at, so a restarted sequence leaves no
  *     visible trace.
  *  3. Another thread (the sweeper, a pool draining caches for max_bytes)
- *     takes a block over by storing "locked" bounds (pop and push both fail)
+ *     takes a block over by a CAS of its bounds to "locked" (pop and push
+ *     both fail; of two drainers only one wins, so drains never overlap)
  *     and then fencing CPU c with membarrier(PRIVATE_EXPEDITED_RSEQ, CPU c):
  *     any sequence that was running on c is aborted, and every sequence that
  *     starts later reads the locked bounds. The sequences read the bounds
