@@ -272,10 +272,7 @@ static void large_free(tp_arena *a, struct large *l) {
  */
 static inline char *region_bump_rseq(struct region *base, size_t n) {
   char *p;
-  __asm__ volatile goto(TP__RSEQ_CS_DESCRIPTOR TP__RSEQ_ENTER
-               "movslq %%fs:4(%[rseq]), %%rax\n\t"
-               "shlq $7, %%rax\n\t"
-               "addq %[base], %%rax\n\t"
+  __asm__ volatile goto(TP__RSEQ_CS_DESCRIPTOR TP__RSEQ_ENTER TP__RSEQ_BLOCK_AT(REGION_SHIFT)
                "movq (%%rax), %[p]\n\t"       /* ptr */
                "leaq (%[p],%[n]), %%rcx\n\t"  /* ptr + n */
                "cmpq 8(%%rax), %%rcx\n\t"
@@ -299,10 +296,7 @@ miss:
 static char *region_install_rseq(struct region *base, char *from, char *to, size_t n,
                                  char **old_ptr, char **old_end) {
   char *optr, *oend;
-  __asm__ volatile(TP__RSEQ_CS_DESCRIPTOR TP__RSEQ_ENTER
-                   "movslq %%fs:4(%[rseq]), %%rax\n\t"
-                   "shlq $7, %%rax\n\t"
-                   "addq %[base], %%rax\n\t"
+  __asm__ volatile(TP__RSEQ_CS_DESCRIPTOR TP__RSEQ_ENTER TP__RSEQ_BLOCK_AT(REGION_SHIFT)
                    "movq (%%rax), %[optr]\n\t"
                    "movq 8(%%rax), %[oend]\n\t"
                    "movq $0, 8(%%rax)\n\t"          /* end = 0: refuse all */

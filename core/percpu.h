@@ -119,11 +119,17 @@ typedef struct tp__pcache {
   "leaq 3b(%%rip), %%rax\n\t"                                                 \
   "movq %%rax, %%fs:8(%[rseq])\n\t"                                           \
   "1:\n\t"
-/* %rax = this CPU's block: base + (signed cpu_id << SHIFT). */
-#define TP__RSEQ_BLOCK                                                        \
+/* %rax = this CPU's block of a per-CPU array of 2^shift-byte blocks:
+ * base + (signed cpu_id << shift). shift is pasted into the instruction, so
+ * it must be an integer literal or a macro naming one. */
+#define TP__RSEQ_BLOCK_AT(shift)                                              \
   "movslq %%fs:4(%[rseq]), %%rax\n\t"                                         \
-  "shlq $13, %%rax\n\t"                                                       \
+  "shlq $" TP__RSEQ_STR(shift) ", %%rax\n\t"                                  \
   "addq %[base], %%rax\n\t"
+#define TP__RSEQ_STR(x) TP__RSEQ_STR_(x) /* expands x first */
+#define TP__RSEQ_STR_(x) #x
+/* The calling CPU's tp__pcache. */
+#define TP__RSEQ_BLOCK TP__RSEQ_BLOCK_AT(TP__PCACHE_SHIFT)
 
 /*
  * Pops one object from the calling CPU's block at `base`.
