@@ -79,13 +79,15 @@ struct region {
  * pairs, so neighbours one line apart would still bounce between cores. */
 #define REGION_SHIFT 7
 _Static_assert(sizeof(struct region) == (1u << REGION_SHIFT), "one line pair per CPU");
+/* The empty regions below region 0 that rseq cpu_ids -1 and -2 land on. */
+#define REGION_SENTINEL_BYTES ((size_t)TP__PCACHE_SENTINELS << REGION_SHIFT)
 
 struct tp_arena {
   /* Read on every allocation (and, for concurrent arenas, only read): the
    * first cache line of the arena, which sits a line after its chunk's
    * header so that linking chunks never writes it. */
   struct tp__arena_head head; /* plain fast path; NULLs when it is off */
-  struct region *regions;     /* concurrent: block 0 of ncpu (+2 sentinels below) */
+  struct region *regions;     /* concurrent: region 0 of ncpu (sentinels below) */
   size_t small_max;           /* concurrent: sizes up to this take the regions */
   unsigned flags;
   bool rseq;                  /* concurrent: the rseq regions are in use */
@@ -105,7 +107,6 @@ struct tp_arena {
   /* Concurrent arenas. */
   pthread_mutex_t lock;
   char *sptr, *send; /* the shared region (lock) */
-  void *regions_raw;
   unsigned ncpu;
 };
 
@@ -560,16 +561,16 @@ tp_arena *tp_arena_create(const tp_arena_config *cfg) {
     const struct tp__percpu_info *pi = tp__percpu();
     a->ncpu = pi->ncpu;
     a->rseq = pi->rseq;
-    size_t bytes = (size_t)(a->ncpu + 2) << REGION_SHIFT;
-    a->regions_raw = aligned_alloc(2 * TP_CACHELINE, bytes);
-    if (!a->regions_raw) {
+    size_t bytes = ((size_t)a->ncpu << REGION_SHIFT) + REGION_SENTINEL_BYTES;
+    char *raw = aligned_alloc(2 * TP_CACHELINE, bytes);
+    if (!raw) {
       pthread_mutex_destroy(&a->lock);
       tp_pool_put(pool, c);
       errno = ENOMEM;
       return NULL;
     }
-    memset(a->regions_raw, 0, bytes); /* sentinels and empty regions refuse */
-    a->regions = (struct region *)((char *)a->regions_raw + (2u << REGION_SHIFT));
+    memset(raw, 0, bytes); /* sentinels and empty regions refuse */
+    a->regions = (struct region *)(raw + REGION_SENTINEL_BYTES);
     a->cur = c;
     a->fast_on = false;
     a->ptr = a->end = NULL;
@@ -615,7 +616,7 @@ void tp_arena_destroy(tp_arena *a) {
   release_large(a, NULL);
   give_list(a, (a->flags & TP_ARENA_CONCURRENT) ? a->first->next : a->cur);
   give_list(a, a->spare);
-  free(a->regions_raw);
+  if (a->regions) free((char *)a->regions - REGION_SENTINEL_BYTES);
   pthread_mutex_destroy(&a->lock);
   tp_pool *pool = a->chunks;
   struct chunk *first = a->first;

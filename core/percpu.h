@@ -66,7 +66,8 @@ extern "C" {
 /* Bounds as one 64-bit value (lo in the low half, limit in the high half). */
 #define TP__PCACHE_BOUNDS(limit) ((uint64_t)(limit) << 32)
 #define TP__PCACHE_LOCKED ((uint64_t)0xffff)
-/* Sentinel blocks below block 0, for rseq cpu_id -1 and -2. */
+/* Sentinel blocks below block 0, for rseq cpu_id -1 and -2 (in every
+ * per-CPU array the sequences index with cpu_id). */
 #define TP__PCACHE_SENTINELS 2
 
 /*
