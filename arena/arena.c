@@ -88,7 +88,8 @@ struct tp_arena {
    * header so that linking chunks never writes it. */
   struct tp__arena_head head; /* plain fast path; NULLs when it is off */
   struct region *regions;     /* concurrent: region 0 of ncpu (sentinels below) */
-  size_t small_max;           /* concurrent: sizes up to this take the regions */
+  size_t small_max;           /* concurrent: sizes 1..small_max go straight to the
+                                 regions; 0 in a plain arena: none do */
   unsigned flags;
   bool rseq;                  /* concurrent: the rseq regions are in use */
   bool fast_on;
@@ -486,8 +487,9 @@ static void *alloc_impl(tp_arena *a, size_t size, size_t align) {
 
 void *tp__arena_alloc_slow(tp_arena *a, size_t size) {
   /* Concurrent arenas come here for every allocation: their common case
-   * (a small size, room in this CPU's region) is one rseq sequence, first. */
-  if (TP_LIKELY(a != NULL) && (a->flags & TP_ARENA_CONCURRENT) && size - 1 < a->small_max)
+   * (a small size, room in this CPU's region) is one rseq sequence, first.
+   * A plain arena's small_max is 0, so the size test alone excludes it. */
+  if (TP_LIKELY(a != NULL) && size - 1 < a->small_max)
     return concurrent_alloc(a, (size + 15) & ~(size_t)15); /* the bump is inline */
   return alloc_impl(a, size, 16);
 }
@@ -548,7 +550,6 @@ tp_arena *tp_arena_create(const tp_arena_config *cfg) {
   memset(a, 0, sizeof *a);
   a->chunks = pool;
   a->chunk_size = cs;
-  a->small_max = cs / 4 - 16;
   a->max_bytes = cfg->max_bytes;
   a->keep_bytes = cfg->keep_bytes;
   a->flags = cfg->flags;
@@ -561,6 +562,7 @@ tp_arena *tp_arena_create(const tp_arena_config *cfg) {
     const struct tp__percpu_info *pi = tp__percpu();
     a->ncpu = pi->ncpu;
     a->rseq = pi->rseq;
+    a->small_max = cs / 4; /* not large; cs / 4 is a multiple of 16 */
     size_t bytes = ((size_t)a->ncpu << REGION_SHIFT) + REGION_SENTINEL_BYTES;
     char *raw = aligned_alloc(2 * TP_CACHELINE, bytes);
     if (!raw) {
