@@ -329,9 +329,10 @@ static inline struct region *region_of(tp_arena *a, unsigned cpu) {
   return (struct region *)((char *)a->regions + ((size_t)cpu << REGION_SHIFT));
 }
 
-/* A fresh chunk for a concurrent arena, linked in after the first chunk
- * (the arena stays at the tail). Caller holds a->lock; on failure the lock
- * is released (errno kept) and NULL returned. */
+/* A fresh chunk for a concurrent arena, linked at the head of the list as
+ * in a plain arena (cur is off the allocation's read-only line). Caller
+ * holds a->lock; on failure the lock is released (errno kept) and NULL
+ * returned. */
 static struct chunk *concurrent_chunk_locked(tp_arena *a) {
   struct chunk *c = chunk_take(a);
   if (!c) {
@@ -340,8 +341,8 @@ static struct chunk *concurrent_chunk_locked(tp_arena *a) {
     errno = e;
     return NULL;
   }
-  c->next = a->first->next;
-  a->first->next = c;
+  c->next = a->cur;
+  a->cur = c;
   return c;
 }
 
@@ -616,7 +617,7 @@ void tp_arena_destroy(tp_arena *a) {
   if (!a) return;
   run_cleanups(a, NULL);
   release_large(a, NULL);
-  give_list(a, (a->flags & TP_ARENA_CONCURRENT) ? a->first->next : a->cur);
+  give_list(a, a->cur);
   give_list(a, a->spare);
   if (a->regions) free((char *)a->regions - REGION_SENTINEL_BYTES);
   pthread_mutex_destroy(&a->lock);
@@ -736,7 +737,7 @@ void tp_arena_reset(tp_arena *a) {
       chunk_give(a, g);
     }
   }
-  struct chunk *c = (a->flags & TP_ARENA_CONCURRENT) ? a->first->next : a->cur;
+  struct chunk *c = a->cur;
   while (c && c != a->first) {
     struct chunk *next = c->next;
     if (kept + a->chunk_size <= a->keep_bytes) {
