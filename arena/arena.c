@@ -92,11 +92,10 @@ struct tp_arena {
                                  regions; 0 in a plain arena: none do */
   unsigned flags;
   bool rseq;                  /* concurrent: the rseq regions are in use */
-  bool fast_on;
   tp_pool *chunks;            /* the shared chunk pool */
   size_t chunk_size, max_bytes, keep_bytes;
   /* Written by allocations that leave the fast path. */
-  _Alignas(TP_CACHELINE) char *ptr, *end; /* plain arenas when the fast path is off */
+  _Alignas(TP_CACHELINE) char *ptr, *end; /* plain arenas in ASan builds */
   struct chunk *first, *cur; /* cur: newest (head of the list) */
   struct chunk *spare;       /* kept by reset, used before the pool */
   struct large *large;
@@ -190,10 +189,11 @@ static void chunk_give(tp_arena *a, struct chunk *c) {
   tp_pool_put(a->chunks, c);
 }
 
-/* The plain arena's bump pointer lives in the head when the fast path is
- * on, else in a->ptr/end. */
-static inline char **bump_ptr(tp_arena *a) { return a->fast_on ? &a->head.ptr : &a->ptr; }
-static inline char **bump_end(tp_arena *a) { return a->fast_on ? &a->head.end : &a->end; }
+/* The plain arena's bump pointer lives in the head, where the inline fast
+ * path uses it, except under ASan: the fast path cannot unpoison, so the
+ * head stays NULL and every allocation takes the slow path. */
+static inline char **bump_ptr(tp_arena *a) { return TP_ASAN ? &a->ptr : &a->head.ptr; }
+static inline char **bump_end(tp_arena *a) { return TP_ASAN ? &a->end : &a->head.end; }
 
 static void make_current(tp_arena *a, struct chunk *c, char *from) {
   if (a->cur) {
@@ -554,7 +554,7 @@ tp_arena *tp_arena_create(const tp_arena_config *cfg) {
   a->max_bytes = cfg->max_bytes;
   a->keep_bytes = cfg->keep_bytes;
   a->flags = cfg->flags;
-  a->first = c;
+  a->first = a->cur = c;
   a->nchunks = 1;
   a->held = a->high_water = cs;
   pthread_mutex_init(&a->lock, NULL);
@@ -574,16 +574,10 @@ tp_arena *tp_arena_create(const tp_arena_config *cfg) {
     }
     memset(raw, 0, bytes); /* sentinels and empty regions refuse */
     a->regions = (struct region *)(raw + REGION_SENTINEL_BYTES);
-    a->cur = c;
-    a->fast_on = false;
-    a->ptr = a->end = NULL;
-    TP_POISON(from, (size_t)(chunk_end(a, c) - from));
-    return a;
+  } else {
+    *bump_ptr(a) = from;
+    *bump_end(a) = chunk_end(a, c);
   }
-  a->fast_on = !TP_ASAN;
-  a->cur = c;
-  *bump_ptr(a) = from;
-  *bump_end(a) = chunk_end(a, c);
   TP_POISON(from, (size_t)(chunk_end(a, c) - from));
   return a;
 }
