@@ -195,14 +195,14 @@ static void chunk_give(tp_arena *a, struct chunk *c) {
 static inline char **bump_ptr(tp_arena *a) { return TP_ASAN ? &a->ptr : &a->head.ptr; }
 static inline char **bump_end(tp_arena *a) { return TP_ASAN ? &a->end : &a->head.end; }
 
+/* c becomes the current chunk; the old one (cur is never NULL: the first
+ * chunk is current from create on) records what it used. */
 static void make_current(tp_arena *a, struct chunk *c, char *from) {
-  if (a->cur) {
-    char *p = *bump_ptr(a);
-    size_t used = (size_t)(p - alloc_start(a, a->cur));
-    a->cur->used = used;
-    a->retired_used += used;
-    a->wasted += (size_t)(chunk_end(a, a->cur) - p);
-  }
+  char *p = *bump_ptr(a);
+  size_t used = (size_t)(p - alloc_start(a, a->cur));
+  a->cur->used = used;
+  a->retired_used += used;
+  a->wasted += (size_t)(chunk_end(a, a->cur) - p);
   c->next = a->cur;
   a->cur = c;
   *bump_ptr(a) = from;
