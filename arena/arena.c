@@ -331,14 +331,12 @@ static inline struct region *region_of(tp_arena *a, unsigned cpu) {
 
 /* A fresh chunk for a concurrent arena, linked at the head of the list as
  * in a plain arena (cur is off the allocation's read-only line). Caller
- * holds a->lock; on failure the lock is released (errno kept) and NULL
- * returned. */
+ * holds a->lock; on failure the lock is released and NULL returned
+ * (errno from chunk_take: pthread calls return their errors, errno stays). */
 static struct chunk *concurrent_chunk_locked(tp_arena *a) {
   struct chunk *c = chunk_take(a);
   if (!c) {
-    int e = errno;
     pthread_mutex_unlock(&a->lock);
-    errno = e;
     return NULL;
   }
   c->next = a->cur;
@@ -400,9 +398,7 @@ static TP_NOINLINE void *concurrent_refill(tp_arena *a, size_t n) {
     pthread_mutex_lock(&a->lock);
     struct chunk *c = concurrent_chunk_locked(a);
     if (!c) {
-      int err = errno;
       region_unlock(r);
-      errno = err;
       return NULL;
     }
     if (p && e > p) __atomic_fetch_add(&a->wasted, (size_t)(e - p), __ATOMIC_RELAXED);
@@ -469,9 +465,7 @@ static void *alloc_impl(tp_arena *a, size_t size, size_t align) {
     if (concurrent) {
       pthread_mutex_lock(&a->lock);
       void *p = large_alloc(a, size);
-      int e = errno;
-      pthread_mutex_unlock(&a->lock);
-      errno = e;
+      pthread_mutex_unlock(&a->lock); /* leaves errno alone */
       return p;
     }
     return large_alloc(a, size);
