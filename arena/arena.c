@@ -331,33 +331,49 @@ static inline struct region *region_of(tp_arena *a, unsigned cpu) {
 
 /* A fresh chunk for a concurrent arena, linked at the head of the list as
  * in a plain arena (cur is off the allocation's read-only line). Caller
- * holds a->lock; on failure the lock is released and NULL returned
- * (errno from chunk_take: pthread calls return their errors, errno stays). */
+ * holds a->lock. NULL + errno from chunk_take (the pthread calls around it
+ * return their errors and leave errno alone). */
 static struct chunk *concurrent_chunk_locked(tp_arena *a) {
   struct chunk *c = chunk_take(a);
-  if (!c) {
-    pthread_mutex_unlock(&a->lock);
-    return NULL;
+  if (c) {
+    c->next = a->cur;
+    a->cur = c;
   }
-  c->next = a->cur;
-  a->cur = c;
   return c;
+}
+
+/*
+ * Takes n bytes from a bump range {*pp, *pe} the caller owns (the shared
+ * region under a->lock, or a fallback region under its busy word), moving
+ * the range to a fresh chunk when it has no room (the old tail counts as
+ * waste). `locked`: the caller holds a->lock, else the refill takes it.
+ * Relaxed atomics: ownership (the mutex, or busy's acquire/release) orders
+ * the owners; the range is atomic only because read_stats reads fallback
+ * regions it does not own, and wasted is a statistic. NULL + errno, the
+ * range unchanged, without a chunk.
+ */
+static char *range_alloc(tp_arena *a, char **pp, char **pe, size_t n, bool locked) {
+  char *p = __atomic_load_n(pp, __ATOMIC_RELAXED);
+  char *e = __atomic_load_n(pe, __ATOMIC_RELAXED);
+  if (!p || n > (size_t)(e - p)) {
+    if (!locked) pthread_mutex_lock(&a->lock);
+    struct chunk *c = concurrent_chunk_locked(a);
+    if (!locked) pthread_mutex_unlock(&a->lock);
+    if (!c) return NULL;
+    if (p && e > p) __atomic_fetch_add(&a->wasted, (size_t)(e - p), __ATOMIC_RELAXED);
+    p = chunk_data(c);
+    __atomic_store_n(pe, chunk_end(a, c), __ATOMIC_RELAXED);
+  }
+  __atomic_store_n(pp, p + n, __ATOMIC_RELAXED);
+  TP_UNPOISON(p, n);
+  return p;
 }
 
 /* The shared region, under the arena's mutex. */
 static void *shared_alloc(tp_arena *a, size_t n) {
   pthread_mutex_lock(&a->lock);
-  char *p = a->sptr;
-  if (!p || n > (size_t)(a->send - p)) {
-    struct chunk *c = concurrent_chunk_locked(a);
-    if (!c) return NULL;
-    if (p) __atomic_fetch_add(&a->wasted, (size_t)(a->send - p), __ATOMIC_RELAXED);
-    p = chunk_data(c);
-    a->send = chunk_end(a, c);
-  }
-  a->sptr = p + n;
+  char *p = range_alloc(a, &a->sptr, &a->send, n, true);
   pthread_mutex_unlock(&a->lock);
-  TP_UNPOISON(p, n);
   return p;
 }
 
@@ -380,8 +396,8 @@ static TP_NOINLINE void *concurrent_refill(tp_arena *a, size_t n) {
      * installed as the region of whatever CPU the sequence runs on. */
     pthread_mutex_lock(&a->lock);
     struct chunk *c = concurrent_chunk_locked(a);
-    if (!c) return NULL;
     pthread_mutex_unlock(&a->lock);
+    if (!c) return NULL;
     char *optr, *oend;
     p = region_install_rseq(a->regions, chunk_data(c), chunk_end(a, c), n, &optr, &oend);
     /* relaxed: a statistic; no second trip through the lock per refill. */
@@ -391,24 +407,8 @@ static TP_NOINLINE void *concurrent_refill(tp_arena *a, size_t n) {
   }
   struct region *r = region_of(a, tp__current_cpu());
   if (!region_lock(r)) return shared_alloc(a, n); /* busy: no spinning */
-  char *p = __atomic_load_n(&r->ptr, __ATOMIC_RELAXED);
-  char *e = __atomic_load_n(&r->end, __ATOMIC_RELAXED);
-  if (!p || n > (size_t)(e - p)) {
-    /* Refill, still holding the region. */
-    pthread_mutex_lock(&a->lock);
-    struct chunk *c = concurrent_chunk_locked(a);
-    if (!c) {
-      region_unlock(r);
-      return NULL;
-    }
-    if (p && e > p) __atomic_fetch_add(&a->wasted, (size_t)(e - p), __ATOMIC_RELAXED);
-    pthread_mutex_unlock(&a->lock);
-    p = chunk_data(c);
-    __atomic_store_n(&r->end, chunk_end(a, c), __ATOMIC_RELAXED);
-  }
-  __atomic_store_n(&r->ptr, p + n, __ATOMIC_RELAXED);
+  char *p = range_alloc(a, &r->ptr, &r->end, n, false); /* a refill keeps r */
   region_unlock(r);
-  TP_UNPOISON(p, n);
   return p;
 }
 
