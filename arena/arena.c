@@ -417,6 +417,22 @@ static void *concurrent_alloc(tp_arena *a, size_t n) {
   return p ? p : concurrent_refill(a, n);
 }
 
+/* Any size and alignment alloc_impl accepts: large sizes get their own
+ * mapping (under the lock), the rest come from the regions. */
+static void *concurrent_alloc_impl(tp_arena *a, size_t size, size_t align) {
+  if (size > a->chunk_size / 4) {
+    pthread_mutex_lock(&a->lock);
+    void *p = large_alloc(a, size);
+    pthread_mutex_unlock(&a->lock); /* leaves errno alone */
+    return p;
+  }
+  size_t n = tp__round_up(size ? size : 1, 16);
+  if (align <= 16) return concurrent_alloc(a, n);
+  /* Over-allocate, then align inside (rare; alignment > 16). */
+  char *p = concurrent_alloc(a, n + align);
+  return p ? (void *)tp__round_up((uintptr_t)p, align) : NULL;
+}
+
 /* ---- allocation ------------------------------------------------------------------ */
 
 /* From the current chunk, if it fits (any size: as the inline fast path
@@ -455,28 +471,10 @@ static void *alloc_impl(tp_arena *a, size_t size, size_t align) {
     errno = ENOMEM;
     return NULL;
   }
-  bool concurrent = (a->flags & TP_ARENA_CONCURRENT) != 0;
-  if (!concurrent) {
-    void *p = plain_bump(a, size, align);
-    if (p) return p;
-  }
-  if (size > a->chunk_size / 4) {
-    /* Large: its own mapping. */
-    if (concurrent) {
-      pthread_mutex_lock(&a->lock);
-      void *p = large_alloc(a, size);
-      pthread_mutex_unlock(&a->lock); /* leaves errno alone */
-      return p;
-    }
-    return large_alloc(a, size);
-  }
-  if (concurrent) {
-    size_t n = tp__round_up(size ? size : 1, 16);
-    if (align <= 16) return concurrent_alloc(a, n);
-    /* Over-allocate, then align inside (rare; alignment > 16). */
-    char *p = concurrent_alloc(a, n + align);
-    return p ? (void *)tp__round_up((uintptr_t)p, align) : NULL;
-  }
+  if (a->flags & TP_ARENA_CONCURRENT) return concurrent_alloc_impl(a, size, align);
+  void *p = plain_bump(a, size, align);
+  if (p) return p;
+  if (size > a->chunk_size / 4) return large_alloc(a, size); /* its own mapping */
   return plain_alloc(a, size, align);
 }
 
