@@ -101,6 +101,7 @@ struct queue {
   struct seg *chead __attribute__((aligned(TP_CACHELINE)));
   uint32_t cidx;
   uint64_t head; /* consumed entries (release store, read by stats) */
+  uint64_t snap; /* tail at the running cycle's snapshot (reclaim_cycle) */
   struct queue *next; /* all queues (registry_lock) */
 };
 
@@ -441,38 +442,40 @@ static uint64_t pending_entries(void) {
   return n;
 }
 
+/* One cycle: snapshot every tail, wait for a grace period, consume below
+ * the snapshots, free the empty queues of exited threads.
+ *
+ * The snapshot needs no memory of its own: each queue keeps its snapshot in
+ * `snap`, and the cycle remembers the list head it saw. After the grace
+ * period it walks from that head without registry_lock (callbacks take pool
+ * locks, which rank below it) and reaches exactly the queues it
+ * snapshotted: queue_new only pushes in front of the head, and only this
+ * function, on the one reclaimer thread, unlinks (after the walk), so the
+ * nodes from the remembered head on and their `next` links stay as the
+ * snapshot saw them. Every queue is covered, so a finished cycle has run
+ * every retire published before it started (what tp_epoch_barrier counts). */
 static void reclaim_cycle(void) {
-  struct snap {
-    struct queue *q;
-    uint64_t tail;
-  } *snap = NULL;
-  size_t n = 0, cap = 0;
   pthread_mutex_lock(&state_lock);
   cycles_started++;
   pthread_mutex_unlock(&state_lock);
 
   /* Snapshot every tail (acquire: the entries below it are visible). */
+  bool work = false;
   pthread_mutex_lock(&registry_lock);
-  for (struct queue *q = queues; q; q = q->next) {
-    uint64_t t = __atomic_load_n(&q->tail, __ATOMIC_ACQUIRE);
-    bool orphan = __atomic_load_n(&q->orphaned, __ATOMIC_ACQUIRE);
-    if (t == __atomic_load_n(&q->head, __ATOMIC_RELAXED) && !orphan) continue;
-    if (n == cap) {
-      size_t nc = cap ? cap * 2 : 16;
-      struct snap *ns = realloc(snap, nc * sizeof *ns);
-      if (!ns) break;
-      snap = ns;
-      cap = nc;
-    }
-    snap[n++] = (struct snap){q, t};
+  struct queue *first = queues;
+  for (struct queue *q = first; q; q = q->next) {
+    q->snap = __atomic_load_n(&q->tail, __ATOMIC_ACQUIRE);
+    if (q->snap != __atomic_load_n(&q->head, __ATOMIC_RELAXED) ||
+        __atomic_load_n(&q->orphaned, __ATOMIC_ACQUIRE))
+      work = true;
   }
   pthread_mutex_unlock(&registry_lock);
 
-  if (n) {
+  if (work) {
     grace_period();
     pthread_mutex_lock(&consume_lock);
-    for (size_t i = 0; i < n; i++)
-      if (snap[i].q->head < snap[i].tail) queue_consume(snap[i].q, snap[i].tail);
+    for (struct queue *q = first; q; q = q->next)
+      if (q->head < q->snap) queue_consume(q, q->snap);
     pthread_mutex_unlock(&consume_lock);
     /* Free the queues of exited threads once they are empty: unlink them
      * under the registry lock, free them after it. */
@@ -497,7 +500,6 @@ static void reclaim_cycle(void) {
       queue_free(q);
     }
   }
-  free(snap);
   pthread_mutex_lock(&state_lock);
   cycles_done++;
   pthread_cond_broadcast(&progress_cv);
