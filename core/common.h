@@ -42,6 +42,21 @@
 #error "tidepool currently supports x86-64 only"
 #endif
 
+/* 1 when the includer is compiled with ThreadSanitizer (gcc defines
+ * __SANITIZE_THREAD__; clang reports it through __has_feature). Here so
+ * that public headers (epoch.h) and the library's internals test one
+ * definition. */
+#if defined(__SANITIZE_THREAD__)
+#define TP__TSAN 1
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define TP__TSAN 1
+#endif
+#endif
+#ifndef TP__TSAN
+#define TP__TSAN 0
+#endif
+
 /* Size of the cache lines that per-CPU data is padded to. */
 #define TP_CACHELINE 64
 

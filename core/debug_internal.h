@@ -29,16 +29,8 @@
 #define TP_ASAN 0
 #endif
 
-#if defined(__SANITIZE_THREAD__)
-#define TP_TSAN 1
-#elif defined(__has_feature)
-#if __has_feature(thread_sanitizer)
-#define TP_TSAN 1
-#endif
-#endif
-#ifndef TP_TSAN
-#define TP_TSAN 0
-#endif
+/* The library itself is built with TSan (detected in common.h). */
+#define TP_TSAN TP__TSAN
 
 #if TP_ASAN
 #include <sanitizer/asan_interface.h>

@@ -254,17 +254,13 @@ void tp__epoch_register_slow(void) { tp_epoch_register_thread(); }
  * acquires `tsan_sync`, so TSan sees that what a reader did inside a
  * section happens before what runs after the grace period (callbacks, and
  * through the pool's own annotations, the next owner of the memory). The
- * application may be built with TSan when the library is not: then the
- * runtime's entry points are found as weak symbols. */
-#if TP_TSAN
-#define tsan_acquire(p) __tsan_acquire(p)
-#define tsan_release(p) __tsan_release(p)
-#else
+ * application may be built with TSan when the library is not, so the
+ * runtime's entry points are weak references, not TP_TSAN_*: set whenever
+ * a TSan runtime is linked (always in a TSan build of the library). */
 extern void __tsan_acquire(void *addr) __attribute__((weak));
 extern void __tsan_release(void *addr) __attribute__((weak));
 #define tsan_acquire(p) (__tsan_acquire ? __tsan_acquire(p) : (void)0)
 #define tsan_release(p) (__tsan_release ? __tsan_release(p) : (void)0)
-#endif
 static char tsan_sync;
 
 void tp__epoch_read_lock_tsan(void) { urcu_memb_read_lock(); }

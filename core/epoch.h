@@ -61,21 +61,12 @@
 /* ThreadSanitizer cannot see liburcu's ordering (the grace period is
  * inside uninstrumented liburcu and membarrier), and liburcu's inline read
  * side races benignly on its own words (plain volatile stores of the
- * futex). In a TSan build of the includer, read sections therefore call
- * liburcu's out-of-line read lock/unlock (uninstrumented) through tidepool,
- * a leave is a TSan release and a grace period's end an acquire of one
- * sync object, and tp_publish/tp_deref are C11 release/acquire atomics
- * (the same instructions on x86-64). Nothing changes in other builds. */
-#if defined(__SANITIZE_THREAD__)
-#define TP__EPOCH_TSAN 1
-#elif defined(__has_feature)
-#if __has_feature(thread_sanitizer)
-#define TP__EPOCH_TSAN 1
-#endif
-#endif
-#ifndef TP__EPOCH_TSAN
-#define TP__EPOCH_TSAN 0
-#endif
+ * futex). In a TSan build of the includer (TP__TSAN, common.h), read
+ * sections therefore call liburcu's out-of-line read lock/unlock
+ * (uninstrumented) through tidepool, a leave is a TSan release and a grace
+ * period's end an acquire of one sync object, and tp_publish/tp_deref are
+ * C11 release/acquire atomics (the same instructions on x86-64). Nothing
+ * changes in other builds. */
 
 #ifdef __cplusplus
 extern "C" {
@@ -129,7 +120,7 @@ TP_API void tp__epoch_read_unlock_tsan(void);
  */
 TP_INLINE void tp_epoch_enter(void) {
   if (TP_UNLIKELY(!URCU_TLS(urcu_memb_reader).registered)) tp__epoch_register_slow();
-#if TP__EPOCH_TSAN
+#if TP__TSAN
   tp__epoch_read_lock_tsan();
 #else
   _urcu_memb_read_lock();
@@ -145,7 +136,7 @@ TP_INLINE void tp_epoch_leave(void) {
     tp__epoch_unbalanced_leave();
     return;
   }
-#if TP__EPOCH_TSAN
+#if TP__TSAN
   tp__epoch_read_unlock_tsan();
 #else
   _urcu_memb_read_unlock();
@@ -159,7 +150,7 @@ TP_INLINE int tp_epoch_in_section(void) {
 
 /* Publishes `value` into the pointer `ptr_lvalue` for readers (release
  * store); read it inside a section with tp_deref (dependency-ordered load). */
-#if TP__EPOCH_TSAN
+#if TP__TSAN
 #define tp_publish(ptr_lvalue, value) __atomic_store_n(&(ptr_lvalue), (value), __ATOMIC_RELEASE)
 #define tp_deref(ptr) __atomic_load_n(&(ptr), __ATOMIC_ACQUIRE)
 #else
