@@ -259,6 +259,9 @@ void tp__epoch_register_slow(void) { tp_epoch_register_thread(); }
  * a TSan runtime is linked (always in a TSan build of the library). */
 extern void __tsan_acquire(void *addr) __attribute__((weak));
 extern void __tsan_release(void *addr) __attribute__((weak));
+extern void __tsan_mutex_pre_lock(void *addr, unsigned flags) __attribute__((weak));
+extern void __tsan_mutex_post_lock(void *addr, unsigned flags, int recursion)
+    __attribute__((weak));
 #define tsan_acquire(p) (__tsan_acquire ? __tsan_acquire(p) : (void)0)
 #define tsan_release(p) (__tsan_release ? __tsan_release(p) : (void)0)
 static char tsan_sync;
@@ -813,16 +816,16 @@ static void fork_prepare_gp(void) {
      * end. One that does not need us ends: wait up to stall_ms for it, then
      * stop loudly rather than hang. */
     pthread_mutex_lock(&state_lock);
-    uint64_t deadline = tp__now_ms_coarse() + cfg_stall_ms;
+    struct timespec ts = tp__deadline_ms(cfg_stall_ms);
     pthread_mutex_unlock(&state_lock);
-    while (pthread_mutex_trylock(&gp_lock) != 0) {
-      if (tp__now_ms_coarse() > deadline)
-        tp__fatal("fork", NULL,
-                  "fork() inside an epoch read section while a grace period waits "
-                  "for this thread (leave the section before forking)");
-      struct timespec ts = {0, 1000000};
-      nanosleep(&ts, NULL);
-    }
+    /* gcc 12's TSan does not intercept clocklock: without these it takes
+     * the unlock after fork for one of an unlocked mutex. */
+    if (__tsan_mutex_pre_lock) __tsan_mutex_pre_lock(&gp_lock, 0);
+    if (pthread_mutex_clocklock(&gp_lock, CLOCK_MONOTONIC, &ts) != 0)
+      tp__fatal("fork", NULL,
+                "fork() inside an epoch read section while a grace period waits "
+                "for this thread (leave the section before forking)");
+    if (__tsan_mutex_post_lock) __tsan_mutex_post_lock(&gp_lock, 0, 0);
   }
   urcu_memb_call_rcu_before_fork();
 }
