@@ -25,8 +25,9 @@
  * our threads — then re-checks every queue before it sleeps. A retire
  * publishes its tail, then (compiler barrier only) reads `sleeping`. After
  * the membarrier, either the reclaimer sees the new tail or the retiring
- * thread sees `sleeping` and wakes it. Without membarrier the retire path
- * uses a full fence instead.
+ * thread sees `sleeping` and wakes it. Without membarrier the retire
+ * publishes its tail with a locked exchange, which on x86-64 is also the
+ * full fence between that store and the read of `sleeping`.
  *
  * Locks, in the order they nest (fork_internal.h ranks): gp_lock (10)
  * around every liburcu synchronize; consume_lock (12) while callbacks run
@@ -93,7 +94,6 @@ struct queue {
   uint32_t since_kick;
   uint64_t tail_local;
   size_t unreported; /* bytes not yet added to pending_bytes */
-  uint64_t fence_word; /* target of the fallback's full fence */
   /* Shared. */
   uint64_t tail __attribute__((aligned(TP_CACHELINE))); /* published entries */
   int orphaned;                                          /* owner exited */
@@ -678,14 +678,21 @@ static int retire(void *obj, size_t bytes, void (*fn)(void *, void *), void *arg
     q->pidx = 0;
   }
   q->ptail->e[q->pidx++] = (struct entry){obj, fn, arg, bytes};
-  /* The publication point: release makes the entry visible with the tail. */
-  __atomic_store_n(&q->tail, ++q->tail_local, __ATOMIC_RELEASE);
+  /* The publication point: the tail store (release: the entry is visible
+   * with the tail) must precede the read of `sleeping` below (file
+   * comment). With membarrier the reclaimer's membarrier orders the two, so
+   * only the compiler must not swap them. Without it the store is a seq_cst
+   * exchange: on x86-64 a locked instruction, which is the full fence too
+   * (an exchange, not atomic_thread_fence, which gcc's TSan does not
+   * support). */
+  if (TP_LIKELY(have_membarrier)) {
+    __atomic_store_n(&q->tail, ++q->tail_local, __ATOMIC_RELEASE);
+    __atomic_signal_fence(__ATOMIC_SEQ_CST);
+  } else {
+    __atomic_exchange_n(&q->tail, ++q->tail_local, __ATOMIC_SEQ_CST);
+  }
   q->unreported += bytes;
   if (TP_UNLIKELY(q->unreported >= REPORT_BYTES)) report_bytes(q);
-  /* Without membarrier: a full fence (a locked exchange; gcc's TSan does
-   * not support atomic_thread_fence). */
-  if (!have_membarrier) __atomic_exchange_n(&q->fence_word, 0, __ATOMIC_SEQ_CST);
-  else __atomic_signal_fence(__ATOMIC_SEQ_CST); /* see the file comment */
   if (TP_UNLIKELY(__atomic_load_n(&sleeping, __ATOMIC_RELAXED) ||
                   ++q->since_kick >= KICK_ENTRIES)) {
     q->since_kick = 0;
