@@ -643,8 +643,6 @@ static int retire(void *obj, size_t bytes, void (*fn)(void *, void *), void *arg
     errno = EINVAL;
     return -EINVAL;
   }
-  /* Counted sizes stay far from int64 overflow in the cap arithmetic. */
-  if (TP_UNLIKELY(bytes > MAX_BYTES)) bytes = MAX_BYTES;
   struct queue *q = self.q;
   if (TP_UNLIKELY(!q)) {
     list_self();
@@ -702,6 +700,9 @@ static int retire(void *obj, size_t bytes, void (*fn)(void *, void *), void *arg
 }
 
 int tp_epoch_retire_sized(void *obj, size_t bytes, void (*fn)(void *, void *), void *arg) {
+  /* Counted sizes stay far from int64 overflow in the cap arithmetic (the
+   * library's own sizes, slabs and the plain form, are far below it). */
+  if (TP_UNLIKELY(bytes > MAX_BYTES)) bytes = MAX_BYTES;
   return retire(obj, bytes, fn, arg, false);
 }
 
