@@ -427,11 +427,12 @@ static void queue_free(struct queue *q) {
 /* ---- the reclaimer ---------------------------------------------------------- */
 
 /* Entries waiting for a callback, over every queue; an exited thread's
- * empty queue counts as one (it still has to be freed). */
+ * empty queue counts as one (it still has to be freed). The reclaimer only
+ * compares the count with 0 and BACKLOG_NOW, so the walk stops there. */
 static uint64_t pending_entries(void) {
   uint64_t n = 0;
   pthread_mutex_lock(&registry_lock);
-  for (struct queue *q = queues; q; q = q->next) {
+  for (struct queue *q = queues; q && n < BACKLOG_NOW; q = q->next) {
     uint64_t t = __atomic_load_n(&q->tail, __ATOMIC_ACQUIRE);
     uint64_t h = __atomic_load_n(&q->head, __ATOMIC_RELAXED);
     n += t - h;
