@@ -166,19 +166,11 @@ static void fork_prepare_state(void);
 static void fork_parent_state(void);
 static void fork_child_state(void);
 
-static tp_pool *queue_pool, *seg_pool;
-
 static void epoch_init(void) {
   pthread_key_create(&exit_key, thread_exit);
   /* The timed waits (reclaimer timer, watchdog) run on CLOCK_MONOTONIC. */
   tp__cond_init_monotonic(&reclaim_cv);
   tp__cond_init_monotonic(&watch_cv);
-  tp_pool_config qc = {.name = "epoch-queues", .obj_size = sizeof(struct queue),
-                       .align = TP_CACHELINE};
-  tp_pool_config sc = {.name = "epoch-segments", .obj_size = sizeof(struct seg)};
-  /* Small CPU caches: a queue is taken once per thread. */
-  queue_pool = tp__pool_create_ex(&qc, TP_CACHELINE, 4 * sizeof(struct queue));
-  seg_pool = tp__pool_create_ex(&sc, 16, 4 * sizeof(struct seg));
   const char *env = getenv("TP_RETIRE_CAP");
   if (env && *env) {
     char *end;
@@ -361,7 +353,24 @@ int tp_epoch_synchronize(void) {
 /* Queues and segments come from two internal pools (queue_pool, seg_pool),
  * not malloc: threads that come and go (each queue is freed by the
  * reclaimer after its thread exits) leave no fragmentation behind, and the
- * sweeper returns what stays unused. */
+ * sweeper returns what stays unused.
+ *
+ * The first queue_new creates them, so a process that never retires maps
+ * neither. Every other use is of a queue, hence after a queue_new:
+ * pthread_once orders the creation before the creating thread links its
+ * queue under registry_lock, and the lock before any other thread finds
+ * it. A pool that could not be created stays NULL, and queue_new fails. */
+static pthread_once_t pools_once = PTHREAD_ONCE_INIT;
+static tp_pool *queue_pool, *seg_pool;
+
+static void pools_init(void) {
+  tp_pool_config qc = {.name = "epoch-queues", .obj_size = sizeof(struct queue),
+                       .align = TP_CACHELINE};
+  tp_pool_config sc = {.name = "epoch-segments", .obj_size = sizeof(struct seg)};
+  /* Small CPU caches: a queue is taken once per thread. */
+  queue_pool = tp__pool_create_ex(&qc, TP_CACHELINE, 4 * sizeof(struct queue));
+  seg_pool = tp__pool_create_ex(&sc, 16, 4 * sizeof(struct seg));
+}
 
 static struct seg *seg_new(void) {
   struct seg *s = seg_pool ? tp_pool_get(seg_pool) : NULL;
@@ -370,6 +379,7 @@ static struct seg *seg_new(void) {
 }
 
 static struct queue *queue_new(void) {
+  pthread_once(&pools_once, pools_init);
   struct queue *q = queue_pool ? tp_pool_get(queue_pool) : NULL;
   struct seg *s = seg_new();
   if (!q || !s) {
