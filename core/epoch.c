@@ -297,7 +297,7 @@ static void thread_exit(void *arg) {
   struct thread_state *t = arg;
   if (t->urcu_registered) {
     /* Leave any open section so no grace period waits for a dead thread. */
-    while (URCU_TLS(urcu_memb_reader).ctr & URCU_GP_CTR_NEST_MASK) tp__epoch_read_unlock_tsan();
+    while (tp_epoch_in_section()) tp__epoch_read_unlock_tsan();
   }
   pthread_mutex_lock(&registry_lock);
   if (t->urcu_registered) {
@@ -336,14 +336,21 @@ static void grace_period(void) {
   pthread_mutex_unlock(&gp_lock);
 }
 
-int tp_epoch_synchronize(void) {
-  init();
-  /* In a callback consume_lock (12) is held: taking gp_lock (10) would
-   * invert the lock order, and the caller may be the reclaimer. */
+/* synchronize and barrier would wait for themselves inside a section, and
+ * in a callback: there consume_lock (12) is held, so taking gp_lock (10)
+ * would invert the lock order, and the caller may be the reclaimer. */
+static int refuse_wait(void) {
   if (tp_epoch_in_section() || self.in_callback) {
     errno = EDEADLK;
     return -EDEADLK;
   }
+  return 0;
+}
+
+int tp_epoch_synchronize(void) {
+  init();
+  int rc = refuse_wait();
+  if (rc) return rc;
   grace_period();
   return 0;
 }
@@ -359,7 +366,8 @@ int tp_epoch_synchronize(void) {
  * neither. Every other use is of a queue, hence after a queue_new:
  * pthread_once orders the creation before the creating thread links its
  * queue under registry_lock, and the lock before any other thread finds
- * it. A pool that could not be created stays NULL, and queue_new fails. */
+ * it. A pool that could not be created stays NULL: tp_pool_get(NULL)
+ * returns NULL, so queue_new fails. */
 static pthread_once_t pools_once = PTHREAD_ONCE_INIT;
 static tp_pool *queue_pool, *seg_pool;
 
@@ -373,18 +381,18 @@ static void pools_init(void) {
 }
 
 static struct seg *seg_new(void) {
-  struct seg *s = seg_pool ? tp_pool_get(seg_pool) : NULL;
+  struct seg *s = tp_pool_get(seg_pool);
   if (s) s->next = NULL;
   return s;
 }
 
 static struct queue *queue_new(void) {
   pthread_once(&pools_once, pools_init);
-  struct queue *q = queue_pool ? tp_pool_get(queue_pool) : NULL;
+  struct queue *q = tp_pool_get(queue_pool);
   struct seg *s = seg_new();
   if (!q || !s) {
-    if (q) tp_pool_put(queue_pool, q);
-    if (s) tp_pool_put(seg_pool, s);
+    tp_pool_put(queue_pool, q); /* a NULL object is a no-op */
+    tp_pool_put(seg_pool, s);
     return NULL;
   }
   memset(q, 0, sizeof *q);
@@ -723,10 +731,8 @@ int tp_epoch_retire(void *obj, void (*fn)(void *, void *), void *arg) {
 
 int tp_epoch_barrier(void) {
   init();
-  if (tp_epoch_in_section() || self.in_callback) {
-    errno = EDEADLK;
-    return -EDEADLK;
-  }
+  int rc = refuse_wait();
+  if (rc) return rc;
   if (self.q) report_bytes(self.q);
   pthread_mutex_lock(&registry_lock);
   bool any_queue = queues != NULL;
