@@ -526,7 +526,6 @@ static void reclaim_cycle(void) {
 
 static void *reclaimer_main(void *arg) {
   (void)arg;
-  self.in_callback = false;
   for (;;) {
     pthread_mutex_lock(&state_lock);
     while (!kicked) {
@@ -580,9 +579,7 @@ static void *watchdog_main(void *arg) {
     pthread_mutex_unlock(&state_lock);
     /* A reader still in a section of the old phase entered before this grace
      * period began, at least stall_ms ago. */
-    struct {
-      pid_t tid;
-    } found[64];
+    pid_t found[64];
     int nfound = 0;
     pthread_mutex_lock(&registry_lock);
     unsigned long gctr = __atomic_load_n(&urcu_memb_gp.ctr, __ATOMIC_RELAXED);
@@ -591,14 +588,14 @@ static void *watchdog_main(void *arg) {
       unsigned long c = __atomic_load_n(&t->reader->ctr, __ATOMIC_RELAXED);
       if ((c & URCU_GP_CTR_NEST_MASK) && ((c ^ gctr) & URCU_GP_CTR_PHASE)) {
         t->reported_gp = seq;
-        if (nfound < 64) found[nfound++].tid = t->tid;
+        if (nfound < 64) found[nfound++] = t->tid;
       }
     }
     pthread_mutex_unlock(&registry_lock);
     uint64_t stalled = tp__now_ms_coarse() - start;
     for (int i = 0; i < nfound; i++) {
       __atomic_fetch_add(&n_stalls, 1, __ATOMIC_RELAXED);
-      if (cb) cb(found[i].tid, stalled, cb_arg);
+      if (cb) cb(found[i], stalled, cb_arg);
     }
     pthread_mutex_lock(&state_lock);
     /* Check this grace period again one stall_ms later (new readers). */
@@ -616,11 +613,8 @@ static void ensure_running_locked(void) {
   pthread_t reclaimer, watchdog;
   if (tp__thread_create_quiet(&reclaimer, reclaimer_main, NULL) != 0) return;
   pthread_detach(reclaimer);
-  if (tp__thread_create_quiet(&watchdog, watchdog_main, NULL) == 0) {
-    pthread_detach(watchdog);
-  } else {
-    /* Without a watchdog stalls go unreported; reclamation still works. */
-  }
+  /* Without a watchdog stalls go unreported; reclamation still works. */
+  if (tp__thread_create_quiet(&watchdog, watchdog_main, NULL) == 0) pthread_detach(watchdog);
   reclaimer_running = true;
 }
 
