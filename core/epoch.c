@@ -139,7 +139,9 @@ static int sleeping;           /* atomic: read by retiring threads */
 static bool kicked;
 static uint64_t cycles_started, cycles_done;
 
-/* Grace period in progress (gp_lock writes; watchdog reads under state_lock). */
+/* What the watchdog watches (state_lock). grace_period writes gp_active,
+ * gp_seq and gp_start_ms (holding gp_lock too; fork's child resets
+ * gp_active); the watchdog sets watchdog_idle and grace_period clears it. */
 static bool gp_active;
 static bool watchdog_idle; /* waiting for a grace period to start */
 static uint64_t gp_seq, gp_start_ms;
@@ -798,7 +800,8 @@ int tp_epoch_read_stats(tp_epoch_stats *out) {
   init();
   memset(out, 0, sizeof *out);
   /* Under registry_lock: a queue freed meanwhile is counted once, either
-   * in the list or in the dead counters (queue_free runs under it). */
+   * in the list or in the dead counters (the reclaimer unlinks it and adds
+   * it to them in one registry_lock section; queue_free runs later). */
   pthread_mutex_lock(&registry_lock);
   uint64_t retired = __atomic_load_n(&dead_retired, __ATOMIC_RELAXED);
   uint64_t freed = __atomic_load_n(&dead_freed, __ATOMIC_RELAXED);

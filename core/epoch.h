@@ -182,7 +182,9 @@ TP_API int tp_epoch_barrier(void);
  * lacks membarrier and every read section pays a full fence. */
 TP_API const char *tp_epoch_mode(void);
 
-/* 0, or -EINVAL for NULL. Lock-free. */
+/* 0, or -EINVAL for NULL. Takes the registry lock for a walk over the
+ * retire queues (not lock-free); the counters are read one by one, not as
+ * a snapshot. Safe to call concurrently. */
 TP_API int tp_epoch_read_stats(tp_epoch_stats *out);
 
 #ifdef __cplusplus
