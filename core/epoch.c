@@ -198,6 +198,12 @@ const char *tp_epoch_mode(void) {
 }
 
 int tp_epoch_configure(const tp_epoch_config *cfg) {
+  /* retire's cap test is int64 arithmetic: a larger cap would read as
+   * negative there and make every retire wait for a grace period. */
+  if (cfg && cfg->retire_cap > (size_t)INT64_MAX) {
+    errno = EINVAL;
+    return -EINVAL;
+  }
   init();
   tp_epoch_config d = {0};
   if (!cfg) cfg = &d;

@@ -100,8 +100,10 @@ typedef struct tp_epoch_stats {
   uint64_t readers;        /* threads registered now */
 } tp_epoch_stats;
 
-/* Sets the cap, timer and stall reporting (NULL = defaults). 0, or -EINVAL.
- * Takes effect for retires and grace periods that start afterwards. */
+/* Sets the cap, timer and stall reporting (NULL = defaults). 0, or -EINVAL
+ * (errno) for a retire_cap above INT64_MAX, leaving the settings as they
+ * were. Takes effect for retires and grace periods that start afterwards.
+ * Safe to call concurrently. */
 TP_API int tp_epoch_configure(const tp_epoch_config *cfg);
 
 /* Registers the calling thread (what tp_epoch_enter does on first use).
