@@ -599,7 +599,15 @@ void tp__gc_pace(tp_heap *h) {
     if (lgoal < floor) lgoal = floor;
     if (lgoal < goal) goal = lgoal;
   }
-  if (goal != UINT64_MAX && goal < h->min_heap) goal = h->min_heap;
+  if (goal != UINT64_MAX) {
+    if (goal < h->min_heap) goal = h->min_heap;
+    /* At least a region above live: a goal at live (live * percent / 100
+     * rounds to 0, min_heap <= live) would make every allocation after a
+     * collection collect again, forever. A region is also the pacer's
+     * resolution (heap_alloc lags by a buffer per thread). */
+    uint64_t least = sat_add(live, h->region_size);
+    if (goal < least) goal = least;
+  }
   __atomic_store_n(&h->next_gc, goal, __ATOMIC_RELAXED);
 }
 

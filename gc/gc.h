@@ -106,7 +106,8 @@ TP_API void tp_trace(tp_tracer *t, void *ptr);
 typedef struct tp_heap_config {
   unsigned trigger_percent; /* like GOGC: collect when the bytes allocated
                                since the last collection reach live *
-                               percent / 100; 0 = manual only (but see
+                               percent / 100 (at least one region);
+                               0 = manual only (but see
                                memory_limit); a NULL config means 100 */
   size_t min_heap_bytes;    /* no automatic collection while heap_alloc is
                                below this; 0 = default 4 MiB */

@@ -1,7 +1,8 @@
 /*
  * tp_heap pacing and memory: automatic collections start when heap_alloc
  * reaches next_gc = live * (100 + trigger_percent) / 100 (floored at
- * min_heap_bytes; never with trigger_percent 0), earlier under a
+ * min_heap_bytes and at live + one region; never with trigger_percent 0),
+ * earlier under a
  * memory_limit; heap_sys falls when a big graph is dropped (regions back
  * to the pool at once, the pool's slabs to the OS when swept; with a
  * memory_limit at once).
@@ -136,6 +137,25 @@ static void test_floor_and_manual(void **state) {
   tp_heap_destroy(h);
 }
 
+/* A growth that rounds to 0 (live * 1 / 100 of 48 bytes) with min_heap_bytes
+ * below live once set next_gc to live: every allocation after a collection
+ * then collected again, forever. */
+static void test_goal_above_live(void **state) {
+  (void)state;
+  tp_heap *h = heap(1, 1, 0);
+  build_live(h, 1);
+  collect_unscanned(h);
+  tp_heap_stats s = stats(h);
+  assert_int_equal(s.heap_live, NODE_SLOT);
+  assert_true(s.next_gc > s.heap_live);
+  /* Garbage: automatic collections start and finish. */
+  for (long i = 0; i < (2 << 20) / NODE_SLOT; i++) assert_non_null(tp_heap_alloc(h, &node_type));
+  tp_heap_stats after = stats(h);
+  assert_true(after.num_gc > s.num_gc);
+  assert_true(after.next_gc > after.heap_live);
+  tp_heap_destroy(h);
+}
+
 /* Allocates `bytes` of garbage (with a small live set) and returns the
  * largest heap_alloc and heap_sys seen. */
 static void churn(tp_heap *h, uint64_t bytes, uint64_t *max_alloc, uint64_t *max_sys) {
@@ -221,6 +241,7 @@ int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_trigger_ratio),
       cmocka_unit_test(test_floor_and_manual),
+      cmocka_unit_test(test_goal_above_live),
       cmocka_unit_test(test_memory_limit),
       cmocka_unit_test(test_heap_sys_falls),
   };
