@@ -785,10 +785,15 @@ TP_NOINLINE static void *alloc_slow(tp_heap *h, const tp_type *t, size_t n, bool
   if (array) *(size_t *)((char *)p - 16) = n;
   if (t->finalize) {
     if (!register_finalizer(h, p)) return NULL; /* the object is garbage */
-  } else if (!array) {
-    m->last_type = t;
-    m->last_hdr = hdr;
-    m->last_slot = adv;
+  } else {
+    /* The cache of both fast paths: t is valid and has no finalizer, and
+     * one object of it is small (always, unless this was an array of none). */
+    size_t k1 = (t->size + 8 + TP__GRAN - 1) >> TP__GRAN_SHIFT;
+    if ((k1 << TP__GRAN_SHIFT) <= h->small_max) {
+      m->last_type = t;
+      m->last_hdr = (uintptr_t)t | ((uintptr_t)k1 << TP__HDR_K_SHIFT);
+      m->last_slot = k1 << TP__GRAN_SHIFT;
+    }
   }
   return p;
 }
@@ -809,20 +814,21 @@ void *tp_heap_alloc(tp_heap *h, const tp_type *t) {
 
 void *tp_heap_alloc_array(tp_heap *h, const tp_type *t, size_t n) {
   tp__mut *m = tls_mut;
+  size_t payload;
+  /* As tp_heap_alloc's, and the array is small: alloc_slow's slot is
+   * adv = 16 * ceil((payload + 8) / 16) + 16, small when adv <= small_max.
+   * small_max (a quarter of a power of two >= 32 KiB) is a multiple of 16,
+   * so that holds exactly when payload + 8 <= small_max - 16. */
   if (TP_LIKELY(m != NULL) && TP_LIKELY(m->heap == h) && TP_LIKELY(m->last_type == t) &&
-      TP_LIKELY(!__atomic_load_n(&h->stw, __ATOMIC_RELAXED))) {
-    size_t payload;
-    if (__builtin_mul_overflow(n, t->size, &payload) || payload > h->small_max)
-      return alloc_slow(h, t, n, true);
+      TP_LIKELY(!__atomic_load_n(&h->stw, __ATOMIC_RELAXED)) &&
+      TP_LIKELY(!__builtin_mul_overflow(n, t->size, &payload)) &&
+      TP_LIKELY(payload <= h->small_max - 24)) {
     size_t k = (payload + 8 + TP__GRAN - 1) >> TP__GRAN_SHIFT;
-    size_t adv = (k << TP__GRAN_SHIFT) + 16;
-    if (adv <= h->small_max) {
-      void *p = bump(h, &m->cursor, m->limit, adv,
-                     (uintptr_t)t | TP__HDR_ARRAY | ((uintptr_t)k << TP__HDR_K_SHIFT), true);
-      if (p) {
-        *(size_t *)((char *)p - 16) = n;
-        return p;
-      }
+    void *p = bump(h, &m->cursor, m->limit, (k << TP__GRAN_SHIFT) + 16,
+                   (uintptr_t)t | TP__HDR_ARRAY | ((uintptr_t)k << TP__HDR_K_SHIFT), true);
+    if (TP_LIKELY(p != NULL)) {
+      *(size_t *)((char *)p - 16) = n;
+      return p;
     }
   }
   return alloc_slow(h, t, n, true);
