@@ -371,23 +371,24 @@ static void attach_record(tp_heap *h, tp__mut *m) {
   pthread_mutex_unlock(&h->sp_lock);
 }
 
-/* Attached -> detached: retires the allocation buffers first. */
+/* Attached -> detached: retires the allocation buffers first. sp_lock
+ * alone suffices: seeing !stw under it means no collection runs, and none
+ * starts before we release it (the collector sets stw under sp_lock before
+ * it takes h->lock), so the buffers are ours alone. The fast path needs no
+ * reset: with cursor == limit == NULL every bump fails into alloc_slow,
+ * which attaches again. */
 static void detach_record(tp_heap *h, tp__mut *m) {
   for (;;) {
-    pthread_mutex_lock(&h->lock);
     pthread_mutex_lock(&h->sp_lock);
     if (!__atomic_load_n(&h->stw, __ATOMIC_RELAXED)) {
       tp__gc_retire_tlab(h, m);
-      m->last_type = NULL;
       m->state = TP__MS_DETACHED;
       m->attach_depth = 0;
       m->blocking_depth = 0;
       tp__counter_add(&h->nthreads, -1);
       pthread_mutex_unlock(&h->sp_lock);
-      pthread_mutex_unlock(&h->lock);
       return;
     }
-    pthread_mutex_unlock(&h->lock);
     if (m->state == TP__MS_RUNNING) {
       pthread_mutex_unlock(&h->sp_lock);
       tp__gc_park(h, m);

@@ -297,9 +297,11 @@ bool tp__gc_collect(tp_heap *h, tp__mut *self);
  * collection wants it; registers spilled. Call with no lock held. */
 void tp__gc_park(tp_heap *h, tp__mut *m);
 
-/* Ends an allocation buffer: accounts what was allocated in it to h and
- * hands its region back (state FULL). Owner thread, or the collector while
- * the owner is stopped. Caller holds h->lock. */
+/* Ends m's allocation buffers: accounts what was allocated in them to h
+ * (relaxed atomics) and drops their regions (full until the next sweep).
+ * Touches only m's own fields and regions: the owner thread while no
+ * collection runs (it saw !h->stw under h->sp_lock), or the collector
+ * while the owner is stopped, or fork's child. */
 void tp__gc_retire_tlab(tp_heap *h, tp__mut *m);
 
 /* Gives empty pool memory back to the OS now (memory_limit). Call with no
