@@ -554,7 +554,7 @@ static void account(tp_heap *h, tp__mut *m) {
 
 void tp__gc_retire_tlab(tp_heap *h, tp__mut *m) {
   account(h, m);
-  m->region = m->oregion = NULL; /* they become full regions */
+  m->region = NULL; /* it and the overflow region become full regions */
   m->cursor = m->limit = m->acct = NULL;
   m->ocursor = m->olimit = m->oacct = NULL;
 }
@@ -647,10 +647,10 @@ static bool refill(tp_heap *h, tp__mut *m, size_t adv) {
     return true; /* the caller retries: buffers were retired */
   }
   if (adv > TP__LINE) {
-    /* Medium object: a fresh overflow region. */
+    /* Medium object: a fresh overflow region (the previous one becomes a
+     * full region). */
     struct tp__region *r = take_region(h, false);
     if (!r) return false;
-    m->oregion = r; /* the previous one becomes a full region */
     char *a = (char *)r + h->data_off;
     TP_UNPOISON(a, h->region_size - h->data_off);
     if (r->fresh)

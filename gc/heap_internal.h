@@ -108,9 +108,9 @@ struct tp__bitpair {
 /*
  * Region header. A region held by the heap is in exactly one of three roles
  * (changed under h->lock, or by the collector while the world is stopped):
- *  - a mutator's allocation region (m->region or m->oregion): that
- *    allocator alone writes start bits and object memory in it, and it is
- *    not on the recyclable stack;
+ *  - a mutator's allocation region (m->region, or the one its overflow
+ *    buffer ocursor..olimit lies in): that allocator alone writes start
+ *    bits and object memory in it, and it is not on the recyclable stack;
  *  - recyclable: on h->recyclable, with at least one free line;
  *  - full: neither; it becomes recyclable or is released at a sweep.
  * Outside a collection, mark and pend bits are all zero, and every line
@@ -168,7 +168,6 @@ typedef struct tp__mut {
   struct tp__region *region; /* where holes come from (state TLAB) */
   uint32_t next_line;    /* the hole search resumes here */
   char *ocursor, *olimit, *oacct; /* overflow allocator (medium objects) */
-  struct tp__region *oregion;
   /* Safepoints. */
   int state;               /* TP__MS_* */
   uint32_t owner;          /* TP__OWNER_* (atomic) */
