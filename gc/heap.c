@@ -563,6 +563,14 @@ static inline uint64_t heap_alloc_now(const tp_heap *h) {
   return tp__counter_get(&h->live_bytes) + tp__counter_get(&h->alloc_since);
 }
 
+/* Opens [a, b) as an allocation buffer: unpoisoned, zeroed unless it is
+ * known to be zero. Returns its first cursor (8 mod 16). */
+static char *open_buffer(char *a, char *b, bool zero) {
+  TP_UNPOISON(a, (size_t)(b - a));
+  if (!zero) memset(a, 0, (size_t)(b - a));
+  return a + 8;
+}
+
 /* Takes the next hole of m->region, zeroed. false if it has none left. */
 static bool next_hole(tp_heap *h, tp__mut *m) {
   struct tp__region *r = m->region;
@@ -573,30 +581,27 @@ static bool next_hole(tp_heap *h, tp__mut *m) {
   uint32_t j = i;
   while (j < n && !lines[j]) j++;
   m->next_line = j;
-  char *a = (char *)r + ((size_t)i << TP__LINE_SHIFT), *b = (char *)r + ((size_t)j << TP__LINE_SHIFT);
-  TP_UNPOISON(a, (size_t)(b - a));
-  if (r->fresh)
-    r->fresh = 0; /* straight from mmap: already zero */
-  else
-    memset(a, 0, (size_t)(b - a));
-  m->cursor = m->acct = a + 8;
+  char *b = (char *)r + ((size_t)j << TP__LINE_SHIFT);
+  m->cursor = m->acct = open_buffer((char *)r + ((size_t)i << TP__LINE_SHIFT), b, false);
   m->limit = b;
   return true;
 }
 
-/* A region for an allocator: recyclable (if allowed) or fresh from the
- * pool. State TLAB. NULL + ENOMEM. */
-static struct tp__region *take_region(tp_heap *h, bool recyclable_ok) {
-  if (recyclable_ok) {
-    pthread_mutex_lock(&h->lock);
-    struct tp__region *r = h->recyclable;
-    if (r) {
-      h->recyclable = r->rnext;
-      r->rnext = NULL;
-    }
-    pthread_mutex_unlock(&h->lock);
-    if (r) return r;
+/* A region off the recyclable stack (it has a free line), or NULL. */
+static struct tp__region *take_recyclable(tp_heap *h) {
+  pthread_mutex_lock(&h->lock);
+  struct tp__region *r = h->recyclable;
+  if (r) {
+    h->recyclable = r->rnext;
+    r->rnext = NULL;
   }
+  pthread_mutex_unlock(&h->lock);
+  return r;
+}
+
+/* A new region from the pool: its whole data area is free (and poisoned);
+ * *zero tells whether that area is all zero. NULL + ENOMEM. */
+static struct tp__region *new_region(tp_heap *h, bool *zero) {
   struct tp__region *r = tp_pool_get(h->pool);
   if (!r) {
     errno = ENOMEM;
@@ -605,10 +610,9 @@ static struct tp__region *take_region(tp_heap *h, bool recyclable_ok) {
   /* The pool never writes into a region it holds; we always leave a
    * nonzero magic in one we give back, and debug builds poison it. So a
    * zero magic means the memory came straight from mmap. */
-  bool fresh = r->magic == 0;
+  *zero = r->magic == 0;
   memset(r, 0, h->data_off);
   r->magic = TP__REGION_MAGIC;
-  r->fresh = fresh;
   TP_POISON((char *)r + h->data_off, h->region_size - h->data_off);
   pthread_mutex_lock(&h->lock);
   int rc = tp__map_set_range(h, (uintptr_t)r, h->region_size, r);
@@ -646,27 +650,27 @@ static bool refill(tp_heap *h, tp__mut *m, size_t adv) {
     after_collection(h);
     return true; /* the caller retries: buffers were retired */
   }
+  bool zero;
   if (adv > TP__LINE) {
-    /* Medium object: a fresh overflow region (the previous one becomes a
+    /* Medium object: a new overflow region (the previous one becomes a
      * full region). */
-    struct tp__region *r = take_region(h, false);
+    struct tp__region *r = new_region(h, &zero);
     if (!r) return false;
-    char *a = (char *)r + h->data_off;
-    TP_UNPOISON(a, h->region_size - h->data_off);
-    if (r->fresh)
-      r->fresh = 0;
-    else
-      memset(a, 0, h->region_size - h->data_off);
-    m->ocursor = m->oacct = a + 8;
     m->olimit = (char *)r + h->region_size;
+    m->ocursor = m->oacct = open_buffer((char *)r + h->data_off, m->olimit, zero);
     return true;
   }
   if (m->region && next_hole(h, m)) return true;
-  struct tp__region *r = take_region(h, true);
-  if (!r) return false;
-  m->region = r; /* the previous one becomes a full region */
+  /* The next region; the previous one becomes a full region. */
+  struct tp__region *r = take_recyclable(h);
+  m->region = r;
   m->next_line = h->first_line;
-  if (!next_hole(h, m)) tp__fatal("tp_heap_alloc", r, "internal error: region without a hole");
+  if (r && next_hole(h, m)) return true;
+  if (!(r = new_region(h, &zero))) return false;
+  m->region = r;
+  m->next_line = h->nlines; /* its one hole, the whole data area, is taken */
+  m->limit = (char *)r + h->region_size;
+  m->cursor = m->acct = open_buffer((char *)r + h->data_off, m->limit, zero);
   return true;
 }
 

@@ -119,8 +119,7 @@ struct tp__bitpair {
 struct tp__region {
   uint32_t magic;
   uint8_t overflow; /* pend bits set (collector only) */
-  uint8_t fresh;    /* data area untouched since mmap: all zero */
-  uint8_t pad0[2];
+  uint8_t pad0[3];
   struct tp__region *prev, *next; /* h->regions: every region held */
   struct tp__region *rnext;       /* recyclable stack / release list */
   uint64_t *check;                /* checkmark bits (verification only) */
