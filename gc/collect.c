@@ -45,10 +45,13 @@
  * the collecting thread, outside every heap lock (gc/heap.c).
  *
  * Verification (TP_GC_CHECKMARK=1, like Go's gccheckmark): after marking,
- * a second traversal from the same roots with separate check bits and an
+ * a second traversal from the same roots with its own visited bits and an
  * unbounded malloc'd stack (so it shares neither the bounded stack nor its
  * overflow path with the real marking) aborts if it reaches an object
- * whose mark bit is clear.
+ * whose mark bit is clear. Its visited bits are the pend bitmaps and the
+ * large objects' overflow flags: marking ends with all of them clear (the
+ * last drain_overflow round found none set), and the check never
+ * overflows; it clears them again when done.
  */
 #define _GNU_SOURCE
 #include "gc/heap_internal.h"
@@ -217,15 +220,16 @@ static void check_addr(struct marker *mk, uintptr_t a) {
   uintptr_t p = find_obj(mk->h, mk->back_words, a, &r, &l, &g);
   if (!p) return;
   if (r) {
+    uint64_t *seen = tp__region_pend(mk->h, r) + (g >> 6); /* see checkmark() */
     uint64_t bit = (uint64_t)1 << (g & 63);
-    if (r->check[g >> 6] & bit) return;
-    r->check[g >> 6] |= bit;
+    if (*seen & bit) return;
+    *seen |= bit;
     if (!(tp__region_bits(mk->h, r)[g >> 6].mark & bit))
       tp__fatal("tp_heap_collect", (void *)p,
                 "checkmark: a reachable object was not marked (collector bug)");
   } else {
-    if (l->check) return;
-    l->check = 1;
+    if (l->overflow) return;
+    l->overflow = 1;
     if (!l->marked)
       tp__fatal("tp_heap_collect", (void *)p,
                 "checkmark: a reachable large object was not marked (collector bug)");
@@ -488,27 +492,23 @@ static bool finq_push(tp_heap *h, void *obj) {
 
 /* ---- verification -------------------------------------------------------------- */
 
+/* The check traversal. Its visited bits (the pend bitmaps and large
+ * objects' overflow flags) are clear on entry: see the file comment. */
 static void checkmark(tp_heap *h) {
-  size_t bytes = (size_t)h->nwords * sizeof(uint64_t);
-  bool ok = true;
-  for (struct tp__region *r = h->regions; r; r = r->next)
-    if (!(r->check = calloc(1, bytes))) ok = false;
   struct marker mk = {.h = h, .lo = h->lo, .span = h->hi - h->lo, .check = true,
                       .back_words = max_back_words(h)};
   mk.cap = 4096;
   mk.st = malloc(mk.cap * sizeof *mk.st);
-  if (ok && mk.st) {
-    visit_roots(&mk);
-    drain_check(&mk);
-  } else {
+  if (!mk.st) {
     fprintf(stderr, "tidepool: tp_heap_collect: checkmark skipped (out of memory)\n");
+    return;
   }
+  visit_roots(&mk);
+  drain_check(&mk);
   free(mk.st);
-  for (struct tp__region *r = h->regions; r; r = r->next) {
-    free(r->check);
-    r->check = NULL;
-  }
-  for (struct tp__large *l = h->large; l; l = l->next) l->check = 0;
+  for (struct tp__region *r = h->regions; r; r = r->next)
+    memset(tp__region_pend(h, r), 0, (size_t)h->nwords * sizeof(uint64_t));
+  for (struct tp__large *l = h->large; l; l = l->next) l->overflow = 0;
 }
 
 /* ---- sweeping -------------------------------------------------------------------- */

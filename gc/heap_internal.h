@@ -20,6 +20,7 @@
  *               mark bit g:  that object was reached in this collection.
  *   pend      mark bit set but the object could not be pushed (gray stack
  *             overflow): it is scanned when the overflow is drained.
+ *             Reused as the checkmark traversal's visited bits.
  *   lines     one byte per 128-byte line: 0 = free; otherwise the epoch of
  *             the collection that last found a live object on it.
  *
@@ -122,7 +123,6 @@ struct tp__region {
   uint8_t pad0[3];
   struct tp__region *prev, *next; /* h->regions: every region held */
   struct tp__region *rnext;       /* recyclable stack / release list */
-  uint64_t *check;                /* checkmark bits (verification only) */
 };
 
 /*
@@ -131,9 +131,8 @@ struct tp__region {
  */
 struct tp__large {
   uint8_t marked;
-  uint8_t overflow;
-  uint8_t check;
-  uint8_t pad0[5];
+  uint8_t overflow; /* pending (collector); checkmark's visited flag */
+  uint8_t pad0[6];
   struct tp__large *prev, *next; /* h->large */
   size_t map_bytes;              /* length of the mapping */
   size_t bytes;                  /* accounted size: header + payload */
