@@ -659,11 +659,13 @@ static void park_locked(tp_heap *h, tp__mut *m, char *sp) {
   m->state = TP__MS_RUNNING;
 }
 
+/* Never reached by the collecting thread while its collection runs: trace
+ * callbacks may not call into the heap, and finalizers run after the
+ * restart. */
 TP_NOINLINE static void park_inner(tp_heap *h, tp__mut *m) {
   char *sp = current_sp();
   pthread_mutex_lock(&h->sp_lock);
-  if (__atomic_load_n(&h->stw, __ATOMIC_RELAXED) && m->state == TP__MS_RUNNING &&
-      h->collector != m)
+  if (__atomic_load_n(&h->stw, __ATOMIC_RELAXED) && m->state == TP__MS_RUNNING)
     park_locked(h, m, sp);
   pthread_mutex_unlock(&h->sp_lock);
 }
@@ -778,7 +780,6 @@ TP_NOINLINE static bool collect_inner(tp_heap *h, tp__mut *self) {
   /* relaxed: the fast paths only need to see it eventually; everything
    * else reads it under sp_lock. */
   __atomic_store_n(&h->stw, 1, __ATOMIC_RELAXED);
-  h->collector = self;
   if (self) self->scan_lo = sp;
   wait_all_stopped(h, self);
   pthread_mutex_unlock(&h->sp_lock);
@@ -790,7 +791,6 @@ TP_NOINLINE static bool collect_inner(tp_heap *h, tp__mut *self) {
 
   pthread_mutex_lock(&h->sp_lock);
   __atomic_store_n(&h->stw, 0, __ATOMIC_RELAXED);
-  h->collector = NULL;
   h->stw_epoch++;
   pthread_cond_broadcast(&h->cv_resume);
   pthread_mutex_unlock(&h->sp_lock);

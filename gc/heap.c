@@ -1153,7 +1153,6 @@ static void fork_child(void) {
       }
     }
     __atomic_store_n(&h->stw, 0, __ATOMIC_RELAXED);
-    h->collector = NULL;
     init_conds(h);
     pthread_mutex_unlock(&h->sp_lock);
     pthread_mutex_unlock(&h->lock);

@@ -238,7 +238,6 @@ struct tp_heap {
   pthread_cond_t cv_resume; /* stopped threads wait here */
   uint64_t stw_epoch;       /* bumped when the world restarts */
   tp__mut *muts;            /* attached threads */
-  tp__mut *collector;       /* the collecting thread's record, or NULL */
 
   /* ---- statistics: relaxed atomics ---- */
   uint64_t alloc_since __attribute__((aligned(TP_CACHELINE)));
