@@ -272,10 +272,10 @@ static inline void scan(struct marker *mk, uintptr_t p, bool check) {
   tp_heap *h = mk->h;
   uintptr_t hdr = *(const uintptr_t *)(p - 8);
   const tp_type *t = tp__hdr_type(hdr);
-  size_t n, payload;
+  size_t n = (hdr & TP__HDR_ARRAY) ? *(const size_t *)(p - 16) : 1; /* small or large */
+  size_t payload;
   if (TP_UNLIKELY(hdr & TP__HDR_LARGE)) {
     struct tp__large *l = (struct tp__large *)(p & h->region_mask);
-    n = l->n;
     payload = l->payload;
     if (!check) {
       mk->bytes += l->bytes;
@@ -284,7 +284,6 @@ static inline void scan(struct marker *mk, uintptr_t p, bool check) {
   } else {
     size_t span = (size_t)(hdr >> TP__HDR_K_SHIFT) << TP__GRAN_SHIFT;
     payload = span - 8;
-    n = (hdr & TP__HDR_ARRAY) ? *(const size_t *)(p - 16) : 1;
     if (!check) {
       uintptr_t base = p & h->region_mask;
       uint8_t *lines = tp__region_lines(h, (struct tp__region *)base);

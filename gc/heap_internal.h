@@ -43,7 +43,8 @@
  *
  * Large object (more than a quarter region): its own mapping from
  * tp__os_map, aligned to region_size, starting with struct tp__large
- * whose last word is the header word; the payload follows. Every
+ * whose last two words are the element count and the header word; the
+ * payload follows. Every
  * region-sized granule of address space it overlaps maps to it.
  *
  * The address map: a two-level radix table, address >> region_shift ->
@@ -127,7 +128,8 @@ struct tp__region {
 
 /*
  * Large object header, at the start of its mapping. The payload follows
- * immediately; `hdr` is its header word (at payload - 8).
+ * immediately; `hdr` is its header word (H = payload - 8) and `n` the
+ * element count at H - 8, where every array keeps it.
  */
 struct tp__large {
   uint8_t marked;
@@ -137,11 +139,13 @@ struct tp__large {
   size_t map_bytes;              /* length of the mapping */
   size_t bytes;                  /* accounted size: header + payload */
   size_t payload;                /* payload bytes (as asked, 8-rounded) */
-  size_t n;                      /* elements */
-  uintptr_t pad1[2];             /* the payload starts 16-aligned */
+  size_t n;                      /* elements (1 unless an array) */
   uintptr_t hdr;
 };
 _Static_assert(sizeof(struct tp__large) % 16 == 0, "payload 16-aligned");
+_Static_assert(offsetof(struct tp__large, hdr) + 8 == sizeof(struct tp__large) &&
+                   offsetof(struct tp__large, n) + 8 == offsetof(struct tp__large, hdr),
+               "count, header word, payload: as in small arrays");
 
 /*
  * A thread's record for one heap.
