@@ -76,7 +76,6 @@ struct marker {
   bool any_overflow;  /* ... ever in this collection */
   uint8_t epoch;
   uint64_t bytes, objs;
-  size_t back_words;  /* longest backward search for a start bit */
 };
 
 struct tp_tracer {
@@ -100,9 +99,9 @@ static inline size_t max_back_words(const tp_heap *h) {
 /* The object containing address a: returns its payload and sets *rp and
  * *gp (start granule) for a small object, *lp for a large one; 0 if a is
  * in no object of h. O(1): one map lookup, then a backward search over at
- * most back_words bitmap words. */
-static inline uintptr_t find_obj(const tp_heap *h, size_t back_words, uintptr_t a,
-                                 struct tp__region **rp, struct tp__large **lp, size_t *gp) {
+ * most max_back_words(h) bitmap words. */
+static inline uintptr_t find_obj(const tp_heap *h, uintptr_t a, struct tp__region **rp,
+                                 struct tp__large **lp, size_t *gp) {
   void *e = tp__map_get(h, a);
   if (!e) return 0;
   if ((uintptr_t)e & 1) {
@@ -131,7 +130,8 @@ static inline uintptr_t find_obj(const tp_heap *h, size_t back_words, uintptr_t 
   /* Bits at or below g (g & 63 == 63: all of them; the shift wraps to 0). */
   uint64_t word = sw & ((((uint64_t)2) << (g & 63)) - 1);
   if (!word) {
-    size_t wmin = w > back_words ? w - back_words : 0;
+    size_t back = max_back_words(h);
+    size_t wmin = w > back ? w - back : 0;
     if (wmin < h->first_word) wmin = h->first_word;
     do {
       if (w <= wmin) return 0;
@@ -152,7 +152,7 @@ uintptr_t tp__gc_find(const tp_heap *h, uintptr_t a) {
   struct tp__region *r;
   struct tp__large *l;
   size_t g;
-  return find_obj(h, max_back_words(h), a, &r, &l, &g);
+  return find_obj(h, a, &r, &l, &g);
 }
 
 /* Whether the object with payload p (an object of h) is marked. */
@@ -194,7 +194,7 @@ static inline void mark_addr(struct marker *mk, uintptr_t a) {
   struct tp__region *r;
   struct tp__large *l;
   size_t g = 0;
-  uintptr_t p = find_obj(mk->h, mk->back_words, a, &r, &l, &g);
+  uintptr_t p = find_obj(mk->h, a, &r, &l, &g);
   if (!p) return;
   if (r) {
     struct tp__bitpair *bp = tp__region_bits(mk->h, r) + (g >> 6);
@@ -217,7 +217,7 @@ static void check_addr(struct marker *mk, uintptr_t a) {
   struct tp__region *r;
   struct tp__large *l;
   size_t g = 0;
-  uintptr_t p = find_obj(mk->h, mk->back_words, a, &r, &l, &g);
+  uintptr_t p = find_obj(mk->h, a, &r, &l, &g);
   if (!p) return;
   if (r) {
     uint64_t *seen = tp__region_pend(mk->h, r) + (g >> 6); /* see checkmark() */
@@ -494,8 +494,7 @@ static bool finq_push(tp_heap *h, void *obj) {
 /* The check traversal. Its visited bits (the pend bitmaps and large
  * objects' overflow flags) are clear on entry: see the file comment. */
 static void checkmark(tp_heap *h) {
-  struct marker mk = {.h = h, .lo = h->lo, .span = h->hi - h->lo, .check = true,
-                      .back_words = max_back_words(h)};
+  struct marker mk = {.h = h, .lo = h->lo, .span = h->hi - h->lo, .check = true};
   mk.cap = 4096;
   mk.st = malloc(mk.cap * sizeof *mk.st);
   if (!mk.st) {
@@ -704,8 +703,7 @@ static void mark_and_sweep(tp_heap *h, struct release *rel) {
   if (!h->gray && (h->gray = tp__os_map(gbytes, 0)))
     tp__counter_add(&h->meta_bytes, (int64_t)gbytes);
   h->mark_epoch = (uint8_t)(h->mark_epoch % 255 + 1);
-  struct marker mk = {.h = h, .lo = h->lo, .span = h->hi - h->lo, .epoch = h->mark_epoch,
-                      .back_words = max_back_words(h)};
+  struct marker mk = {.h = h, .lo = h->lo, .span = h->hi - h->lo, .epoch = h->mark_epoch};
   if (h->gray) {
     mk.st = (uintptr_t *)h->gray;
     mk.cap = h->gray_cap;
