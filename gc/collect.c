@@ -240,15 +240,16 @@ static void check_addr(struct marker *mk, uintptr_t a) {
     check_push_slow(mk, p);
 }
 
-static inline void visit(struct marker *mk, uintptr_t a) {
-  if (mk->check)
+/* check: mk->check, or a constant where the caller knows it. */
+static inline void visit_as(struct marker *mk, uintptr_t a, bool check) {
+  if (check)
     check_addr(mk, a);
   else
     mark_addr(mk, a);
 }
 
 void tp_trace(tp_tracer *t, void *ptr) {
-  if (t && ptr) visit(t->mk, (uintptr_t)ptr);
+  if (t && ptr) visit_as(t->mk, (uintptr_t)ptr, t->mk->check);
 }
 
 /* Every aligned word of [lo, hi) as a possible pointer. Stacks of other
@@ -259,11 +260,18 @@ __attribute__((no_sanitize_address, no_sanitize_thread)) static void
 scan_words(struct marker *mk, const char *lo, const char *hi) {
   const uintptr_t *p = (const uintptr_t *)tp__round_up((uintptr_t)lo, sizeof(uintptr_t));
   const uintptr_t *end = (const uintptr_t *)((uintptr_t)hi & ~(uintptr_t)(sizeof(uintptr_t) - 1));
-  if (mk->check) {
-    for (; p < end; p++) check_addr(mk, *p);
-  } else {
-    for (; p < end; p++) mark_addr(mk, *p);
-  }
+  const bool check = mk->check;
+  for (; p < end; p++) visit_as(mk, *p, check);
+}
+
+/* Gives the lines a small object overlaps the epoch: from that of its
+ * start granule (H - 8, payload p - 16) to that of its last byte (its span
+ * is 16k bytes from H). base: its region. */
+static inline void mark_lines(uint8_t *lines, uintptr_t base, uintptr_t p, size_t span,
+                              uint8_t epoch) {
+  size_t l0 = (p - 16 - base) >> TP__LINE_SHIFT, l1 = (p - 9 + span - base) >> TP__LINE_SHIFT;
+  lines[l0] = epoch;
+  for (size_t i = l0 + 1; i <= l1; i++) lines[i] = epoch;
 }
 
 /* Scans the object with payload p: marks its lines and accounts it (real
@@ -286,10 +294,7 @@ static inline void scan(struct marker *mk, uintptr_t p, bool check) {
     payload = span - 8;
     if (!check) {
       uintptr_t base = p & h->region_mask;
-      uint8_t *lines = tp__region_lines(h, (struct tp__region *)base);
-      size_t l0 = (p - 16 - base) >> TP__LINE_SHIFT, l1 = (p - 8 + span - 1 - base) >> TP__LINE_SHIFT;
-      lines[l0] = mk->epoch;
-      for (size_t i = l0 + 1; i <= l1; i++) lines[i] = mk->epoch;
+      mark_lines(tp__region_lines(h, (struct tp__region *)base), base, p, span, mk->epoch);
       mk->bytes += span + ((hdr & TP__HDR_ARRAY) ? 16 : 0);
       mk->objs++;
     }
@@ -299,13 +304,7 @@ static inline void scan(struct marker *mk, uintptr_t p, bool check) {
   if (flags & TP_TYPE_CONSERVATIVE) {
     /* Last word first, for the same reason as below. */
     const uintptr_t *w = (const uintptr_t *)p, *end = (const uintptr_t *)(p + (payload & ~(size_t)7));
-    while (end > w) {
-      --end;
-      if (check)
-        check_addr(mk, *end);
-      else
-        mark_addr(mk, *end);
-    }
+    while (end > w) visit_as(mk, *--end, check);
     return;
   }
   size_t esz = t->size;
@@ -319,11 +318,7 @@ static inline void scan(struct marker *mk, uintptr_t p, bool check) {
     for (uintptr_t e = p + (n - 1) * esz; n; n--, e -= esz)
       for (size_t j = k; j-- > 0;) {
         uintptr_t v = *(const uintptr_t *)(e + off[j]);
-        if (!v) continue;
-        if (check)
-          check_addr(mk, v);
-        else
-          mark_addr(mk, v);
+        if (v) visit_as(mk, v, check);
       }
     return;
   }
@@ -360,10 +355,7 @@ static void drain(struct marker *mk) {
     }
     size_t sb = (size_t)(hdr >> TP__HDR_K_SHIFT) << TP__GRAN_SHIFT;
     uintptr_t base = p & mask;
-    uint8_t *lines = (uint8_t *)(base + lines_off);
-    size_t l0 = (p - 16 - base) >> TP__LINE_SHIFT, l1 = (p - 9 + sb - base) >> TP__LINE_SHIFT;
-    lines[l0] = epoch;
-    for (size_t i = l0 + 1; i <= l1; i++) lines[i] = epoch;
+    mark_lines((uint8_t *)(base + lines_off), base, p, sb, epoch);
     size_t n = 1;
     if (hdr & TP__HDR_ARRAY) {
       n = *(const size_t *)(p - 16);
@@ -418,7 +410,8 @@ static void drain_check(struct marker *mk) {
   while (mk->top) scan(mk, mk->st[--mk->top], true);
 }
 
-/* Scans pending (overflowed) objects until no overflow is left. */
+/* Scans pending (overflowed) objects until no overflow is left. Each goes
+ * through the gray stack, which drain left empty, so there is room. */
 static void drain_overflow(struct marker *mk) {
   tp_heap *h = mk->h;
   drain(mk);
@@ -435,7 +428,7 @@ static void drain_overflow(struct marker *mk) {
           while (bits) {
             size_t g = (w << 6) + (size_t)__builtin_ctzll(bits);
             bits &= bits - 1;
-            scan(mk, (uintptr_t)r + (g << TP__GRAN_SHIFT) + 16, false);
+            mk->st[mk->top++] = (uintptr_t)r + (g << TP__GRAN_SHIFT) + 16;
             drain(mk);
           }
         }
@@ -444,7 +437,7 @@ static void drain_overflow(struct marker *mk) {
     for (struct tp__large *l = h->large; l; l = l->next) {
       if (!l->overflow) continue;
       l->overflow = 0;
-      scan(mk, (uintptr_t)(l + 1), false);
+      mk->st[mk->top++] = (uintptr_t)(l + 1);
       drain(mk);
     }
   }
@@ -456,7 +449,7 @@ static void visit_roots(struct marker *mk) {
   tp_heap *h = mk->h;
   for (size_t i = 0; i < h->roots_cap; i++) {
     void **s = h->roots[i];
-    if (s && s != TP__ROOT_TOMB && *s) visit(mk, (uintptr_t)*s);
+    if (s && s != TP__ROOT_TOMB && *s) visit_as(mk, (uintptr_t)*s, mk->check);
   }
   for (size_t i = 0; i < h->nranges; i++)
     scan_words(mk, (const char *)h->ranges[i].start,
@@ -468,8 +461,9 @@ static void visit_roots(struct marker *mk) {
       scan_words(mk, (const char *)m->spill, (const char *)(m->spill + m->nspill));
   }
   for (size_t i = 0; i < h->finq_n; i++)
-    visit(mk, (uintptr_t)h->finq[(h->finq_head + i) % h->finq_cap]);
-  for (struct tp__finrun *f = h->running; f; f = f->next) visit(mk, (uintptr_t)f->obj);
+    visit_as(mk, (uintptr_t)h->finq[(h->finq_head + i) % h->finq_cap], mk->check);
+  for (struct tp__finrun *f = h->running; f; f = f->next)
+    visit_as(mk, (uintptr_t)f->obj, mk->check);
 }
 
 /* Appends obj to the finalizer queue (a ring). false on ENOMEM. */
