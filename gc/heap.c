@@ -696,8 +696,7 @@ static void *alloc_large(tp_heap *h, tp__mut *m, const tp_type *t, size_t n, siz
   size_t bytes = sizeof(struct tp__large) + pay8;
   size_t map = tp__round_up(bytes, tp__os_page_size());
   if (should_collect(h, bytes)) {
-    account(h, m);
-    tp__gc_collect(h, m);
+    tp__gc_collect(h, m); /* it retires (and accounts) m's buffers */
     after_collection(h);
   }
   struct tp__large *l = tp__os_map(map, h->region_size);
