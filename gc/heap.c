@@ -6,9 +6,9 @@
  *
  * Allocation. Each thread has a record per heap (tp__mut) holding a bump
  * allocator over a "hole": a run of free lines in a region that the thread
- * owns alone (state TLAB). The fast path is: the thread-local record is
- * for this heap, the type is the one last validated, no collection is
- * waiting, the object fits the hole; then it stores the header word, sets
+ * owns alone. The fast path is: the thread-local record is for this heap,
+ * the type is the one last validated, no collection is waiting, the object
+ * fits the hole; then it stores the header word, sets
  * the start bit (the region belongs to this thread, so a plain
  * read-modify-write is race-free) and moves the cursor. Nothing is shared,
  * so nothing is atomic. Holes are zeroed when the thread takes them (a

@@ -167,7 +167,7 @@ typedef struct tp__mut {
   uintptr_t last_hdr;       /*  no finalizer): header word and slot */
   size_t last_slot;
   char *acct;            /* cursor position accounted to h so far */
-  struct tp__region *region; /* where holes come from (state TLAB) */
+  struct tp__region *region; /* where holes come from */
   uint32_t next_line;    /* the hole search resumes here */
   char *ocursor, *olimit, *oacct; /* overflow allocator (medium objects) */
   /* Safepoints. */
@@ -241,7 +241,7 @@ struct tp_heap {
   pthread_cond_t cv_parked; /* the collector waits for threads here */
   pthread_cond_t cv_resume; /* stopped threads wait here */
   uint64_t stw_epoch;       /* bumped when the world restarts */
-  tp__mut *muts;            /* attached threads */
+  tp__mut *muts;            /* every record of the heap, any state */
 
   /* ---- statistics: relaxed atomics ---- */
   uint64_t alloc_since __attribute__((aligned(TP_CACHELINE)));
