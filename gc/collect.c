@@ -584,7 +584,7 @@ void tp__gc_pace(tp_heap *h) {
      * live heap than 1/16 of it or four regions (a soft limit: over it
      * the heap collects often, it does not fail). */
     uint64_t sys = tp__gc_heap_sys(h);
-    uint64_t alloc = live + tp__counter_get(&h->alloc_since);
+    uint64_t alloc = tp__heap_alloc_now(h);
     uint64_t overhead = sys > alloc ? sys - alloc : 0;
     uint64_t lgoal = h->memory_limit > overhead ? h->memory_limit - overhead : 0;
     uint64_t floor = live + (live / 16 > 4 * h->region_size ? live / 16 : 4 * h->region_size);

@@ -559,10 +559,6 @@ void tp__gc_retire_tlab(tp_heap *h, tp__mut *m) {
   m->ocursor = m->olimit = m->oacct = NULL;
 }
 
-static inline uint64_t heap_alloc_now(const tp_heap *h) {
-  return tp__counter_get(&h->live_bytes) + tp__counter_get(&h->alloc_since);
-}
-
 /* Opens [a, b) as an allocation buffer: unpoisoned, zeroed unless it is
  * known to be zero. Returns its first cursor (8 mod 16). */
 static char *open_buffer(char *a, char *b, bool zero) {
@@ -639,7 +635,7 @@ static void after_collection(tp_heap *h) {
 }
 
 static inline bool should_collect(const tp_heap *h, uint64_t extra) {
-  return heap_alloc_now(h) + extra >= tp__counter_get(&h->next_gc);
+  return tp__heap_alloc_now(h) + extra >= tp__counter_get(&h->next_gc);
 }
 
 /* Gives m room for an object of `adv` bytes. false + errno on failure. */
@@ -1084,7 +1080,7 @@ int tp_heap_read_stats(const tp_heap *h, tp_heap_stats *out) {
   }
   memset(out, 0, sizeof *out);
   out->heap_live = tp__counter_get(&h->live_bytes);
-  out->heap_alloc = out->heap_live + tp__counter_get(&h->alloc_since);
+  out->heap_alloc = tp__heap_alloc_now(h);
   out->heap_sys = tp__gc_heap_sys(h);
   out->regions = tp__counter_get(&h->nregions);
   out->large_objects = tp__counter_get(&h->nlarge);

@@ -68,6 +68,8 @@
 #include <tidepool/gc.h>
 #include <tidepool/pool.h>
 
+#include "core/os_internal.h"
+
 #include <pthread.h>
 #include <stdbool.h>
 #include <stddef.h>
@@ -274,6 +276,13 @@ static inline uint8_t *tp__region_lines(const tp_heap *h, struct tp__region *r) 
 }
 static inline const tp_type *tp__hdr_type(uintptr_t hdr) {
   return (const tp_type *)(hdr & TP__HDR_TYPE_MASK);
+}
+
+/* heap_alloc (the stats' and the pacer's): live after the last collection
+ * plus what was allocated since. Relaxed loads of two counters: not a
+ * snapshot while a collection may end between them. */
+static inline uint64_t tp__heap_alloc_now(const tp_heap *h) {
+  return tp__counter_get(&h->live_bytes) + tp__counter_get(&h->alloc_since);
 }
 
 /* The map entry for address a (NULL if none). Caller holds h->lock or is
