@@ -82,12 +82,6 @@ struct tp_tracer {
   struct marker *mk;
 };
 
-static inline char *current_sp(void) {
-  char *sp;
-  __asm__ volatile("movq %%rsp, %0" : "=r"(sp));
-  return sp;
-}
-
 /* ---- finding objects ------------------------------------------------------- */
 
 /* The longest backward search for a small object's start bit: one bitmap word
@@ -655,7 +649,7 @@ static void park_locked(tp_heap *h, tp__mut *m, char *sp) {
  * callbacks may not call into the heap, and finalizers run after the
  * restart. */
 TP_NOINLINE static void park_inner(tp_heap *h, tp__mut *m) {
-  char *sp = current_sp();
+  char *sp = tp__current_sp();
   pthread_mutex_lock(&h->sp_lock);
   if (__atomic_load_n(&h->stw, __ATOMIC_RELAXED) && m->state == TP__MS_RUNNING)
     park_locked(h, m, sp);
@@ -663,9 +657,7 @@ TP_NOINLINE static void park_inner(tp_heap *h, tp__mut *m) {
 }
 
 TP_NOINLINE void tp__gc_park(tp_heap *h, tp__mut *m) {
-  __builtin_unwind_init(); /* callee-saved registers into this frame */
-  park_inner(h, m);
-  __asm__ volatile("" ::: "memory"); /* not a tail call: keep the frame */
+  TP__WITH_REGS_SPILLED(park_inner(h, m));
 }
 
 /* ---- the collection ------------------------------------------------------------------ */
@@ -754,7 +746,7 @@ static void mark_and_sweep(tp_heap *h, struct release *rel) {
 /* The collection proper, called with the caller's registers spilled into
  * tp__gc_collect's frame (above this frame's stack pointer). */
 TP_NOINLINE static bool collect_inner(tp_heap *h, tp__mut *self) {
-  char *sp = current_sp();
+  char *sp = tp__current_sp();
   uint64_t t0 = tp__now_ns();
   pthread_mutex_lock(&h->sp_lock);
   if (__atomic_load_n(&h->stw, __ATOMIC_RELAXED)) {
@@ -811,8 +803,7 @@ TP_NOINLINE static bool collect_inner(tp_heap *h, tp__mut *self) {
 }
 
 TP_NOINLINE bool tp__gc_collect(tp_heap *h, tp__mut *self) {
-  __builtin_unwind_init(); /* callee-saved registers into this frame */
-  bool r = collect_inner(h, self);
-  __asm__ volatile("" ::: "memory"); /* not a tail call: keep the frame */
+  bool r;
+  TP__WITH_REGS_SPILLED(r = collect_inner(h, self));
   return r;
 }

@@ -457,8 +457,7 @@ void tp_heap_safepoint(tp_heap *h) {
  * returns, so it is copied into the record. */
 __attribute__((no_sanitize_address, no_sanitize_thread)) TP_NOINLINE static void
 blocking_enter_inner(tp_heap *h, tp__mut *m, char *caller_sp) {
-  char *sp;
-  __asm__ volatile("movq %%rsp, %0" : "=r"(sp));
+  char *sp = tp__current_sp();
   pthread_mutex_lock(&h->sp_lock);
   if (m->blocking_depth++ == 0) {
     size_t n = (size_t)(caller_sp - sp) / sizeof(uintptr_t);
@@ -481,9 +480,8 @@ TP_NOINLINE void tp_heap_blocking_enter(tp_heap *h) {
     m->blocking_depth++;
     return;
   }
-  __builtin_unwind_init();
-  blocking_enter_inner(h, m, (char *)__builtin_frame_address(0) + 2 * sizeof(void *));
-  __asm__ volatile("" ::: "memory"); /* keeps the call from being a tail call */
+  TP__WITH_REGS_SPILLED(
+      blocking_enter_inner(h, m, (char *)__builtin_frame_address(0) + 2 * sizeof(void *)));
 }
 
 void tp_heap_blocking_leave(tp_heap *h) {

@@ -294,6 +294,27 @@ static inline void *tp__map_get(const tp_heap *h, uintptr_t a) {
   return l2 ? l2[key & (((uintptr_t)1 << TP__MAP_L2_BITS) - 1)] : NULL;
 }
 
+/* ---- spilling registers for the conservative stack scan ------------------ */
+
+/* The stack pointer where this is expanded (x86-64). */
+static inline char *tp__current_sp(void) {
+  char *sp;
+  __asm__ volatile("movq %%rsp, %0" : "=r"(sp));
+  return sp;
+}
+
+/* Evaluates `call` (a call of a TP_NOINLINE function, possibly assigned)
+ * with the callee-saved registers spilled into the frame of the function
+ * expanding this, which must be TP_NOINLINE too; the empty asm after it
+ * keeps `call` from becoming a tail call, so that frame, above the
+ * callee's stack pointer, stays while the callee runs. */
+#define TP__WITH_REGS_SPILLED(call)                                                  \
+  do {                                                                               \
+    __builtin_unwind_init();                                                         \
+    call;                                                                            \
+    __asm__ volatile("" ::: "memory");                                               \
+  } while (0)
+
 /* ---- between heap.c and collect.c ---------------------------------------- */
 
 /* Runs a collection with the calling thread's registers spilled onto its
