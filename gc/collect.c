@@ -523,9 +523,7 @@ static void sweep(tp_heap *h, uint8_t epoch, struct release *rel) {
       if (lines[i] == epoch) continue;
       lines[i] = 0;
       nfree++;
-#if TP_ASAN
-      TP_POISON((char *)r + ((size_t)i << TP__LINE_SHIFT), TP__LINE);
-#endif
+      TP_POISON((char *)r + ((size_t)i << TP__LINE_SHIFT), TP__LINE); /* ASan only */
     }
     if (nfree == data_lines) {
       /* No live line: the whole region goes back to the pool. */
@@ -597,7 +595,9 @@ void tp__gc_pace(tp_heap *h) {
   __atomic_store_n(&h->next_gc, goal, __ATOMIC_RELAXED);
 }
 
-void tp__gc_trim(tp_heap *h) {
+/* Gives empty pool memory back to the OS now (memory_limit). Call with no
+ * lock held. */
+static void trim(tp_heap *h) {
   size_t retain = 0;
   pthread_mutex_lock(&tp__pool_pass_lock);
   tp__pool_scavenge(h->pool);
@@ -796,7 +796,7 @@ TP_NOINLINE static bool collect_inner(tp_heap *h, tp__mut *self) {
     tp__os_unmap(l, l->map_bytes);
   }
   if (h->memory_limit && tp__gc_heap_sys(h) > h->memory_limit) {
-    tp__gc_trim(h);
+    trim(h);
     tp__gc_pace(h);
   }
   return true;

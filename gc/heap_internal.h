@@ -250,7 +250,7 @@ struct tp_heap {
   uint64_t live_bytes, live_objs, objs_alloc, total_alloc, objs_freed;
   uint64_t num_gc, pause_total, pause_max, last_pause, mark_ns, sweep_ns;
   uint64_t next_gc, overflows, nregions, nlarge, large_map_bytes;
-  uint64_t large_bytes, regions_released, nthreads, meta_bytes;
+  uint64_t regions_released, nthreads, meta_bytes;
   uint64_t fin_run, fin_pending;
 
   /* ---- process-wide registry (registry lock) ---- */
@@ -333,10 +333,6 @@ void tp__gc_park(tp_heap *h, tp__mut *m);
  * collection runs (it saw !h->stw under h->sp_lock), or the collector
  * while the owner is stopped, or fork's child. */
 void tp__gc_retire_tlab(tp_heap *h, tp__mut *m);
-
-/* Gives empty pool memory back to the OS now (memory_limit). Call with no
- * lock held. */
-void tp__gc_trim(tp_heap *h);
 
 /* heap_sys as reported in the stats. */
 uint64_t tp__gc_heap_sys(const tp_heap *h);
