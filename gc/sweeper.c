@@ -23,9 +23,10 @@
 #include <string.h>
 #include <time.h>
 
-#define DEFAULT_INTERVAL 50u
-#define DEFAULT_DECAY 1000u
+/* What retain_bytes SIZE_MAX (TP_SWEEPER_CONFIG_DEFAULT's) stands for. */
 #define DEFAULT_RETAIN ((size_t)4 << 20)
+
+static const tp_sweeper_config defaults = TP_SWEEPER_CONFIG_DEFAULT;
 
 static pthread_mutex_t ctl_lock = PTHREAD_MUTEX_INITIALIZER; /* start/stop */
 static pthread_mutex_t wake_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -33,7 +34,7 @@ static pthread_cond_t wake_cv;
 static pthread_once_t sweeper_once = PTHREAD_ONCE_INIT;
 static bool running, stop_requested;
 static pthread_t thread;
-static tp_sweeper_config cfg = {DEFAULT_INTERVAL, DEFAULT_DECAY, DEFAULT_RETAIN};
+static tp_sweeper_config cfg; /* normalized; the defaults from sweeper_init */
 static uint64_t n_sweeps;
 
 static void fork_prepare(void) { pthread_mutex_lock(&ctl_lock); }
@@ -47,20 +48,21 @@ static void fork_child(void) {
   pthread_mutex_unlock(&ctl_lock);
 }
 
-static void sweeper_init(void) {
-  tp__cond_init_monotonic(&wake_cv);
-  tp__fork_register(TP__FORK_RANK_SWEEPER_CTL, fork_prepare, fork_parent, fork_child);
-}
-
 /* Validates and fills in defaults. 0 or -EINVAL. */
 static int normalize(const tp_sweeper_config *in, tp_sweeper_config *out) {
-  tp_sweeper_config c = in ? *in : (tp_sweeper_config)TP_SWEEPER_CONFIG_DEFAULT;
-  if (c.interval_ms == 0) c.interval_ms = DEFAULT_INTERVAL;
-  if (c.decay_ms == 0) c.decay_ms = DEFAULT_DECAY;
+  tp_sweeper_config c = in ? *in : defaults;
+  if (c.interval_ms == 0) c.interval_ms = defaults.interval_ms;
+  if (c.decay_ms == 0) c.decay_ms = defaults.decay_ms;
   if (c.retain_bytes == (size_t)-1) c.retain_bytes = DEFAULT_RETAIN;
   if (c.interval_ms > 60000 || c.decay_ms > 3600000) return -EINVAL;
   *out = c;
   return 0;
+}
+
+static void sweeper_init(void) {
+  normalize(NULL, &cfg);
+  tp__cond_init_monotonic(&wake_cv);
+  tp__fork_register(TP__FORK_RANK_SWEEPER_CTL, fork_prepare, fork_parent, fork_child);
 }
 
 struct pass_args {
