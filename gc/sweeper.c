@@ -156,9 +156,9 @@ size_t tp_sweep_now(void) {
 }
 
 size_t tp_sweep_all(void) {
-  pthread_once(&sweeper_once, sweeper_init);
-  /* Two passes: the first notes every CPU cache's word, the second sees
-   * the idle ones unchanged and drains them (decay 0). */
+  /* No sweeper_init: pass() reads neither cfg nor the wake and control
+   * state. Two passes: the first notes every CPU cache's word, the
+   * second sees the idle ones unchanged and drains them (decay 0). */
   size_t r = pass(0, 0);
   return r + pass(0, 0);
 }
