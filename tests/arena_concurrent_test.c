@@ -165,7 +165,7 @@ static void test_concurrent_stress(void **state) {
   pthread_t t[NTHREADS];
   for (uintptr_t i = 0; i < NTHREADS; i++)
     assert_int_equal(pthread_create(&t[i], NULL, allocator, (void *)i), 0);
-  uint64_t end = tt_now_ns() + (uint64_t)(tt_seconds(2.0) * 1e9);
+  uint64_t end = tt_deadline(2.0);
   int rounds = 0;
   unsigned expect_cleanups = 0;
   do {

@@ -44,14 +44,11 @@ struct config {
 
 static struct config *current;
 static int stop;
-static uint64_t seed, failures, reads, versions;
-static char failure_msg[200];
+static uint64_t seed, reads, versions;
+static tt_failures failures;
 
 static void fail_once(const char *what, uint64_t version) {
-  if (__atomic_fetch_add(&failures, 1, __ATOMIC_RELAXED) == 0)
-    snprintf(failure_msg, sizeof failure_msg, "%s (version %llu)", what,
-             (unsigned long long)version);
-  __atomic_store_n(&stop, 1, __ATOMIC_RELAXED);
+  tt_fail_once(&failures, "%s (version %llu)", what, (unsigned long long)version);
 }
 
 static uint64_t value_of(uint64_t version, uint64_t key) {
@@ -153,17 +150,12 @@ static void test_retire_under_readers(void **state) {
   for (uintptr_t i = 0; i < NREADERS; i++)
     assert_int_equal(pthread_create(&r[i], NULL, reader, (void *)(i + 1)), 0);
   assert_int_equal(pthread_create(&w, NULL, writer, NULL), 0);
-  uint64_t end = tt_now_ns() + (uint64_t)(tt_seconds(2.5) * 1e9);
-  while (tt_now_ns() < end && !__atomic_load_n(&stop, __ATOMIC_RELAXED)) {
-    struct timespec ts = {0, 20 * 1000000};
-    nanosleep(&ts, NULL);
-  }
-  __atomic_store_n(&stop, 1, __ATOMIC_RELAXED);
+  tt_run_until(tt_deadline(2.5), &failures, NULL, NULL, &stop);
   for (int i = 0; i < NREADERS; i++) pthread_join(r[i], NULL);
   pthread_join(w, NULL);
   printf("  %llu configurations published, %llu reads\n", (unsigned long long)versions,
          (unsigned long long)reads);
-  if (failures) fail_msg("%llu failure(s); first: %s", (unsigned long long)failures, failure_msg);
+  tt_assert_no_failures(&failures);
   assert_true(versions > 100);
   assert_true(reads > 1000);
   assert_int_equal(tp_epoch_barrier(), 0);

@@ -65,18 +65,12 @@ static struct obj *current;
 static int stop, pause_req, paused;
 static uint64_t seed, bad_reads, work_done;
 
-static void sleep_ms(unsigned ms) {
-  struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
-  while (nanosleep(&ts, &ts) != 0) {
-  }
-}
-
 static void *worker(void *arg) {
   uint64_t rng = seed + (uintptr_t)arg, n = 0;
   while (!__atomic_load_n(&stop, __ATOMIC_RELAXED)) {
     if (__atomic_load_n(&pause_req, __ATOMIC_ACQUIRE)) {
       __atomic_fetch_add(&paused, 1, __ATOMIC_ACQ_REL);
-      while (__atomic_load_n(&pause_req, __ATOMIC_ACQUIRE)) sleep_ms(1);
+      while (__atomic_load_n(&pause_req, __ATOMIC_ACQUIRE)) tt_sleep_ms(1);
       __atomic_fetch_sub(&paused, 1, __ATOMIC_ACQ_REL);
     }
     tp_epoch_enter();
@@ -103,7 +97,7 @@ static void *sitter(void *arg) {
   while (!__atomic_load_n(&stop, __ATOMIC_RELAXED)) {
     tp_epoch_enter();
     struct obj *o = tp_deref(current);
-    sleep_ms(30);
+    tt_sleep_ms(30);
     if (o->magic != MAGIC) __atomic_fetch_add(&bad_reads, 1, __ATOMIC_RELAXED);
     tp_epoch_leave();
   }
@@ -206,7 +200,7 @@ static void test_fork(void **state) {
 
   uint64_t rng = seed;
   for (int f = 0; f < NFORKS; f++) {
-    sleep_ms(20 + tt_rand(&rng) % 60);
+    tt_sleep_ms(20 + tt_rand(&rng) % 60);
     /* With retires of our own queued, and (sitter) another thread inside a
      * section. (Not from inside a section of this thread: a grace period in
      * progress may wait for it, see fork in epoch.h.) */
@@ -215,7 +209,7 @@ static void test_fork(void **state) {
     assert_int_equal(tp_pool_retire(pool, x), 0);
     if (QUIESCE_BEFORE_FORK) {
       __atomic_store_n(&pause_req, 1, __ATOMIC_RELEASE);
-      while (__atomic_load_n(&paused, __ATOMIC_ACQUIRE) != NWORKERS) sleep_ms(1);
+      while (__atomic_load_n(&paused, __ATOMIC_ACQUIRE) != NWORKERS) tt_sleep_ms(1);
       assert_int_equal(tp_epoch_barrier(), 0);
     }
     fflush(stdout);

@@ -29,12 +29,6 @@
 #define OBJ 4096
 #define REPORT_BYTES (64 * 1024)
 
-static void sleep_ms(unsigned ms) {
-  struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
-  while (nanosleep(&ts, &ts) != 0) {
-  }
-}
-
 /* ---- stalled reader ------------------------------------------------------- */
 
 static tp_pool *pool;
@@ -57,7 +51,7 @@ static void *stalled_reader(void *arg) {
   __atomic_store_n(&reader_tid, (pid_t)syscall(SYS_gettid), __ATOMIC_RELAXED);
   tp_epoch_enter();
   __atomic_store_n(&reader_in, 1, __ATOMIC_RELEASE);
-  sleep_ms(1000); /* stalled inside one section */
+  tt_sleep_ms(1000); /* stalled inside one section */
   tp_epoch_leave();
   __atomic_store_n(&reader_out, 1, __ATOMIC_RELEASE);
   return NULL;
@@ -104,13 +98,13 @@ static void test_stalled_reader(void **state) {
 
   pthread_t r, w, smp;
   assert_int_equal(pthread_create(&r, NULL, stalled_reader, NULL), 0);
-  while (!__atomic_load_n(&reader_in, __ATOMIC_ACQUIRE)) sleep_ms(1);
+  while (!__atomic_load_n(&reader_in, __ATOMIC_ACQUIRE)) tt_sleep_ms(1);
   assert_int_equal(pthread_create(&smp, NULL, sampler, NULL), 0);
   assert_int_equal(pthread_create(&w, NULL, writer, NULL), 0);
 
   /* While the reader is stalled: reclamation cannot progress, so the
    * writer must be held at the cap. */
-  sleep_ms(700);
+  tt_sleep_ms(700);
   assert_int_equal(__atomic_load_n(&reader_out, __ATOMIC_ACQUIRE), 0);
   uint64_t retires_stalled = __atomic_load_n(&writer_retires, __ATOMIC_RELAXED);
   assert_int_equal(tp_epoch_read_stats(&s), 0);
@@ -122,7 +116,7 @@ static void test_stalled_reader(void **state) {
   assert_true(retires_stalled >= cap / OBJ / 2); /* it did fill up to the cap */
 
   pthread_join(r, NULL);
-  sleep_ms(300); /* the writer runs freely again */
+  tt_sleep_ms(300); /* the writer runs freely again */
   __atomic_store_n(&writer_stop, 1, __ATOMIC_RELEASE);
   void *wret = (void *)-1;
   pthread_join(w, &wret);

@@ -28,23 +28,6 @@ static size_t heap_bytes(void) { return mallinfo2().uordblks; }
 
 #include "tests/test_util.h"
 
-static void sleep_ms(unsigned ms) {
-  struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
-  while (nanosleep(&ts, &ts) != 0) {
-  }
-}
-
-static void join_within(pthread_t t, unsigned ms, void **ret) {
-  struct timespec ts;
-  clock_gettime(CLOCK_REALTIME, &ts);
-  ts.tv_sec += ms / 1000;
-  ts.tv_nsec += (long)(ms % 1000) * 1000000L;
-  if (ts.tv_nsec >= 1000000000L) ts.tv_sec++, ts.tv_nsec -= 1000000000L;
-  int rc = pthread_timedjoin_np(t, ret, &ts);
-  if (rc == ETIMEDOUT) fail_msg("thread did not finish within %u ms (hang)", ms);
-  assert_int_equal(rc, 0);
-}
-
 static uint64_t freed_count;
 static void count_cb(void *obj, void *arg) {
   (void)obj;
@@ -84,7 +67,7 @@ static void check_quiet(uint64_t readers0, uint64_t expect_freed) {
   pthread_t s;
   assert_int_equal(pthread_create(&s, NULL, sync_thread, NULL), 0);
   void *ret = (void *)-1;
-  join_within(s, 10000, &ret);
+  assert_int_equal(tt_join_within(s, TT_HANG_MS, &ret), 0);
   assert_null(ret);
   /* ...and everything the dead threads retired has run. */
   assert_int_equal(tp_epoch_barrier(), 0);
@@ -105,7 +88,7 @@ static void run_jobs(struct job *jobs, int n) {
   for (int i = 0; i < n; i++) assert_int_equal(pthread_create(&t[i], NULL, retire_and_exit, &jobs[i]), 0);
   for (int i = 0; i < n; i++) {
     void *ret = (void *)-1;
-    join_within(t[i], 10000, &ret);
+    assert_int_equal(tt_join_within(t[i], TT_HANG_MS, &ret), 0);
     assert_null(ret);
   }
 }
@@ -142,7 +125,7 @@ static void *sit_then_exit(void *arg) {
   tp_epoch_enter();
   tp_epoch_enter();
   __atomic_store_n(&in_section, 1, __ATOMIC_RELEASE);
-  sleep_ms(200);
+  tt_sleep_ms(200);
   return NULL; /* exits with two sections open */
 }
 
@@ -152,14 +135,14 @@ static void test_exit_unblocks_waiting_grace_period(void **state) {
   freed_count = 0;
   pthread_t r, s;
   assert_int_equal(pthread_create(&r, NULL, sit_then_exit, NULL), 0);
-  while (!__atomic_load_n(&in_section, __ATOMIC_ACQUIRE)) sleep_ms(1);
+  while (!__atomic_load_n(&in_section, __ATOMIC_ACQUIRE)) tt_sleep_ms(1);
   uint64_t t0 = tt_now_ns();
   assert_int_equal(pthread_create(&s, NULL, sync_thread, NULL), 0);
   void *ret = (void *)-1;
-  join_within(s, 10000, &ret);
+  assert_int_equal(tt_join_within(s, TT_HANG_MS, &ret), 0);
   assert_null(ret);
   assert_true(tt_now_ns() - t0 >= 100 * 1000000ull); /* it did wait for the reader */
-  join_within(r, 10000, NULL);
+  assert_int_equal(tt_join_within(r, TT_HANG_MS, NULL), 0);
   check_quiet(r0, 0);
 }
 
@@ -183,7 +166,7 @@ static void churn(unsigned nthreads) {
       assert_int_equal(pthread_create(&t[k], NULL, short_lived, (void *)(i + k)), 0);
     for (int k = 0; k < 8; k++) {
       void *ret = (void *)-1;
-      join_within(t[k], 10000, &ret);
+      assert_int_equal(tt_join_within(t[k], TT_HANG_MS, &ret), 0);
       assert_null(ret);
     }
   }

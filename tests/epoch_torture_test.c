@@ -76,14 +76,10 @@ static uint64_t mix(uint64_t key, uint64_t value) {
 
 static tp_pool *pool;
 static int stop;
-static uint64_t failures;
-static char failure_msg[256];
+static tt_failures failures;
 
 static void fail_once(const char *what, const struct node *n, unsigned state) {
-  if (__atomic_fetch_add(&failures, 1, __ATOMIC_RELAXED) == 0)
-    snprintf(failure_msg, sizeof failure_msg, "%s (node %p state %#x)", what, (const void *)n,
-             state);
-  __atomic_store_n(&stop, 1, __ATOMIC_RELAXED);
+  tt_fail_once(&failures, "%s (node %p state %#x)", what, (const void *)n, state);
 }
 
 /* A node out of the pool: DEAD first (it may be a node some reader still
@@ -146,7 +142,7 @@ static void dawdle(uint64_t *rng) {
   }
 }
 
-static double run_seconds;
+#define RUN_SECONDS 2.5 /* per table, scaled by TP_TEST_SECONDS_SCALE */
 static uint64_t seed;
 
 /* ---- table 1: bucket array of RCU lists ---------------------------------- */
@@ -218,6 +214,15 @@ static void *list_writer(void *arg) {
   return NULL;
 }
 
+/* Every 20 ms while the threads run: the retire backlog. */
+static int sample_pending(void *arg) {
+  uint64_t *max_pending = arg;
+  tp_epoch_stats s;
+  tp_epoch_read_stats(&s);
+  if (s.pending > *max_pending) *max_pending = s.pending;
+  return 1;
+}
+
 /* Runs readers and writers for the run time; returns when joined. */
 static void run_threads(void *(*reader)(void *), void *(*writer)(void *)) {
   pthread_t r[NREADERS], w[NWRITERS];
@@ -226,16 +231,8 @@ static void run_threads(void *(*reader)(void *), void *(*writer)(void *)) {
     assert_int_equal(pthread_create(&r[i], NULL, reader, (void *)(i + 1)), 0);
   for (uintptr_t i = 0; i < NWRITERS; i++)
     assert_int_equal(pthread_create(&w[i], NULL, writer, (void *)(i + 101)), 0);
-  uint64_t end = tt_now_ns() + (uint64_t)(run_seconds * 1e9);
-  tp_epoch_stats s;
   uint64_t max_pending = 0;
-  while (tt_now_ns() < end && !__atomic_load_n(&stop, __ATOMIC_RELAXED)) {
-    struct timespec ts = {0, 10 * 1000000};
-    nanosleep(&ts, NULL);
-    tp_epoch_read_stats(&s);
-    if (s.pending > max_pending) max_pending = s.pending;
-  }
-  __atomic_store_n(&stop, 1, __ATOMIC_RELAXED);
+  tt_run_until(tt_deadline(RUN_SECONDS), &failures, sample_pending, &max_pending, &stop);
   for (int i = 0; i < NREADERS; i++) pthread_join(r[i], NULL);
   for (int i = 0; i < NWRITERS; i++) pthread_join(w[i], NULL);
   printf("  max pending retires seen: %llu\n", (unsigned long long)max_pending);
@@ -250,7 +247,7 @@ static void check_end_state(uint64_t live_nodes) {
          (unsigned long long)n_reads, (unsigned long long)n_replaces,
          (unsigned long long)n_epoch_retires, (unsigned long long)n_pool_retires,
          (unsigned long long)s.grace_periods, (unsigned long long)s.cap_waits);
-  if (failures) fail_msg("%llu failure(s); first: %s", (unsigned long long)failures, failure_msg);
+  tt_assert_no_failures(&failures);
   assert_int_equal(s.pending, 0);
   assert_int_equal(s.retired, s.freed);
   tp_pool_stats ps;
@@ -264,7 +261,7 @@ static void check_end_state(uint64_t live_nodes) {
 }
 
 static void reset_counters(void) {
-  failures = 0;
+  tt_failures_reset(&failures);
   n_reads = n_replaces = n_epoch_retires = n_pool_retires = 0;
 }
 
@@ -420,9 +417,8 @@ static int teardown(void **state) {
 
 int main(void) {
   seed = tt_seed("epoch_torture_test");
-  run_seconds = tt_seconds(2.5);
   printf("%d readers, %d writers, %.1f s per table, epoch mode %s\n", NREADERS, NWRITERS,
-         run_seconds, tp_epoch_mode());
+         tt_seconds(RUN_SECONDS), tp_epoch_mode());
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_list_torture),
       cmocka_unit_test(test_lfht_torture),

@@ -20,24 +20,6 @@
 
 #include "tests/test_util.h"
 
-static void sleep_ms(unsigned ms) {
-  struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
-  while (nanosleep(&ts, &ts) != 0) {
-  }
-}
-
-/* Joins t, failing the test if it does not end within ms. */
-static void join_within(pthread_t t, unsigned ms) {
-  struct timespec ts;
-  clock_gettime(CLOCK_REALTIME, &ts);
-  ts.tv_sec += ms / 1000;
-  ts.tv_nsec += (long)(ms % 1000) * 1000000L;
-  if (ts.tv_nsec >= 1000000000L) ts.tv_sec++, ts.tv_nsec -= 1000000000L;
-  int rc = pthread_timedjoin_np(t, NULL, &ts);
-  if (rc == ETIMEDOUT) fail_msg("thread did not finish within %u ms (hang)", ms);
-  assert_int_equal(rc, 0);
-}
-
 static void count_cb(void *obj, void *arg) {
   (void)obj;
   __atomic_fetch_add((uint64_t *)arg, 1, __ATOMIC_RELAXED);
@@ -71,12 +53,12 @@ static void test_nesting(void **state) {
   pthread_t t;
   __atomic_store_n(&barrier_done, 0, __ATOMIC_RELAXED);
   assert_int_equal(pthread_create(&t, NULL, barrier_thread, NULL), 0);
-  sleep_ms(150);
+  tt_sleep_ms(150);
   assert_int_equal(__atomic_load_n(&nest_freed, __ATOMIC_ACQUIRE), 0);
   assert_int_equal(__atomic_load_n(&barrier_done, __ATOMIC_ACQUIRE), 0);
   tp_epoch_leave();
   assert_int_equal(tp_epoch_in_section(), 0);
-  join_within(t, 10000);
+  assert_int_equal(tt_join_within(t, TT_HANG_MS, NULL), 0);
   assert_int_equal(__atomic_load_n(&barrier_done, __ATOMIC_ACQUIRE), 1);
   assert_int_equal(__atomic_load_n(&nest_freed, __ATOMIC_ACQUIRE), 1);
 }
@@ -194,7 +176,7 @@ static void *gp_reader(void *arg) {
   (void)arg;
   tp_epoch_enter();
   __atomic_store_n(&gp_reader_go, 1, __ATOMIC_RELEASE);
-  while (!__atomic_load_n(&gp_reader_stop, __ATOMIC_ACQUIRE)) sleep_ms(1);
+  while (!__atomic_load_n(&gp_reader_stop, __ATOMIC_ACQUIRE)) tt_sleep_ms(1);
   tp_epoch_leave();
   return NULL;
 }
@@ -205,14 +187,14 @@ static void test_grace_period_waits(void **state) {
   gp_reader_go = gp_reader_stop = 0;
   pthread_t t;
   assert_int_equal(pthread_create(&t, NULL, gp_reader, NULL), 0);
-  while (!__atomic_load_n(&gp_reader_go, __ATOMIC_ACQUIRE)) sleep_ms(1);
+  while (!__atomic_load_n(&gp_reader_go, __ATOMIC_ACQUIRE)) tt_sleep_ms(1);
   assert_int_equal(tp_epoch_retire(&n, count_cb, &n), 0);
-  sleep_ms(200); /* the reclaimer runs every ms while something is pending */
+  tt_sleep_ms(200); /* the reclaimer runs every ms while something is pending */
   assert_int_equal(__atomic_load_n(&n, __ATOMIC_RELAXED), 0);
   __atomic_store_n(&gp_reader_stop, 1, __ATOMIC_RELEASE);
   assert_int_equal(tp_epoch_barrier(), 0);
   assert_int_equal(__atomic_load_n(&n, __ATOMIC_RELAXED), 1);
-  join_within(t, 10000);
+  assert_int_equal(tt_join_within(t, TT_HANG_MS, NULL), 0);
 }
 
 /* ---- mode, publish/deref ----------------------------------------------------- */

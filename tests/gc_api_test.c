@@ -5,7 +5,7 @@
  * checkmark verifier catching a marking bug (death test).
  *
  * Tests that expect an object to be collected collect from a detached
- * thread (collect_unscanned): a conservative scan of this thread's stack
+ * thread (tt_collect_unscanned): a conservative scan of this thread's stack
  * could keep a stale copy of the pointer alive, which is allowed but would
  * make the test flaky.
  */
@@ -23,6 +23,7 @@
 #include <tidepool/gc.h>
 
 #include "death.h"
+#include "gc_test_util.h"
 #include "test_util.h"
 
 struct node {
@@ -63,16 +64,6 @@ static tp_heap *new_heap(void) {
   tp_heap *h = tp_heap_create(&c);
   assert_non_null(h);
   return h;
-}
-
-/* A collection whose collector scans no stack: this thread detaches first
- * (nothing else runs, so its pointers stay valid; the next allocation
- * attaches it again). */
-static void collect_unscanned(tp_heap *h) {
-  tp_heap_stats s;
-  assert_int_equal(tp_heap_read_stats(h, &s), 0);
-  for (uint64_t i = 0; i < s.threads; i++) tp_heap_detach(h);
-  tp_heap_collect(h);
 }
 
 static struct node *new_node(tp_heap *h, const tp_type *t, long id) {
@@ -250,7 +241,7 @@ static void test_cycles(void **state) {
     root = ring(h, types[k], 5000, 100);
     tp_weak *w = tp_weak_new(h, ((struct node *)root)->a);
     assert_non_null(w);
-    collect_unscanned(h);
+    tt_collect_unscanned(h);
     assert_int_equal(ring_check(root, 100), 5000);
     assert_ptr_equal(tp_weak_get(w), ((struct node *)root)->a);
     tp_heap_stats s;
@@ -262,7 +253,7 @@ static void test_cycles(void **state) {
     /* Churn garbage, then drop the ring: the cycles go. */
     for (int i = 0; i < 20000; i++) new_node(h, types[k], -1);
     root = NULL;
-    collect_unscanned(h);
+    tt_collect_unscanned(h);
     tp_heap_read_stats(h, &s);
     assert_null(tp_weak_get(w));
     assert_int_equal(s.objects_live, 0);
@@ -292,7 +283,7 @@ static void test_leaf_and_partial_regions(void **state) {
     memset(p, 0x5a, 40);
     if (i % 7 == 0) keep[i / 7] = p;
   }
-  collect_unscanned(h);
+  tt_collect_unscanned(h);
   tp_heap_stats s1, s2;
   tp_heap_read_stats(h, &s1);
   assert_int_equal(s1.objects_live, N / 7 + 1);
@@ -303,7 +294,7 @@ static void test_leaf_and_partial_regions(void **state) {
   for (size_t i = 0; i < N / 7 + 1; i++)
     for (int j = 0; j < 40; j++) assert_int_equal(((unsigned char *)keep[i])[j], 0x5a);
   assert_int_equal(tp_root_remove_range(h, keep), 0);
-  collect_unscanned(h);
+  tt_collect_unscanned(h);
   tp_heap_read_stats(h, &s2);
   assert_int_equal(s2.objects_live, 0);
   tp_heap_destroy(h);
@@ -323,16 +314,16 @@ static void test_weak(void **state) {
   assert_non_null(wa);
   assert_non_null(wb);
   for (int i = 0; i < 3; i++) {
-    collect_unscanned(h);
+    tt_collect_unscanned(h);
     assert_ptr_equal(tp_weak_get(wa), a);
     assert_ptr_equal(tp_weak_get(wb), b);
   }
   a->a = NULL; /* b dies now, a stays */
-  collect_unscanned(h);
+  tt_collect_unscanned(h);
   assert_ptr_equal(tp_weak_get(wa), a);
   assert_null(tp_weak_get(wb));
   root = NULL;
-  collect_unscanned(h);
+  tt_collect_unscanned(h);
   assert_null(tp_weak_get(wa));
   tp_weak_free(wa);
   /* A weak reference outlives its heap. */
@@ -391,7 +382,7 @@ static void test_finalizers(void **state) {
   tp_weak *wd = tp_weak_new(h, dropped->a);
   dropped = NULL;
   head = NULL;
-  collect_unscanned(h);
+  tt_collect_unscanned(h);
   tp_heap_stats s;
   tp_heap_read_stats(h, &s);
   assert_int_equal(s.finalizers_run, 500);
@@ -400,8 +391,8 @@ static void test_finalizers(void **state) {
   for (int i = 0; i < 1000; i++) assert_int_equal(fin_runs[i], i % 2);
   /* Finalized objects are freed by the next collection, never finalized
    * twice. */
-  collect_unscanned(h);
-  collect_unscanned(h);
+  tt_collect_unscanned(h);
+  tt_collect_unscanned(h);
   for (int i = 0; i < 1000; i++) assert_int_equal(fin_runs[i], i % 2);
   tp_heap_read_stats(h, &s);
   assert_int_equal(s.objects_live, 500);
@@ -414,16 +405,16 @@ static void test_finalizers(void **state) {
   struct node *r = new_node(h, &resurrect_type, 77);
   tp_weak *wr = tp_weak_new(h, r);
   r = NULL;
-  collect_unscanned(h);
+  tt_collect_unscanned(h);
   assert_int_equal(resurrect_runs, 1);
   assert_non_null(resurrected);
   assert_int_equal(((struct node *)resurrected)->id, 77);
   assert_null(tp_weak_get(wr));
-  collect_unscanned(h);
+  tt_collect_unscanned(h);
   assert_int_equal(((struct node *)resurrected)->id, 77);
   resurrected = NULL;
-  collect_unscanned(h);
-  collect_unscanned(h);
+  tt_collect_unscanned(h);
+  tt_collect_unscanned(h);
   assert_int_equal(resurrect_runs, 1);
 
   /* A finalizer that allocates. */
@@ -431,7 +422,7 @@ static void test_finalizers(void **state) {
   struct node *af = new_node(h, &alloc_fin_type, 3000);
   af = NULL;
   (void)af;
-  collect_unscanned(h);
+  tt_collect_unscanned(h);
   assert_int_equal(fin_runs[3000], 1);
 
   /* Destroy finalizes what is still allocated (the 500 even ones), once. */
@@ -467,7 +458,7 @@ static void test_arrays_and_large(void **state) {
   tp_heap_stats s;
   tp_heap_read_stats(h, &s);
   assert_int_equal(s.large_objects, 1);
-  collect_unscanned(h);
+  tt_collect_unscanned(h);
   for (int i = 0; i < 100; i++) assert_int_equal(((struct node *)small[i])->id, i);
   for (int i = 0; i < 100000; i += 100) assert_int_equal(((struct node *)large[i])->id, 1000 + i);
   tp_heap_read_stats(h, &s);
@@ -478,13 +469,13 @@ static void test_arrays_and_large(void **state) {
   assert_non_null(big);
   big[399999] = 7;
   root_empty = big + 123457; /* interior pointer in a precise root */
-  collect_unscanned(h);
+  tt_collect_unscanned(h);
   assert_int_equal(big[399999], 7);
   tp_heap_read_stats(h, &s);
   assert_int_equal(s.large_objects, 2);
   uint64_t sys_before = s.heap_sys;
   root_small = root_large = root_empty = NULL;
-  collect_unscanned(h);
+  tt_collect_unscanned(h);
   tp_heap_read_stats(h, &s);
   assert_int_equal(s.large_objects, 0);
   assert_int_equal(s.objects_live, 0);
@@ -510,14 +501,14 @@ static void test_interior_and_ranges(void **state) {
   c->pad = (long)((char *)z + 40);   /* one past z's slot: not inside z */
   tp_weak *wx = tp_weak_new(h, x), *wy = tp_weak_new(h, y), *wz = tp_weak_new(h, z);
   x = y = z = c = NULL;
-  collect_unscanned(h);
+  tt_collect_unscanned(h);
   assert_non_null(tp_weak_get(wx));
   assert_non_null(tp_weak_get(wy));
   assert_int_equal(((struct node *)tp_weak_get(wx))->id, 1);
   assert_int_equal(((struct node *)tp_weak_get(wy))->id, 2);
   assert_null(tp_weak_get(wz));
   assert_int_equal(tp_root_remove_range(h, range), 0);
-  collect_unscanned(h);
+  tt_collect_unscanned(h);
   assert_null(tp_weak_get(wx));
   assert_null(tp_weak_get(wy));
   tp_weak_free(wx);
@@ -582,7 +573,7 @@ static void test_stats(void **state) {
       }
     }
     if (tt_rand(&seed) % 4 == 0) root = NULL;
-    collect_unscanned(h);
+    tt_collect_unscanned(h);
     tp_heap_stats s;
     tp_heap_read_stats(h, &s);
     /* After a collection on a quiescent heap everything agrees. */
@@ -625,7 +616,7 @@ static void checkmark_catches(void *arg) {
   n->a = new_node(h, &node_type, 2);
   root = n;
   n = NULL;
-  collect_unscanned(h); /* must abort in the verifier */
+  tt_collect_unscanned(h); /* must abort in the verifier */
 }
 
 static void alloc_while_blocking(void *arg) {
@@ -703,7 +694,7 @@ static void test_attach_destroy(void **state) {
 }
 
 int main(void) {
-  setenv("TP_GC_CHECKMARK", "1", 1);
+  tt_gc_checkmark_on();
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_config),
       cmocka_unit_test(test_bad_input),

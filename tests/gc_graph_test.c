@@ -32,6 +32,7 @@
 
 #include <tidepool/gc.h>
 
+#include "gc_test_util.h"
 #include "test_util.h"
 
 #define NF 4 /* edges of a struct object */
@@ -226,20 +227,13 @@ static void churn(struct world *w) {
   }
 }
 
-static void collect_unscanned(tp_heap *h) {
-  tp_heap_stats s;
-  tp_heap_read_stats(h, &s);
-  for (uint64_t i = 0; i < s.threads; i++) tp_heap_detach(h);
-  tp_heap_collect(h);
-}
-
 static void check_round(struct world *w) {
   oracle(w);
   for (long k = 0; k < w->nlive; k++) {
     long i = w->live[k];
     if (w->s[i].kind == K_FIN) assert_int_equal(fin_count[i], 0);
   }
-  collect_unscanned(w->h);
+  tt_collect_unscanned(w->h);
   long nl = 0, extra = 0;
   for (long k = 0; k < w->nlive; k++) {
     long i = w->live[k];
@@ -317,7 +311,7 @@ static void run(const char *name, bool conservative, size_t gray, double seconds
   }
   for (int r = 0; r < NRANGE; r++) w->range_id[r] = -1;
   assert_int_equal(tp_root_add_range(w->h, w->range, sizeof w->range), 0);
-  uint64_t end = tt_now_ns() + (uint64_t)(tt_seconds(seconds) * 1e9);
+  uint64_t end = tt_deadline(seconds);
   int rounds = 0;
   while (rounds < 5 || tt_now_ns() < end) {
     mutate(w);
@@ -366,7 +360,7 @@ static void test_conservative_superset(void **state) {
 }
 
 int main(void) {
-  setenv("TP_GC_CHECKMARK", "1", 1);
+  tt_gc_checkmark_on();
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_precise_exact),
       cmocka_unit_test(test_precise_tiny_gray_stack),

@@ -18,6 +18,7 @@
 
 #include <tidepool/gc.h>
 
+#include "gc_test_util.h"
 #include "test_util.h"
 
 struct node {
@@ -59,12 +60,6 @@ static void build_live(tp_heap *h, long n) {
   }
 }
 
-static void collect_unscanned(tp_heap *h) {
-  tp_heap_stats s = stats(h);
-  for (uint64_t i = 0; i < s.threads; i++) tp_heap_detach(h);
-  tp_heap_collect(h);
-}
-
 static uint64_t goal(uint64_t live, unsigned pct, uint64_t min_heap) {
   uint64_t g = live + live * pct / 100;
   return g < min_heap ? min_heap : g;
@@ -77,7 +72,7 @@ static void test_trigger_ratio(void **state) {
     unsigned pct = pcts[k];
     tp_heap *h = heap(pct, 256 << 10, 0);
     build_live(h, 40000); /* ~1.9 MiB live */
-    collect_unscanned(h);
+    tt_collect_unscanned(h);
     tp_heap_stats s = stats(h);
     assert_int_equal(s.heap_live, 40000 * NODE_SLOT);
     assert_int_equal(s.next_gc, goal(s.heap_live, pct, 256 << 10));
@@ -177,14 +172,14 @@ static void test_memory_limit(void **state) {
    * the live 2.9 MiB. */
   tp_heap *h = heap(1000, 256 << 10, 0);
   build_live(h, 60000);
-  collect_unscanned(h);
+  tt_collect_unscanned(h);
   uint64_t free_alloc, free_sys;
   churn(h, 96 << 20, &free_alloc, &free_sys);
   tp_heap_destroy(h);
   /* With it, collections come earlier and heap_sys stays near it. */
   h = heap(1000, 256 << 10, limit);
   build_live(h, 60000);
-  collect_unscanned(h);
+  tt_collect_unscanned(h);
   tp_heap_stats s0 = stats(h);
   uint64_t lim_alloc, lim_sys;
   churn(h, 96 << 20, &lim_alloc, &lim_sys);
@@ -205,11 +200,11 @@ static void test_heap_sys_falls(void **state) {
   (void)state;
   tp_heap *h = heap(0, 256 << 10, 0);
   build_live(h, 700000); /* ~32 MiB */
-  collect_unscanned(h);
+  tt_collect_unscanned(h);
   tp_heap_stats big = stats(h);
   assert_true(big.heap_sys >= 32u << 20);
   root = NULL;
-  collect_unscanned(h);
+  tt_collect_unscanned(h);
   tp_heap_stats dropped = stats(h);
   assert_int_equal(dropped.regions, 0); /* every region back in the pool */
   assert_int_equal(dropped.heap_live, 0);
@@ -227,17 +222,17 @@ static void test_heap_sys_falls(void **state) {
   /* With a memory_limit the heap trims right after the collection. */
   h = heap(0, 256 << 10, 16 << 20);
   build_live(h, 700000);
-  collect_unscanned(h);
+  tt_collect_unscanned(h);
   big = stats(h);
   root = NULL;
-  collect_unscanned(h);
+  tt_collect_unscanned(h);
   dropped = stats(h);
   assert_true(dropped.heap_sys < big.heap_sys / 8);
   tp_heap_destroy(h);
 }
 
 int main(void) {
-  setenv("TP_GC_CHECKMARK", "1", 1);
+  tt_gc_checkmark_on();
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_trigger_ratio),
       cmocka_unit_test(test_floor_and_manual),

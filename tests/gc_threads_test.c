@@ -25,6 +25,7 @@
 
 #include <tidepool/gc.h>
 
+#include "gc_test_util.h"
 #include "test_util.h"
 
 struct node {
@@ -152,7 +153,7 @@ static void test_many_mutators(void **state) {
   enum { T = 4 };
   pthread_t th[T], sr;
   struct mt m[T];
-  uint64_t deadline = tt_now_ns() + (uint64_t)(tt_seconds(2.0) * 1e9);
+  uint64_t deadline = tt_deadline(2.0);
   stop_stats = 0;
   assert_int_equal(pthread_create(&sr, NULL, stats_reader, h), 0);
   for (int i = 0; i < T; i++) {
@@ -265,7 +266,7 @@ static void test_thread_churn(void **state) {
   churn_stop = 0;
   pthread_t col;
   assert_int_equal(pthread_create(&col, NULL, collector_loop, h), 0);
-  uint64_t end = tt_now_ns() + (uint64_t)(tt_seconds(1.0) * 1e9);
+  uint64_t end = tt_deadline(1.0);
   int n = 0;
   while (tt_now_ns() < end || n < 50) {
     pthread_t t[3];
@@ -346,7 +347,7 @@ static void test_fork(void **state) {
 }
 
 int main(void) {
-  setenv("TP_GC_CHECKMARK", "1", 1);
+  tt_gc_checkmark_on();
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_many_mutators),
       cmocka_unit_test(test_blocking),

@@ -42,8 +42,8 @@ struct obj {
 };
 
 static tp_pool *pool;
-static _Atomic int stop;
-static _Atomic int failures;
+static int stop; /* atomic */
+static tt_failures failures;
 static _Atomic uint32_t next_id = 1;
 static _Atomic uint64_t churn_threads;
 
@@ -54,17 +54,12 @@ struct mailbox {
 };
 static struct mailbox mail[WORKERS];
 
-#define FAIL(...)                                                           \
-  do {                                                                      \
-    fprintf(stderr, __VA_ARGS__);                                           \
-    atomic_fetch_add(&failures, 1);                                         \
-  } while (0)
-
 static void take(struct obj *o, uint32_t me, uint32_t seq) {
   /* Free objects read 0, or the poison pattern in debug builds. */
   uint32_t prev = atomic_exchange_explicit(&o->holder, me, memory_order_acq_rel);
   if (prev != 0 && prev != 0xdbdbdbdbu)
-    FAIL("object %p handed out while held by %u (to %u)\n", (void *)o, prev, me);
+    tt_fail_once(&failures, "object %p handed out while held by %u (to %u)", (void *)o, prev,
+                 me);
   o->seq = seq;
   o->check = seq ^ me ^ 0x5eed;
   memset(o->payload, (int)(me & 0xff), sizeof o->payload);
@@ -73,11 +68,11 @@ static void take(struct obj *o, uint32_t me, uint32_t seq) {
 static void give_back(struct obj *o, uint32_t me, uint32_t seq) {
   if (atomic_load_explicit(&o->holder, memory_order_relaxed) != me || o->seq != seq ||
       o->check != (seq ^ me ^ 0x5eed))
-    FAIL("object %p corrupted: holder %u seq %u (expected %u/%u)\n", (void *)o,
-         atomic_load(&o->holder), o->seq, me, seq);
+    tt_fail_once(&failures, "object %p corrupted: holder %u seq %u (expected %u/%u)",
+                 (void *)o, atomic_load(&o->holder), o->seq, me, seq);
   for (size_t i = 0; i < sizeof o->payload; i++)
     if ((unsigned char)o->payload[i] != (me & 0xff)) {
-      FAIL("object %p payload overwritten\n", (void *)o);
+      tt_fail_once(&failures, "object %p payload overwritten", (void *)o);
       break;
     }
   atomic_store_explicit(&o->holder, 0, memory_order_release);
@@ -98,7 +93,7 @@ static void get_some(struct held *h, size_t want) {
   if (want == 1) {
     struct obj *o = tp_pool_get(pool);
     if (!o) {
-      FAIL("get failed: %d\n", errno);
+      tt_fail_once(&failures, "get failed: %d", errno);
       return;
     }
     take(o, h->me, ++h->next_seq);
@@ -109,7 +104,7 @@ static void get_some(struct held *h, size_t want) {
   void *buf[128];
   if (want > 128) want = 128;
   size_t k = tp_pool_get_bulk(pool, buf, want);
-  if (k != want) FAIL("bulk get %zu of %zu\n", k, want);
+  if (k != want) tt_fail_once(&failures, "bulk get %zu of %zu", k, want);
   for (size_t i = 0; i < k; i++) {
     take(buf[i], h->me, ++h->next_seq);
     h->seq[h->n] = h->next_seq;
@@ -180,7 +175,7 @@ static void *worker(void *argp) {
   struct held *h = calloc(1, sizeof *h);
   h->me = atomic_fetch_add(&next_id, 1);
   h->rng = a->seed;
-  while (!atomic_load(&stop)) {
+  while (!__atomic_load_n(&stop, __ATOMIC_RELAXED)) {
     uint64_t r = tt_rand(&h->rng);
     switch (r % 8) {
       case 0: case 1: case 2: get_some(h, 1); break;
@@ -220,7 +215,7 @@ static void *short_lived(void *argp) {
 static void *churn(void *argp) {
   struct churn_arg *a = argp;
   uint64_t rng = a->seed;
-  while (!atomic_load(&stop)) {
+  while (!__atomic_load_n(&stop, __ATOMIC_RELAXED)) {
     pthread_t t[4];
     for (int i = 0; i < 4; i++)
       pthread_create(&t[i], NULL, short_lived, (void *)(uintptr_t)(tt_rand(&rng) | 1));
@@ -250,8 +245,8 @@ static void run(size_t obj_size, double seconds, const char *name) {
   tp_pool_config c = {.name = name, .obj_size = obj_size};
   pool = tp_pool_create(&c);
   assert_non_null(pool);
-  atomic_store(&stop, 0);
-  atomic_store(&failures, 0);
+  __atomic_store_n(&stop, 0, __ATOMIC_RELAXED);
+  tt_failures_reset(&failures);
   for (int i = 0; i < WORKERS; i++) {
     pthread_mutex_init(&mail[i].lock, NULL);
     mail[i].n = 0;
@@ -265,9 +260,7 @@ static void run(size_t obj_size, double seconds, const char *name) {
   struct churn_arg ca = {seed ^ 0xc0ffee};
   pthread_create(&ct, NULL, churn, &ca);
   signals_every(50);
-  uint64_t end = tt_now_ns() + (uint64_t)(tt_seconds(seconds) * 1e9);
-  while (tt_now_ns() < end && !atomic_load(&failures)) usleep(20000);
-  atomic_store(&stop, 1);
+  tt_run_until(tt_deadline(seconds), &failures, NULL, NULL, &stop);
   signals_every(0);
   for (int i = 0; i < WORKERS; i++) pthread_join(t[i], NULL);
   pthread_join(ct, NULL);
@@ -286,7 +279,7 @@ static void run(size_t obj_size, double seconds, const char *name) {
          (unsigned long long)atomic_load(&churn_threads),
          (unsigned long long)s.depot_exchanges, (unsigned long long)atomic_load(&signals),
          tp_percpu_mode());
-  assert_int_equal(atomic_load(&failures), 0);
+  tt_assert_no_failures(&failures);
   assert_int_equal(s.in_use, 0);
   assert_int_equal(s.gets, s.puts);
   assert_true(s.gets > 10000);
@@ -319,7 +312,7 @@ static void on_alarm_steal(int sig) {
   if (prev != 0 && prev != 0xdbdbdbdbu) {
     static const char msg[] = "handler got an object that a thread holds\n";
     if (write(2, msg, sizeof msg - 1) < 0) { /* nothing to do */ }
-    atomic_fetch_add(&failures, 1);
+    __atomic_fetch_add(&failures.count, 1, __ATOMIC_RELAXED); /* tt_fail_once formats */
   }
   stash[nstash++] = o;
   atomic_fetch_add_explicit(&stolen, 1, memory_order_relaxed);
@@ -331,7 +324,8 @@ static void drain_stash(void) {
   pthread_sigmask(SIG_BLOCK, &all, &old);
   while (nstash) {
     struct obj *o = stash[--nstash];
-    if (atomic_exchange(&o->holder, 0) != HANDLER_ID) FAIL("stashed object %p changed hands\n", (void *)o);
+    if (atomic_exchange(&o->holder, 0) != HANDLER_ID)
+      tt_fail_once(&failures, "stashed object %p changed hands", (void *)o);
     tp_pool_put(pool, o);
   }
   pthread_sigmask(SIG_SETMASK, &old, NULL);
@@ -342,7 +336,7 @@ static void *signalled_worker(void *argp) {
   struct held *h = calloc(1, sizeof *h);
   h->me = atomic_fetch_add(&next_id, 1);
   h->rng = a->seed;
-  while (!atomic_load(&stop)) {
+  while (!__atomic_load_n(&stop, __ATOMIC_RELAXED)) {
     /* Single gets (short sequences) and bulk gets of ~120 (a sequence that
      * copies 120 pointers is a wide target for a second signal). */
     for (int k = 0; k < 32; k++) get_some(h, 1);
@@ -367,8 +361,8 @@ static void stress_signals(void **state) {
   tp_pool_config c = {.name = "signals", .obj_size = sizeof(struct obj)};
   pool = tp_pool_create(&c);
   assert_non_null(pool);
-  atomic_store(&stop, 0);
-  atomic_store(&failures, 0);
+  __atomic_store_n(&stop, 0, __ATOMIC_RELAXED);
+  tt_failures_reset(&failures);
   atomic_store(&stolen, 0);
   struct sigaction sa;
   memset(&sa, 0, sizeof sa);
@@ -388,11 +382,12 @@ static void stress_signals(void **state) {
   pthread_sigmask(SIG_BLOCK, &alrm, &old);
   struct itimerval it = {{0, 20}, {0, 20}};
   setitimer(ITIMER_REAL, &it, NULL);
-  uint64_t end = tt_now_ns() + (uint64_t)(tt_seconds(3.0) * 1e9);
-  while (tt_now_ns() < end && !atomic_load(&failures)) usleep(20000);
+  /* The timer stops before the workers do: once they stop they block
+   * signals, and a SIGALRM left pending would then reach this thread. */
+  tt_run_until(tt_deadline(3.0), &failures, NULL, NULL, NULL);
   struct itimerval off = {{0, 0}, {0, 0}};
   setitimer(ITIMER_REAL, &off, NULL);
-  atomic_store(&stop, 1);
+  __atomic_store_n(&stop, 1, __ATOMIC_RELEASE);
   for (int i = 0; i < 3; i++) pthread_join(t[i], NULL);
   pthread_sigmask(SIG_SETMASK, &old, NULL);
   tp_pool_stats s;
@@ -400,7 +395,7 @@ static void stress_signals(void **state) {
   printf("pool_stress_signals: %llu gets, %llu signals, %llu objects taken by handlers (%s)\n",
          (unsigned long long)s.gets, (unsigned long long)atomic_load(&signals),
          (unsigned long long)atomic_load(&stolen), tp_percpu_mode());
-  assert_int_equal(atomic_load(&failures), 0);
+  tt_assert_no_failures(&failures);
   assert_int_equal(s.in_use, 0);
   tp_pool_destroy(pool);
 }

@@ -1,13 +1,21 @@
 /*
- * Helpers shared by the tests: seeds, a small PRNG, deadlines, RSS.
+ * Helpers shared by the tests: seeds, a small PRNG, deadlines, sleeping and
+ * joining, failures recorded on other threads, stress phases, RSS.
  *
  * Stress tests are seeded: the seed comes from TP_TEST_SEED if set, else
  * from the clock, and is printed so a failure can be replayed. They run
- * for a bounded time (TP_TEST_SECONDS scales it).
+ * for a bounded time (TP_TEST_SECONDS_SCALE scales it).
+ *
+ * No timed assertions: a deadline here either ends a phase (the test then
+ * checks what was done, not how fast) or catches a hang (TT_HANG_MS, far
+ * beyond anything a loaded machine needs).
  */
 #ifndef TIDEPOOL_TEST_UTIL_H
 #define TIDEPOOL_TEST_UTIL_H
 
+#include <errno.h>
+#include <pthread.h>
+#include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -36,6 +44,101 @@ static inline double tt_seconds(double base) {
   const char *e = getenv("TP_TEST_SECONDS_SCALE");
   double k = e && *e ? atof(e) : 1.0;
   return base * (k > 0 ? k : 1.0);
+}
+
+/* The monotonic time `base` seconds (scaled as tt_seconds) from now. */
+static inline uint64_t tt_deadline(double base) {
+  return tt_now_ns() + (uint64_t)(tt_seconds(base) * 1e9);
+}
+
+/* Waits longer than this only when something hangs: the bound of polls
+ * and joins that wait for an event rather than measure a time. */
+#define TT_HANG_MS 30000u
+
+/* TT_HANG_MS from now: the bound of a poll for something that must happen. */
+static inline uint64_t tt_hang_deadline(void) {
+  return tt_now_ns() + (uint64_t)TT_HANG_MS * 1000000u;
+}
+
+/* Sleeps ms milliseconds (all of them, across signals). */
+static inline void tt_sleep_ms(unsigned ms) {
+  struct timespec ts = {(time_t)(ms / 1000), (long)(ms % 1000) * 1000000L};
+  while (nanosleep(&ts, &ts) != 0) {
+  }
+}
+
+/* Joins t, waiting at most ms: 0, or ETIMEDOUT (reported on stderr as a
+ * hang) or another pthread error. Use with assert_int_equal(..., 0). */
+static inline int tt_join_within(pthread_t t, unsigned ms, void **ret) {
+  struct timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  ts.tv_sec += ms / 1000;
+  ts.tv_nsec += (long)(ms % 1000) * 1000000L;
+  if (ts.tv_nsec >= 1000000000L) ts.tv_sec++, ts.tv_nsec -= 1000000000L;
+  int rc = pthread_timedjoin_np(t, ret, &ts);
+  if (rc == ETIMEDOUT) fprintf(stderr, "thread did not finish within %u ms (hang)\n", ms);
+  return rc;
+}
+
+/* ---- failures on other threads ---------------------------------------------
+ * cmocka's assertions may only run on the test's main thread (a failure
+ * longjmps to the test runner). Other threads record what went wrong with
+ * tt_fail_once; the main thread, after joining them, calls
+ * tt_assert_no_failures. Counts every failure, keeps the first message.
+ * Safe to call concurrently. (A signal handler, which may not format,
+ * counts with __atomic_fetch_add(&f->count, 1, __ATOMIC_RELAXED).) */
+typedef struct tt_failures {
+  uint64_t count; /* atomic */
+  char first[256];
+} tt_failures;
+
+__attribute__((format(printf, 2, 3))) static inline void tt_fail_once(tt_failures *f,
+                                                                      const char *fmt, ...) {
+  if (__atomic_fetch_add(&f->count, 1, __ATOMIC_RELAXED) != 0) return;
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(f->first, sizeof f->first, fmt, ap);
+  va_end(ap);
+}
+
+/* Failures so far (a running thread's may still be writing its message). */
+static inline uint64_t tt_failed(const tt_failures *f) {
+  return __atomic_load_n(&f->count, __ATOMIC_RELAXED);
+}
+
+static inline void tt_failures_reset(tt_failures *f) {
+  __atomic_store_n(&f->count, 0, __ATOMIC_RELAXED);
+  f->first[0] = 0;
+}
+
+/* On the main thread, after the threads that record into f are joined. */
+#define tt_assert_no_failures(f)                                                       \
+  do {                                                                                 \
+    if (tt_failed(f))                                                                  \
+      fail_msg("%llu failure(s) on other threads; first: %s",                          \
+               (unsigned long long)tt_failed(f), (f)->first[0] ? (f)->first : "(see stderr)"); \
+  } while (0)
+
+/* ---- stress phases --------------------------------------------------------------
+ * The main thread of a stress test: sleeps in 20 ms steps until the phase
+ * is over, then sets *stop (the threads' loop condition). The phase is over
+ * at the first failure recorded in f (f may be NULL), or once `deadline`
+ * has passed and the threads did what the test's checks need: enough(arg)
+ * runs at every step (it may sample the threads meanwhile) and returns
+ * nonzero once they did (enough NULL: no minimum). A machine so loaded that
+ * the minimum is not reached within TT_HANG_MS after the deadline ends the
+ * phase anyway; the test's own progress assertions then fail. stop may be
+ * NULL when the caller has something to do before the threads stop. */
+static inline void tt_run_until(uint64_t deadline, const tt_failures *f, int (*enough)(void *),
+                                void *arg, int *stop) {
+  uint64_t cap = deadline + (uint64_t)TT_HANG_MS * 1000000u;
+  for (;;) {
+    tt_sleep_ms(20);
+    int done = !enough || enough(arg);
+    uint64_t now = tt_now_ns();
+    if ((f && tt_failed(f)) || now >= cap || (now >= deadline && done)) break;
+  }
+  if (stop) __atomic_store_n(stop, 1, __ATOMIC_RELEASE);
 }
 
 /* xorshift64*: per-thread state, never 0. */
