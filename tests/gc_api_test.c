@@ -639,20 +639,28 @@ static tp_heap *orphan_heap;
 static pthread_mutex_t orphan_mu = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t orphan_cv = PTHREAD_COND_INITIALIZER;
 static int orphan_phase;
+static tt_failures orphan_failures;
 
 static void *orphan_thread(void *arg) {
   (void)arg;
   /* Allocate (attaches), detach, then wait while the heap is destroyed,
    * then use a new heap: the orphaned record must not get in the way. */
-  assert_non_null(tp_heap_alloc(orphan_heap, &node_type));
+  if (!tp_heap_alloc(orphan_heap, &node_type))
+    tt_fail_once(&orphan_failures, "allocation from the first heap failed");
   tp_heap_detach(orphan_heap);
   pthread_mutex_lock(&orphan_mu);
   orphan_phase = 1;
   pthread_cond_broadcast(&orphan_cv);
   while (orphan_phase != 2) pthread_cond_wait(&orphan_cv, &orphan_mu);
   pthread_mutex_unlock(&orphan_mu);
-  tp_heap *h2 = new_heap();
-  assert_non_null(tp_heap_alloc(h2, &node_type));
+  tp_heap_config c = small_cfg();
+  tp_heap *h2 = tp_heap_create(&c);
+  if (!h2) {
+    tt_fail_once(&orphan_failures, "second heap: create failed");
+    return NULL;
+  }
+  if (!tp_heap_alloc(h2, &node_type))
+    tt_fail_once(&orphan_failures, "allocation from the second heap failed");
   tp_heap_collect(h2);
   tp_heap_detach(h2);
   tp_heap_destroy(h2);
@@ -691,6 +699,7 @@ static void test_attach_destroy(void **state) {
   pthread_cond_broadcast(&orphan_cv);
   pthread_mutex_unlock(&orphan_mu);
   pthread_join(t, NULL);
+  tt_assert_no_failures(&orphan_failures);
 }
 
 int main(void) {

@@ -41,12 +41,18 @@ static const tp_type cons_type = {"cons", sizeof(struct node), NULL, NULL, 0, NU
 
 static long mix(long owner, long id) { return (owner * 1000003L) ^ (id * 7919L) ^ 0x5a5a; }
 
+/* What went wrong on any thread; each test asserts on it at the end. */
+static tt_failures failures;
+
 /* A list of n nodes, newest first; half conservative. */
 static struct node *make_list(tp_heap *h, long owner, long n, uint64_t *seed) {
   struct node *head = NULL;
   for (long i = 0; i < n; i++) {
     struct node *x = tp_heap_alloc(h, tt_rand(seed) & 1 ? &node_type : &cons_type);
-    if (!x) fail_msg("allocation failed");
+    if (!x) {
+      tt_fail_once(&failures, "thread %ld: allocation %ld of %ld failed", owner, i, n);
+      break; /* (verify_list then reports a short list) */
+    }
     x->next = head;
     x->id = i;
     x->owner = owner;
@@ -60,10 +66,13 @@ static long verify_list(const struct node *head, long owner, long n) {
   long i = n;
   for (const struct node *x = head; x; x = x->next) {
     i--;
-    if (x->owner != owner || x->id != i || x->check != mix(owner, i))
-      fail_msg("thread %ld: node %ld corrupted (owner %ld id %ld)", owner, i, x->owner, x->id);
+    if (x->owner != owner || x->id != i || x->check != mix(owner, i)) {
+      tt_fail_once(&failures, "thread %ld: node %ld corrupted (owner %ld id %ld)", owner, i,
+                   x->owner, x->id);
+      return 0;
+    }
   }
-  if (i != 0) fail_msg("thread %ld: list has %ld nodes, not %ld", owner, n - i, n);
+  if (i != 0) tt_fail_once(&failures, "thread %ld: list has %ld nodes, not %ld", owner, n - i, n);
   return n;
 }
 
@@ -86,12 +95,15 @@ static void *stats_reader(void *arg) {
   memset(&prev, 0, sizeof prev);
   while (!__atomic_load_n(&stop_stats, __ATOMIC_RELAXED)) {
     tp_heap_stats s;
-    if (tp_heap_read_stats(h, &s) != 0) fail_msg("read_stats failed");
+    if (tp_heap_read_stats(h, &s) != 0) {
+      tt_fail_once(&failures, "read_stats failed");
+      break;
+    }
     /* Counters that only grow. */
     if (s.num_gc < prev.num_gc || s.objects_freed < prev.objects_freed ||
         s.total_alloc < prev.total_alloc || s.pause_total_ns < prev.pause_total_ns ||
         s.pause_max_ns < prev.pause_max_ns)
-      fail_msg("a cumulative counter went down");
+      tt_fail_once(&failures, "a cumulative counter went down");
     prev = s;
     usleep(200);
   }
@@ -101,14 +113,17 @@ static void *stats_reader(void *arg) {
 static void *mutator(void *arg) {
   struct mt *m = arg;
   tp_heap *h = m->h;
-  if (tp_heap_attach(h) != 0) fail_msg("attach");
+  if (tp_heap_attach(h) != 0) {
+    tt_fail_once(&failures, "thread %ld: attach failed", m->id);
+    return NULL;
+  }
   /* Heap pointers live only in these locals. */
   struct node *keep = make_list(h, m->id, 500, &m->seed);
   long keep_n = 500;
   struct node *cur = NULL;
   long cur_n = 0;
   int round = 0;
-  while (tt_now_ns() < m->deadline || round < 20) {
+  while ((tt_now_ns() < m->deadline || round < 20) && !tt_failed(&failures)) {
     long n = 50 + (long)(tt_rand(&m->seed) % 1500);
     cur = make_list(h, m->id, n, &m->seed);
     cur_n = n;
@@ -147,6 +162,7 @@ static void *mutator(void *arg) {
 static void test_many_mutators(void **state) {
   (void)state;
   uint64_t seed = tt_seed("many_mutators");
+  tt_failures_reset(&failures);
   tp_heap_config c = {.trigger_percent = 100, .min_heap_bytes = 1 << 20, .region_size = 64 << 10};
   tp_heap *h = tp_heap_create(&c);
   assert_non_null(h);
@@ -169,6 +185,7 @@ static void test_many_mutators(void **state) {
   }
   __atomic_store_n(&stop_stats, 1, __ATOMIC_RELAXED);
   pthread_join(sr, NULL);
+  tt_assert_no_failures(&failures);
   tp_heap_stats s;
   tp_heap_read_stats(h, &s);
   printf("%ld nodes verified, %llu collections, max pause %.3f ms, %llu objects freed\n", verified,
@@ -209,6 +226,8 @@ static void test_blocking(void **state) {
   (void)state;
   tp_heap_config c = {.trigger_percent = 100, .min_heap_bytes = 1 << 20, .region_size = 64 << 10};
   tp_heap *h = tp_heap_create(&c);
+  assert_non_null(h);
+  tt_failures_reset(&failures);
   pthread_t t;
   assert_int_equal(pthread_create(&t, NULL, blocker, h), 0);
   pthread_mutex_lock(&bmu);
@@ -233,6 +252,7 @@ static void test_blocking(void **state) {
   pthread_cond_broadcast(&bcv);
   pthread_mutex_unlock(&bmu);
   pthread_join(t, NULL);
+  tt_assert_no_failures(&failures);
   tp_heap_destroy(h);
 }
 
@@ -263,6 +283,8 @@ static void test_thread_churn(void **state) {
   (void)state;
   tp_heap_config c = {.trigger_percent = 50, .min_heap_bytes = 512 << 10, .region_size = 64 << 10};
   tp_heap *h = tp_heap_create(&c);
+  assert_non_null(h);
+  tt_failures_reset(&failures);
   churn_stop = 0;
   pthread_t col;
   assert_int_equal(pthread_create(&col, NULL, collector_loop, h), 0);
@@ -279,6 +301,7 @@ static void test_thread_churn(void **state) {
   tp_heap_stats s;
   tp_heap_read_stats(h, &s);
   printf("%d short-lived threads, %llu collections\n", n, (unsigned long long)s.num_gc);
+  tt_assert_no_failures(&failures);
   assert_int_equal(s.threads, 0);
   tp_heap_destroy(h);
 }
@@ -303,6 +326,8 @@ static void test_fork(void **state) {
   (void)state;
   tp_heap_config c = {.trigger_percent = 100, .min_heap_bytes = 1 << 20, .region_size = 64 << 10};
   fork_heap = tp_heap_create(&c);
+  assert_non_null(fork_heap);
+  tt_failures_reset(&failures);
   static void *root;
   tp_root_add(fork_heap, &root);
   uint64_t seed = 11;
@@ -332,6 +357,7 @@ static void test_fork(void **state) {
       tp_heap_stats s;
       tp_heap_read_stats(fork_heap, &s);
       if (s.threads != 1) ok = 0; /* just this one */
+      if (tt_failed(&failures)) ok = 0;
       tp_heap_destroy(fork_heap);
       _exit(ok ? 0 : 1);
     }
@@ -343,6 +369,7 @@ static void test_fork(void **state) {
   __atomic_store_n(&fork_stop, 1, __ATOMIC_RELAXED);
   for (int i = 0; i < 2; i++) pthread_join(t[i], NULL);
   verify_list(root, 2, 1000);
+  tt_assert_no_failures(&failures);
   tp_heap_destroy(fork_heap);
 }
 

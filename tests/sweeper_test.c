@@ -108,12 +108,16 @@ static void decay_not_cliff(void **state) {
 static tp_pool *burst_pool;
 static size_t burst_per_thread;
 static void **burst_objs;
+static tt_failures burst_failures;
 
 static void *burst_get(void *arg) {
   size_t t = (size_t)(uintptr_t)arg;
   for (size_t i = 0; i < burst_per_thread; i++) {
     void *o = tp_pool_get(burst_pool);
-    assert_non_null(o);
+    if (!o) {
+      tt_fail_once(&burst_failures, "thread %zu: get %zu returned NULL", t, i);
+      break;
+    }
     memset(o, (int)i, 64);
     burst_objs[t * burst_per_thread + i] = o;
   }
@@ -128,11 +132,13 @@ static void *burst_put(void *arg) {
   return NULL;
 }
 
+/* Runs fn on every burst thread; asserts (here) on what they recorded. */
 static void run_threads(void *(*fn)(void *)) {
   pthread_t th[BURST_THREADS];
   for (size_t t = 0; t < BURST_THREADS; t++)
-    pthread_create(&th[t], NULL, fn, (void *)(uintptr_t)t);
+    assert_int_equal(pthread_create(&th[t], NULL, fn, (void *)(uintptr_t)t), 0);
   for (size_t t = 0; t < BURST_THREADS; t++) pthread_join(th[t], NULL);
+  tt_assert_no_failures(&burst_failures);
 }
 
 static void burst(void **state) {
