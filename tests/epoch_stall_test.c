@@ -33,7 +33,7 @@
 
 static tp_pool *pool;
 static pid_t reader_tid;
-static int reader_in, reader_out, writer_stop, sampler_stop;
+static int reader_in, reader_release, writer_stop, sampler_stop;
 static uint64_t stall_calls, stall_bad_tid, stall_max_ms;
 static uint64_t max_pending_bytes, max_pending;
 
@@ -51,9 +51,12 @@ static void *stalled_reader(void *arg) {
   __atomic_store_n(&reader_tid, (pid_t)syscall(SYS_gettid), __ATOMIC_RELAXED);
   tp_epoch_enter();
   __atomic_store_n(&reader_in, 1, __ATOMIC_RELEASE);
-  tt_sleep_ms(1000); /* stalled inside one section */
+  /* Stalled inside one section until the test releases it (or, if the
+   * test failed before, until a hang would be declared). */
+  for (uint64_t end = tt_hang_deadline();
+       !__atomic_load_n(&reader_release, __ATOMIC_ACQUIRE) && tt_now_ns() < end;)
+    tt_sleep_ms(1);
   tp_epoch_leave();
-  __atomic_store_n(&reader_out, 1, __ATOMIC_RELEASE);
   return NULL;
 }
 
@@ -102,21 +105,36 @@ static void test_stalled_reader(void **state) {
   assert_int_equal(pthread_create(&smp, NULL, sampler, NULL), 0);
   assert_int_equal(pthread_create(&w, NULL, writer, NULL), 0);
 
-  /* While the reader is stalled: reclamation cannot progress, so the
-   * writer must be held at the cap. */
-  tt_sleep_ms(700);
-  assert_int_equal(__atomic_load_n(&reader_out, __ATOMIC_ACQUIRE), 0);
+  /* While the reader is stalled reclamation cannot progress, so the writer
+   * must be held at the cap, and the watchdog must report the stall: wait
+   * for both (they must happen; the bound only catches a hang). */
+  uint64_t end = tt_hang_deadline();
+  do {
+    tt_sleep_ms(1);
+    assert_int_equal(tp_epoch_read_stats(&s), 0);
+  } while ((s.cap_waits == before.cap_waits || !__atomic_load_n(&stall_calls, __ATOMIC_RELAXED)) &&
+           tt_now_ns() < end);
+  assert_true(s.cap_waits > before.cap_waits);
+  assert_true(__atomic_load_n(&stall_calls, __ATOMIC_RELAXED) > 0);
+  /* Stay stalled a while longer (at least 5 stall_ms): the watchdog keeps
+   * checking, and must not report this grace period again. The writer
+   * stays held meanwhile. */
+  tt_sleep_ms(500);
   uint64_t retires_stalled = __atomic_load_n(&writer_retires, __ATOMIC_RELAXED);
   assert_int_equal(tp_epoch_read_stats(&s), 0);
   printf("  during the stall: %llu retires, pending %llu bytes, cap waits %llu\n",
          (unsigned long long)retires_stalled, (unsigned long long)s.pending_bytes,
          (unsigned long long)(s.cap_waits - before.cap_waits));
-  assert_true(s.cap_waits > before.cap_waits);
   assert_true(retires_stalled <= (cap + REPORT_BYTES) / OBJ + 2);
   assert_true(retires_stalled >= cap / OBJ / 2); /* it did fill up to the cap */
 
+  /* Released, the reader leaves and the writer runs freely again. */
+  __atomic_store_n(&reader_release, 1, __ATOMIC_RELEASE);
   pthread_join(r, NULL);
-  tt_sleep_ms(300); /* the writer runs freely again */
+  end = tt_hang_deadline();
+  while (__atomic_load_n(&writer_retires, __ATOMIC_RELAXED) <= retires_stalled + 100 &&
+         tt_now_ns() < end)
+    tt_sleep_ms(1);
   __atomic_store_n(&writer_stop, 1, __ATOMIC_RELEASE);
   void *wret = (void *)-1;
   pthread_join(w, &wret);

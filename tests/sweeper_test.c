@@ -160,7 +160,7 @@ static void burst(void **state) {
   size_t rss_peak = tt_rss();
   tp_read_stats(&s1);
   run_threads(burst_put);
-  uint64_t t_put = tt_now_ns();
+  uint64_t t_put = tt_now_ns(); /* (for the printout) */
 
   /* Accounting: the library's resident bytes follow the RSS. */
   double d_lib = (double)(s1.bytes_resident - s0.bytes_resident);
@@ -170,22 +170,25 @@ static void burst(void **state) {
   assert_true(s1.bytes_in_use >= total * 64);
   if (!SANITIZED) assert_true(d_lib > 0.9 * d_rss && d_lib < 1.1 * d_rss);
 
-  /* Back down on its own within decay_ms + 500 ms. The library's own count
-   * must fall to its baseline plus 10 % of the burst, plus the 4 MiB the
-   * default retain_bytes keeps (1.6 % of the full-size burst, but more than
-   * 10 % of the smaller one sanitizer builds run). */
+  /* Back down on its own: the sweeper thread gives the memory back, with
+   * no call from here. The library's own count must fall to its baseline
+   * plus 10 % of the burst, plus the 4 MiB the default retain_bytes keeps
+   * (1.6 % of the full-size burst, but more than 10 % of the smaller one
+   * sanitizer builds run). How soon (decay_ms + 500 ms is the target) is
+   * measured by //bench's burst, not here: this only waits long enough
+   * to tell "never" from "late" (TT_HANG_MS). */
   size_t limit = rss0 + (rss_peak - rss0) / 10;
   uint64_t lib_delta = s1.bytes_resident - s0.bytes_resident;
   uint64_t lib_limit = s0.bytes_resident + lib_delta / 10 + (SANITIZED ? (uint64_t)4 << 20 : 0);
-  size_t rss = tt_rss();
-  uint64_t deadline = t_put + 1500ull * 1000000u;
-  while (tt_now_ns() < deadline) {
+  size_t rss;
+  uint64_t deadline = tt_hang_deadline();
+  for (;;) {
     rss = tt_rss();
     tp_read_stats(&s2);
-    if (SANITIZED ? s2.bytes_resident <= lib_limit : rss <= limit) break;
+    if ((SANITIZED || rss <= limit) && s2.bytes_resident <= lib_limit) break;
+    if (tt_now_ns() >= deadline) break;
     usleep(20000);
   }
-  tp_read_stats(&s2);
   double after_ms = (double)(tt_now_ns() - t_put) / 1e6;
   printf("burst: %.0f ms after the puts: RSS %.1f MiB (limit %.1f), bytes_resident %.1f MiB, "
          "%llu slabs freed, %llu caches drained\n",
