@@ -169,7 +169,6 @@ static long count_tree(const struct gnode *n) { return n ? 1 + count_tree(n->l) 
 typedef struct gc_state {
   int depth;
   long nodes;
-  int ok;
 } gc_state;
 
 static void *gc_state_new(void) {

@@ -121,6 +121,6 @@ static void run_burst(const bench_case *c, void *state, bench_out *out) {
 
 BENCH_CASE(burst, .workload = "burst", .impl = bench_pool_impl.name, .group = "sweeper",
            .unit = "object get+put in a 256 MiB burst (4 threads)", .iterations = 1,
-           .isolated = 1, .run = run_burst)
+           .run = run_burst)
 
 #endif /* BENCH_HAVE_POOL */

@@ -42,7 +42,6 @@ struct bench_case {
   const char *group;    /* the driver prints one table per group */
   const char *unit;     /* what one operation is, e.g. "get+put pair" */
   int throughput;       /* 1: the driver shows Mops/s as well */
-  int isolated;         /* informational: needs a fresh process (all do) */
   uint64_t ops;         /* operations per run() (workload-specific meaning) */
   uint64_t iterations;  /* 0: as many runs as --benchmark_min_time needs */
   long param;           /* workload parameter: threads, ... */

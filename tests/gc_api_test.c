@@ -399,9 +399,7 @@ static void test_finalizers(void **state) {
 
   /* Resurrection: the finalizer stores the object in a root; it lives on,
    * its finalizer does not run again, its weak reference stays NULL. */
-  static void *res_root;
   assert_int_equal(tp_root_add(h, &resurrected), 0);
-  (void)res_root;
   struct node *r = new_node(h, &resurrect_type, 77);
   tp_weak *wr = tp_weak_new(h, r);
   r = NULL;

@@ -234,7 +234,7 @@ static void check_round(struct world *w) {
     if (w->s[i].kind == K_FIN) assert_int_equal(fin_count[i], 0);
   }
   tt_collect_unscanned(w->h);
-  long nl = 0, extra = 0;
+  long nl = 0;
   for (long k = 0; k < w->nlive; k++) {
     long i = w->live[k];
     struct shadow *s = &w->s[i];
@@ -251,7 +251,6 @@ static void check_round(struct world *w) {
     }
     if (got) {
       w->live[nl++] = i;
-      extra += !reachable;
     } else {
       s->alive = false;
       tp_weak_free(s->weak);
@@ -295,7 +294,6 @@ static void check_round(struct world *w) {
       assert_int_equal(tid, j);
     }
   }
-  (void)extra;
 }
 
 static void run(const char *name, bool conservative, size_t gray, double seconds) {
