@@ -269,9 +269,15 @@ static void *collector_loop(void *arg) {
   return NULL;
 }
 
+struct short_arg {
+  tp_heap *h;
+  uint64_t seed;
+};
+
 static void *short_lived(void *arg) {
-  tp_heap *h = arg;
-  uint64_t seed = (uint64_t)(uintptr_t)&seed;
+  struct short_arg *a = arg;
+  tp_heap *h = a->h;
+  uint64_t seed = a->seed;
   struct node *l = make_list(h, 5, 200, &seed); /* attaches */
   tp_heap_safepoint(h);
   verify_list(l, 5, 200);
@@ -282,6 +288,7 @@ static void *short_lived(void *arg) {
 static void test_thread_churn(void **state) {
   (void)state;
   tp_heap_config c = {.trigger_percent = 50, .min_heap_bytes = 512 << 10, .region_size = 64 << 10};
+  uint64_t seed = tt_seed("thread_churn");
   tp_heap *h = tp_heap_create(&c);
   assert_non_null(h);
   tt_failures_reset(&failures);
@@ -292,7 +299,11 @@ static void test_thread_churn(void **state) {
   int n = 0;
   while (tt_now_ns() < end || n < 50) {
     pthread_t t[3];
-    for (int i = 0; i < 3; i++) assert_int_equal(pthread_create(&t[i], NULL, short_lived, h), 0);
+    struct short_arg a[3];
+    for (int i = 0; i < 3; i++) {
+      a[i] = (struct short_arg){h, seed + (uint64_t)(n + i)};
+      assert_int_equal(pthread_create(&t[i], NULL, short_lived, &a[i]), 0);
+    }
     for (int i = 0; i < 3; i++) pthread_join(t[i], NULL);
     n += 3;
   }
