@@ -13,6 +13,7 @@
 #include <cmocka.h>
 
 #include "tests/death.h"
+#include "tests/pool_test_util.h"
 
 static tp_pool *mk(size_t size) {
   tp_pool_config c = {.name = "death", .obj_size = size};
@@ -94,16 +95,7 @@ static void use_after_put(void **s) {
 /* Correct use does not abort in the debug build either. */
 static void clean_use(void **s) {
   (void)s;
-  tp_pool *p = mk(64);
-  void *v[3000];
-  for (int r = 0; r < 3; r++) {
-    for (int i = 0; i < 3000; i++) {
-      v[i] = tp_pool_get(p);
-      memset(v[i], r, 64);
-    }
-    for (int i = 0; i < 3000; i++) tp_pool_put(p, v[i]);
-  }
-  tp_pool_destroy(p);
+  tt_pool_clean_use(64);
 }
 
 int main(void) {
