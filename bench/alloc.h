@@ -98,4 +98,23 @@ static inline void bench_no_destroy(void *ctx) { (void)ctx; }
 #define BENCH_HAVE_EPOCH 0
 #endif
 
+#if BENCH_HAVE_POOL
+/* n get+touch+put pairs on ctx: the pool group's pair, and the sweeper
+ * group's pair_sweep1ms. Returns the ns they took, or 0 (and fails *out)
+ * when a get returns NULL. */
+static inline uint64_t bench_pair_loop(void *ctx, uint64_t n, bench_out *out) {
+  uint64_t t0 = bench_now_ns();
+  for (uint64_t i = 0; i < n; i++) {
+    void *o = bench_pool_impl.get(ctx);
+    if (BENCH_UNLIKELY(!o)) {
+      bench_fail(out, "get returned NULL");
+      return 0;
+    }
+    bench_touch(o, i);
+    bench_pool_impl.put(ctx, o);
+  }
+  return bench_now_ns() - t0;
+}
+#endif
+
 #endif /* TP_BENCH_ALLOC_H */

@@ -547,6 +547,17 @@ std::string Fmt(const char* fmt, double v) {
   return b;
 }
 
+// Per-round ratios (Results::PerRound).
+// Throughput of a over b: ns/op is time per op of the aggregate, so
+// Mops(a) / Mops(b) = ns(b) / ns(a).
+double ThroughputRatio(const Sample& a, const Sample& b) { return b.ns / a.ns; }
+
+// A run's ns/op over its own counter `counter` (on/off within one run).
+double OnOffRatio(const Sample& a, const std::string& counter) {
+  auto c = a.counters.find(counter);
+  return c == a.counters.end() ? NAN : a.ns / c->second;
+}
+
 // The peer cases of a workload: every impl other than tp.
 std::vector<std::string> Peers(const std::vector<CaseInfo>& cases, const std::string& workload) {
   std::vector<std::string> out;
@@ -588,16 +599,13 @@ Verdict Evaluate(const Target& t, const Results& res, const std::vector<CaseInfo
       v.measured = x < 0 ? std::string("never") : Fmt("%.0f", x) + " (" + t.other + ")";
       break;
     case Check::kThroughputRatio:
-      // ns/op is time per op of the aggregate: Mops(a)/Mops(b) = ns(b)/ns(a).
-      x = res.PerRound(tp, Name(t.other, "tp"), [](const Sample& a, const Sample& b) { return b.ns / a.ns; });
+      x = res.PerRound(tp, Name(t.other, "tp"), ThroughputRatio);
       ok = x >= t.value;
       v.measured = Fmt("%.2fx", x);
       break;
     case Check::kOnOffMax:
-      x = res.PerRound(tp, tp, [&](const Sample& a, const Sample&) {
-        auto c = a.counters.find(t.other);
-        return c == a.counters.end() ? NAN : a.ns / c->second;
-      });
+      x = res.PerRound(tp, tp,
+                       [&](const Sample& a, const Sample&) { return OnOffRatio(a, t.other); });
       ok = x <= t.value;
       v.measured = Fmt("%.3fx", x);
       break;
@@ -864,7 +872,7 @@ int main(int argc, char** argv) {
     }
     std::string line = std::string(p.text) + ":";
     for (const auto& c : by_workload[p.a]) {
-      double x = res.PerRound(c.name, Name(p.b, c.impl), [](const Sample& a, const Sample& b) { return b.ns / a.ns; });
+      double x = res.PerRound(c.name, Name(p.b, c.impl), ThroughputRatio);
       line += " " + c.impl + " " + Num(x, 0) + "x;";
     }
     std::printf("%s\n", line.c_str());
@@ -872,10 +880,8 @@ int main(int argc, char** argv) {
   if (by_workload.count("pair_sweep1ms")) {
     if (!printed) PrintRule(W);
     for (const auto& c : by_workload["pair_sweep1ms"]) {
-      double x = res.PerRound(c.name, c.name, [](const Sample& a, const Sample&) {
-        auto it = a.counters.find("off_ns");
-        return it == a.counters.end() ? NAN : a.ns / it->second;
-      });
+      double x = res.PerRound(c.name, c.name,
+                              [](const Sample& a, const Sample&) { return OnOffRatio(a, "off_ns"); });
       std::printf("sweeper every 1 ms: pair time with / without (same run, ABBA slices): %s %sx "
                   "(%s ns vs %s ns)\n",
                   c.impl.c_str(), Num(x, 0, 3).c_str(), Num(res.Ns(c.name), 0).c_str(),

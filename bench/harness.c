@@ -3,7 +3,6 @@
 
 #include <errno.h>
 #include <pthread.h>
-#include <sched.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -130,10 +129,8 @@ void bench_spin_barrier_wait(bench_spin_barrier *b) {
     __atomic_store_n(&b->generation, gen + 1, __ATOMIC_RELEASE);
     return;
   }
-  for (unsigned spins = 1; __atomic_load_n(&b->generation, __ATOMIC_ACQUIRE) == gen; spins++) {
-    if (spins % 256 == 0) sched_yield();
-    else bench_pause();
-  }
+  unsigned spins = 0;
+  while (__atomic_load_n(&b->generation, __ATOMIC_ACQUIRE) == gen) bench_spin_wait(&spins);
 }
 
 /* ---- memory ------------------------------------------------------------------ */

@@ -8,6 +8,7 @@
 
 #include "bench/workloads.h"
 
+#include <sched.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <time.h>
@@ -56,6 +57,14 @@ BENCH_INLINE uint64_t bench_rand(uint64_t *s) {
 }
 
 BENCH_INLINE void bench_pause(void) { __builtin_ia32_pause(); }
+
+/* One step of a polite spin (*spins counts them, start at 0): a pause, and
+ * every 256th step a yield (the VM may have descheduled the thread that
+ * is waited for). */
+BENCH_INLINE void bench_spin_wait(unsigned *spins) {
+  if ((++*spins & 255) == 0) sched_yield();
+  else bench_pause();
+}
 
 /* Runs body(arg, i) on n threads (i = 0..n-1). init(arg, i), if given,
  * runs first on each thread and is not timed. Returns the span in ns from

@@ -16,7 +16,6 @@
 
 #if BENCH_HAVE_POOL
 
-#include <sched.h>
 #include <string.h>
 
 #define OBJ_SIZE 64
@@ -63,25 +62,10 @@ static void pool_teardown(const bench_case *c, void *state) {
 
 /* ---- pair --------------------------------------------------------------- */
 
-/* n pairs; returns the ns they took, or 0 (and fails *out) on NULL. */
-static uint64_t pair_loop(void *ctx, uint64_t n, bench_out *out) {
-  uint64_t t0 = bench_now_ns();
-  for (uint64_t i = 0; i < n; i++) {
-    void *o = P->get(ctx);
-    if (BENCH_UNLIKELY(!o)) {
-      bench_fail(out, "get returned NULL");
-      return 0;
-    }
-    bench_touch(o, i);
-    P->put(ctx, o);
-  }
-  return bench_now_ns() - t0;
-}
-
 static void run_pair(const bench_case *c, void *state, bench_out *out) {
   pool_state *s = state;
   BENCH_NEED_STATE(s, out);
-  out->ns = (double)pair_loop(s->ctx, c->ops, out);
+  out->ns = (double)bench_pair_loop(s->ctx, c->ops, out);
   out->ops = (double)c->ops;
 }
 
@@ -158,12 +142,6 @@ BENCH_CASE(bulk32, .workload = "bulk32", .impl = bench_pool_impl.name, .group = 
 
 /* ---- producer/consumer through an SPSC ring ---------------------------------- */
 
-/* Spin politely; yield now and then (the VM may have descheduled the peer). */
-BENCH_INLINE void spin_wait(unsigned *spins) {
-  if ((++*spins & 255) == 0) sched_yield();
-  else bench_pause();
-}
-
 static void prodcons_body(void *arg, int idx) {
   pool_state *s = arg;
   spsc_ring *r = &s->ring;
@@ -182,7 +160,7 @@ static void prodcons_body(void *arg, int idx) {
       unsigned spins = 0;
       while (tail - head_seen == RING_SIZE) {
         head_seen = __atomic_load_n(&r->head, __ATOMIC_ACQUIRE);
-        if (tail - head_seen == RING_SIZE) spin_wait(&spins);
+        if (tail - head_seen == RING_SIZE) bench_spin_wait(&spins);
       }
       r->slot[tail & (RING_SIZE - 1)] = o;
       __atomic_store_n(&r->tail, ++tail, __ATOMIC_RELEASE);
@@ -193,7 +171,7 @@ static void prodcons_body(void *arg, int idx) {
       unsigned spins = 0;
       while (head == tail_seen) {
         tail_seen = __atomic_load_n(&r->tail, __ATOMIC_ACQUIRE);
-        if (head == tail_seen) spin_wait(&spins);
+        if (head == tail_seen) bench_spin_wait(&spins);
       }
       void *o = r->slot[head & (RING_SIZE - 1)];
       __atomic_store_n(&r->head, ++head, __ATOMIC_RELEASE);
@@ -264,40 +242,5 @@ BENCH_CASE(oversub_t2, .workload = "oversub_t2", .impl = bench_pool_impl.name, .
 BENCH_CASE(oversub_t8, .workload = "oversub_t8", .impl = bench_pool_impl.name, .group = "pool",
            .unit = "random get or put, 8 threads, aggregate", .throughput = 1, .ops = 2000000,
            .param = 8, .setup = pool_setup, .run = run_oversub, .teardown = pool_teardown)
-
-/* ---- pair with the background reclaimer waking every 1 ms (issue 6) -------
- * Slices of pairs alternate with the reclaimer off and on (order ABBA, so
- * drift cancels); ns_per_op is the "on" time, counter off_ns the "off" time
- * of the same run, so their ratio is free of the machine's slow drift. */
-#define SWEEP_SLICES 8
-
-static void run_pair_sweep(const bench_case *c, void *state, bench_out *out) {
-  pool_state *s = state;
-  BENCH_NEED_STATE(s, out);
-  static const int on_at[SWEEP_SLICES] = {1, 0, 0, 1, 1, 0, 0, 1};
-  uint64_t per = c->ops / SWEEP_SLICES, ns[2] = {0, 0};
-  for (int k = 0; k < SWEEP_SLICES; k++) {
-    int on = on_at[k];
-    if (on && P->reclaimer_start(1) != 0) {
-      bench_fail(out, "could not start the reclaimer");
-      return;
-    }
-    ns[on] += pair_loop(s->ctx, per, out);
-    if (on) P->reclaimer_stop();
-    if (out->error[0]) return;
-  }
-  uint64_t half = per * SWEEP_SLICES / 2;
-  out->ns = (double)ns[1];
-  out->ops = (double)half;
-  bench_counter(out, "off_ns", (double)ns[0] / (double)half);
-}
-
-__attribute__((constructor)) static void register_pair_sweep(void) {
-  if (!bench_pool_impl.reclaimer_start) return;
-  bench_register(&(const bench_case){
-      .workload = "pair_sweep1ms", .impl = bench_pool_impl.name, .group = "sweeper",
-      .unit = "pair, reclaimer waking every 1 ms", .ops = 8 * 1000000, .setup = pool_setup,
-      .run = run_pair_sweep, .teardown = pool_teardown});
-}
 
 #endif /* BENCH_HAVE_POOL */

@@ -1,22 +1,25 @@
 /*
- * bench/sweeper_workloads.c — the burst of issue 6, for every allocator
- * with a pool interface (each worker is its own process, and the driver
- * runs every case in a fresh process, so the RSS is this burst's alone).
+ * bench/sweeper_workloads.c — background reclaimers (issue 6), for every
+ * allocator with a pool interface (the driver runs every case in a fresh
+ * process, so the RSS is that case's alone).
  *
- *   burst   4 threads take 1 M 64-byte objects each (256 MiB in all,
- *           every object written: it links the thread's list), then all
- *           are put back; the process then idles while the RSS is sampled
- *           every 100 ms for 2.5 s. An allocator with a background
- *           reclaimer (tidepool: tp_sweeper_start(NULL), the defaults)
- *           has it started first.
+ *   burst          4 threads take 1 M 64-byte objects each (256 MiB in
+ *                  all, every object written: it links the thread's list),
+ *                  then all are put back; the process then idles while the
+ *                  RSS is sampled every 100 ms for 2.5 s. An allocator with
+ *                  a background reclaimer (tidepool: tp_sweeper_start(NULL),
+ *                  the defaults) has it started first.
+ *   pair_sweep1ms  the pool group's pair with the reclaimer waking every
+ *                  1 ms, against the same pairs without it (allocators with
+ *                  a reclaimer only)
  *
  * The burst's threads stay alive (parked) while the RSS is sampled, as a
  * server's thread pool would.
  *
- * Counters: base_MiB (before), peak_MiB (all objects out), rss_<ms>_MiB
- * (samples, ms after the last put), back_ms (first sample at or under
- * base + 10 % of peak; -1 if none), get_ns and put_ns (wall time of each
- * phase per object). ns_per_op: both phases, per object.
+ * Burst counters: base_MiB (before), peak_MiB (all objects out),
+ * rss_<ms>_MiB (samples, ms after the last put), back_ms (first sample at
+ * or under base + 10 % of peak; -1 if none), get_ns and put_ns (wall time
+ * of each phase per object). ns_per_op: both phases, per object.
  */
 #include "bench/alloc.h"
 
@@ -122,5 +125,50 @@ static void run_burst(const bench_case *c, void *state, bench_out *out) {
 BENCH_CASE(burst, .workload = "burst", .impl = bench_pool_impl.name, .group = "sweeper",
            .unit = "object get+put in a 256 MiB burst (4 threads)", .iterations = 1,
            .run = run_burst)
+
+/* ---- pair with the background reclaimer waking every 1 ms -----------------
+ * Slices of pairs alternate with the reclaimer off and on (order ABBA, so
+ * drift cancels); ns_per_op is the "on" time, counter off_ns the "off" time
+ * of the same run, so their ratio is free of the machine's slow drift. */
+#define SWEEP_SLICES 8
+#define PAIR_OBJ_SIZE 64 /* as the pool group's pair */
+
+static void *pair_sweep_setup(const bench_case *c) {
+  (void)c;
+  return P->create(PAIR_OBJ_SIZE); /* the state is the allocator's context */
+}
+
+static void pair_sweep_teardown(const bench_case *c, void *ctx) {
+  (void)c;
+  if (ctx) P->destroy(ctx);
+}
+
+static void run_pair_sweep(const bench_case *c, void *ctx, bench_out *out) {
+  BENCH_NEED_STATE(ctx, out);
+  static const int on_at[SWEEP_SLICES] = {1, 0, 0, 1, 1, 0, 0, 1};
+  uint64_t per = c->ops / SWEEP_SLICES, ns[2] = {0, 0};
+  for (int k = 0; k < SWEEP_SLICES; k++) {
+    int on = on_at[k];
+    if (on && P->reclaimer_start(1) != 0) {
+      bench_fail(out, "could not start the reclaimer");
+      return;
+    }
+    ns[on] += bench_pair_loop(ctx, per, out);
+    if (on) P->reclaimer_stop();
+    if (out->error[0]) return;
+  }
+  uint64_t half = per * SWEEP_SLICES / 2;
+  out->ns = (double)ns[1];
+  out->ops = (double)half;
+  bench_counter(out, "off_ns", (double)ns[0] / (double)half);
+}
+
+__attribute__((constructor)) static void register_pair_sweep(void) {
+  if (!bench_pool_impl.reclaimer_start) return;
+  bench_register(&(const bench_case){
+      .workload = "pair_sweep1ms", .impl = bench_pool_impl.name, .group = "sweeper",
+      .unit = "pair, reclaimer waking every 1 ms", .ops = 8 * 1000000,
+      .setup = pair_sweep_setup, .run = run_pair_sweep, .teardown = pair_sweep_teardown});
+}
 
 #endif /* BENCH_HAVE_POOL */
