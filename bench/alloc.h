@@ -8,6 +8,7 @@
  *
  *   BENCH_HAVE_POOL 1   + static const bench_pool_ops  bench_pool_impl
  *   BENCH_HAVE_ARENA 1  + static const bench_arena_ops bench_arena_impl
+ *   BENCH_HAVE_GC 1     + static const bench_gc_ops    bench_gc_impl
  *   BENCH_HAVE_EPOCH 1  (tidepool only: the epoch workloads)
  *
  * and always  static inline void bench_impl_describe(void),  which reports
@@ -54,6 +55,30 @@ typedef struct bench_arena_ops {
   void *(*create_concurrent)(void);
 } bench_arena_ops;
 
+/* A tracing collector: tp_heap, or the Boehm-Demers-Weiser collector. It
+ * allocates one object shape, GCBench's node. There is one heap per
+ * process (Boehm has no other kind). */
+typedef struct bench_gnode {
+  struct bench_gnode *l, *r; /* the only pointers */
+  int i, j;
+} bench_gnode;
+
+typedef struct bench_gc_ops {
+  const char *name;
+  /* Makes the heap. roots[0..nroots) hold its roots (static storage).
+   * auto_collect 0: no collections but collect()'s. 0 on success. */
+  int (*open)(void **roots, size_t nroots, int auto_collect);
+  void (*close)(void);
+  bench_gnode *(*node)(void); /* a zeroed node, or NULL */
+  void (*collect)(void);      /* a full collection, now (either mode) */
+  double (*heap_mib)(void);   /* memory mapped for the heap */
+  /* Collections so far, the world-stopped time they took in all, and the
+   * last one's, each measured by the collector itself. */
+  void (*pauses)(uint64_t *n, uint64_t *total_ns, uint64_t *last_ns);
+  /* Optional: extra counters for a run (bench_counter). */
+  void (*describe_run)(bench_out *out);
+} bench_gc_ops;
+
 /* Allocators without per-size state: the context is the object size. */
 static inline void *bench_size_ctx(size_t size) { return (void *)(uintptr_t)size; }
 static inline size_t bench_ctx_size(const void *ctx) { return (size_t)(uintptr_t)ctx; }
@@ -93,6 +118,9 @@ static inline void bench_no_destroy(void *ctx) { (void)ctx; }
 #endif
 #ifndef BENCH_HAVE_ARENA
 #define BENCH_HAVE_ARENA 0
+#endif
+#ifndef BENCH_HAVE_GC
+#define BENCH_HAVE_GC 0
 #endif
 #ifndef BENCH_HAVE_EPOCH
 #define BENCH_HAVE_EPOCH 0

@@ -1,10 +1,13 @@
-/* bench/alloc_tidepool.h — tidepool: tp_pool, tp_arena, epochs, the sweeper. */
+/* bench/alloc_tidepool.h — tidepool: tp_pool, tp_arena, epochs, the
+ * sweeper, tp_heap. */
 #include <tidepool/tidepool.h>
 
+#include <stddef.h>
 #include <stdio.h>
 
 #define BENCH_HAVE_POOL 1
 #define BENCH_HAVE_ARENA 1
+#define BENCH_HAVE_GC 1
 #define BENCH_HAVE_EPOCH 1
 
 static inline void *tp_b_create(size_t size) {
@@ -52,6 +55,59 @@ BENCH_IMPL bench_arena_ops bench_arena_impl = {
     .alloc = tp_b_arena_alloc,
     .reset = tp_b_arena_reset,
     .create_concurrent = tp_b_arena_create_concurrent,
+};
+
+/* tp_heap knows the node's pointers (a precise type) and marks on one
+ * thread; its stats time every collection. */
+static tp_heap *tp_b_heap;
+static const size_t tp_b_gnode_offs[] = {offsetof(bench_gnode, l), offsetof(bench_gnode, r)};
+static const tp_type tp_b_gnode_type = {"gnode", sizeof(bench_gnode), NULL, tp_b_gnode_offs, 2,
+                                        NULL, 0};
+
+static inline int tp_b_gc_open(void **roots, size_t nroots, int auto_collect) {
+  tp_heap_config cfg = {.trigger_percent = auto_collect ? 100 : 0}; /* 0: manual only */
+  tp_b_heap = tp_heap_create(&cfg);
+  if (!tp_b_heap) return -1;
+  for (size_t i = 0; i < nroots; i++)
+    if (tp_root_add(tp_b_heap, &roots[i]) != 0) return -1;
+  return 0;
+}
+static inline void tp_b_gc_close(void) {
+  tp_heap_destroy(tp_b_heap);
+  tp_b_heap = NULL;
+}
+static inline bench_gnode *tp_b_gc_node(void) {
+  return tp_heap_alloc(tp_b_heap, &tp_b_gnode_type);
+}
+static inline void tp_b_gc_collect(void) { tp_heap_collect(tp_b_heap); }
+static inline double tp_b_gc_heap_mib(void) {
+  tp_heap_stats s;
+  tp_heap_read_stats(tp_b_heap, &s);
+  return (double)s.heap_sys / (1024.0 * 1024.0);
+}
+static inline void tp_b_gc_pauses(uint64_t *n, uint64_t *total_ns, uint64_t *last_ns) {
+  tp_heap_stats s;
+  tp_heap_read_stats(tp_b_heap, &s);
+  *n = s.num_gc;
+  *total_ns = s.pause_total_ns;
+  *last_ns = s.last_pause_ns;
+}
+static inline void tp_b_gc_describe_run(bench_out *out) {
+  tp_heap_stats s;
+  tp_heap_read_stats(tp_b_heap, &s);
+  bench_counter(out, "mark_ms_total", (double)s.mark_ns / 1e6);
+  bench_counter(out, "sweep_ms_total", (double)s.sweep_ns / 1e6);
+}
+
+BENCH_IMPL bench_gc_ops bench_gc_impl = {
+    .name = "tp",
+    .open = tp_b_gc_open,
+    .close = tp_b_gc_close,
+    .node = tp_b_gc_node,
+    .collect = tp_b_gc_collect,
+    .heap_mib = tp_b_gc_heap_mib,
+    .pauses = tp_b_gc_pauses,
+    .describe_run = tp_b_gc_describe_run,
 };
 
 static inline void bench_impl_describe(void) {

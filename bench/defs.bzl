@@ -14,7 +14,7 @@ def bench_worker(name, copts = [], linkopts = [], deps = []):
     """bench_<name>: every workload, measured on bench/alloc_<name>.h.
 
     Every *_workloads.c file is compiled into every worker; each measures
-    what the implementation provides (BENCH_HAVE_POOL, _ARENA, _EPOCH).
+    what the implementation provides (BENCH_HAVE_POOL, _ARENA, _GC, _EPOCH).
 
     Args:
       name: the implementation; bench/alloc_<name>.h must exist.

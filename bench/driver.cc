@@ -629,6 +629,7 @@ const char* GroupTitle(const std::string& g) {
   if (g == "epoch") return "Epochs: read sections, retire, read-mostly lookups (issue 4)";
   if (g == "arena") return "Arenas (issue 5)";
   if (g == "sweeper") return "Sweeper (issue 6)";
+  if (g == "gc") return "Tracing collector: tp_heap vs Boehm (issue 7)";
   return nullptr;
 }
 
@@ -715,7 +716,7 @@ int main(int argc, char** argv) {
   }
 
   // Cases by group (issue order first) and workload (first seen).
-  std::vector<std::string> groups = {"pool", "epoch", "arena", "sweeper"};
+  std::vector<std::string> groups = {"pool", "epoch", "arena", "sweeper", "gc"};
   std::vector<std::string> workloads;
   std::map<std::string, std::vector<CaseInfo>> by_workload;
   std::map<std::string, std::string> group_of;
@@ -919,6 +920,31 @@ int main(int argc, char** argv) {
         std::printf("tidepool (tp_sweeper_start(NULL): decay 1000 ms) back within 1500 ms: %s (%s)\n",
                     v.status.c_str(), v.measured.c_str());
       }
+  }
+
+  // ---- collectors: what each measured itself ----
+  struct GcCounters {
+    const char* workload;
+    std::vector<std::string> counters;
+  };
+  const GcCounters kGcCounters[] = {
+      {"gc_tree_1g", {"secs", "mark_MBps", "heap_MiB"}},
+      {"gc_pause_256m", {"gcs", "pause_mean_ms", "pause_max_ms", "gc_share", "heap_MiB"}},
+      {"gc_cycles", {"gcs", "gc_share", "heap_max_MiB"}},
+  };
+  printed = false;
+  for (const auto& g : kGcCounters) {
+    if (!by_workload.count(g.workload)) continue;
+    if (!printed) {
+      std::printf("\n== Collectors: collections, pauses and heap (medians of rounds) ==\n");
+      PrintRule(W);
+      printed = true;
+    }
+    for (const auto& c : by_workload[g.workload]) {
+      std::string line;
+      for (const auto& k : g.counters) line += " " + k + " " + Num(res.Counter(c.name, k), 0) + ";";
+      std::printf("%-28s%s\n", c.name.c_str(), line.c_str());
+    }
   }
 
   // ---- ratio table: tp vs each peer ----
