@@ -139,7 +139,7 @@ static void test_goal_above_live(void **state) {
   (void)state;
   tp_heap *h = heap(1, 1, 0);
   build_live(h, 1);
-  collect_unscanned(h);
+  tt_collect_unscanned(h);
   tp_heap_stats s = stats(h);
   assert_int_equal(s.heap_live, NODE_SLOT);
   assert_true(s.next_gc > s.heap_live);
