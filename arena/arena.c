@@ -12,7 +12,8 @@
  * build, with the fast path or without it, lays out alike.)
  *
  * Concurrent arenas. Each CPU has a bump region {ptr, end} on its own pair
- * of cache lines. An allocation is one rseq sequence: read the CPU's region, check
+ * of cache lines. An allocation is one rseq sequence, inline in arena.h
+ * (tp__arena_region_bump): read the CPU's region, check
  * ptr + n <= end, commit with one store of ptr (no atomic; see
  * <tidepool/percpu.h> for why a sequence that commits had the region to
  * itself). A CPU whose region is exhausted installs a fresh chunk with a
@@ -77,7 +78,7 @@ struct region {
 };
 /* Two lines per CPU: the L2's spatial prefetcher fetches lines in 128-byte
  * pairs, so neighbours one line apart would still bounce between cores. */
-#define REGION_SHIFT 7
+#define REGION_SHIFT TP__ARENA_REGION_SHIFT /* the inline bump's (arena.h) */
 _Static_assert(sizeof(struct region) == (1u << REGION_SHIFT), "one line pair per CPU");
 /* The empty regions below region 0 that rseq cpu_ids -1 and -2 land on. */
 #define REGION_SENTINEL_BYTES ((size_t)TP__PCACHE_SENTINELS << REGION_SHIFT)
@@ -86,8 +87,9 @@ struct tp_arena {
   /* Read on every allocation (and, for concurrent arenas, only read): the
    * first cache line of the arena, which sits a line after its chunk's
    * header so that linking chunks never writes it. */
-  struct tp__arena_head head; /* plain fast path; NULLs when it is off */
-  struct region *regions;     /* concurrent: region 0 of ncpu (sentinels below) */
+  struct tp__arena_head head; /* the inline paths' fields (arena.h): plain
+                                 {ptr, end}, NULL when off; concurrent
+                                 regions: region 0 of ncpu (sentinels below) */
   size_t small_max;           /* concurrent: sizes 1..small_max go straight to the
                                  regions; 0 in a plain arena: none do */
   unsigned flags;
@@ -268,34 +270,11 @@ static void large_free(tp_arena *a, struct large *l) {
 /* ---- concurrent arenas: per-CPU bump regions --------------------------------- */
 
 /*
- * Bumps the calling CPU's region by n (a multiple of 16). NULL when it has
- * no room (or rseq is off for the thread). Linearization point: the commit
- * store of ptr.
- */
-static inline char *region_bump_rseq(struct region *base, size_t n) {
-  char *p;
-  __asm__ volatile goto(TP__RSEQ_CS_DESCRIPTOR TP__RSEQ_ENTER TP__RSEQ_BLOCK_AT(REGION_SHIFT)
-               "movq (%%rax), %[p]\n\t"       /* ptr */
-               "leaq (%[p],%[n]), %%rcx\n\t"  /* ptr + n */
-               "cmpq 8(%%rax), %%rcx\n\t"
-               "ja %l[miss]\n\t"              /* past end (end 0: refused) */
-               "movq %%rcx, (%%rax)\n\t"      /* commit */
-               "2:\n\t" TP__RSEQ_ABORT_HANDLER
-               : [p] "=&r"(p)
-               : [rseq] "r"(__rseq_offset), [base] "r"(base), [n] "r"(n)
-               : "rax", "rcx", "memory", "cc"
-               : miss);
-  return p;
-miss:
-  return NULL;
-}
-
-/*
  * Installs chunk data [from, to) as the calling CPU's region and allocates n
  * bytes from it, in one sequence; returns the allocation. old_ptr and old_end
  * receive what the region held (its unused tail is counted as waste).
  */
-static char *region_install_rseq(struct region *base, char *from, char *to, size_t n,
+static char *region_install_rseq(char *base, char *from, char *to, size_t n,
                                  char **old_ptr, char **old_end) {
   char *optr, *oend;
   __asm__ volatile(TP__RSEQ_CS_DESCRIPTOR TP__RSEQ_ENTER TP__RSEQ_BLOCK_AT(REGION_SHIFT)
@@ -326,7 +305,7 @@ static void region_unlock(struct region *r) {
 }
 
 static inline struct region *region_of(tp_arena *a, unsigned cpu) {
-  return (struct region *)((char *)a->regions + ((size_t)cpu << REGION_SHIFT));
+  return (struct region *)(a->head.regions + ((size_t)cpu << REGION_SHIFT));
 }
 
 /* A fresh chunk for a concurrent arena, linked at the head of the list as
@@ -381,7 +360,7 @@ static void *shared_alloc(tp_arena *a, size_t n) {
  * of 16): one rseq bump. NULL when it does not fit (or rseq is off). */
 static inline char *concurrent_bump(tp_arena *a, size_t n) {
   if (!a->rseq) return NULL; /* the arena's hot line, not a global's */
-  char *p = region_bump_rseq(a->regions, n);
+  char *p = tp__arena_region_bump(a->head.regions, n);
   if (TP_LIKELY(p != NULL)) TP_UNPOISON(p, n);
   return p;
 }
@@ -399,7 +378,7 @@ static TP_NOINLINE void *concurrent_refill(tp_arena *a, size_t n) {
     pthread_mutex_unlock(&a->lock);
     if (!c) return NULL;
     char *optr, *oend;
-    p = region_install_rseq(a->regions, chunk_data(c), chunk_end(a, c), n, &optr, &oend);
+    p = region_install_rseq(a->head.regions, chunk_data(c), chunk_end(a, c), n, &optr, &oend);
     /* relaxed: a statistic; no second trip through the lock per refill. */
     if (optr && oend > optr) __atomic_fetch_add(&a->wasted, (size_t)(oend - optr), __ATOMIC_RELAXED);
     TP_UNPOISON(p, n);
@@ -479,11 +458,12 @@ static void *alloc_impl(tp_arena *a, size_t size, size_t align) {
 }
 
 void *tp__arena_alloc_slow(tp_arena *a, size_t size) {
-  /* Concurrent arenas come here for every allocation: their common case
-   * (a small size, room in this CPU's region) is one rseq sequence, first.
-   * A plain arena's small_max is 0, so the size test alone excludes it. */
+  /* A concurrent arena's small size comes here when the inline bump missed
+   * (a refill is due) or is off (ASan, percpu-cas, where this is every
+   * allocation): the bump first, then the refill. A plain arena's small_max
+   * is 0, so the size test alone excludes it. */
   if (TP_LIKELY(a != NULL) && size - 1 < a->small_max)
-    return concurrent_alloc(a, (size + 15) & ~(size_t)15); /* the bump is inline */
+    return concurrent_alloc(a, (size + 15) & ~(size_t)15);
   return alloc_impl(a, size, 16);
 }
 
@@ -565,7 +545,10 @@ tp_arena *tp_arena_create(const tp_arena_config *cfg) {
       return NULL;
     }
     memset(raw, 0, bytes); /* sentinels and empty regions refuse */
-    a->regions = (struct region *)(raw + REGION_SENTINEL_BYTES);
+    a->head.regions = raw + REGION_SENTINEL_BYTES;
+    /* The inline bump (arena.h) cannot unpoison: off under ASan, as the
+     * plain fast path is. */
+    a->head.inline_max = a->rseq && !TP_ASAN ? a->small_max : 0;
   } else {
     *bump_ptr(a) = from;
     *bump_end(a) = chunk_end(a, c);
@@ -605,7 +588,7 @@ void tp_arena_destroy(tp_arena *a) {
   release_large(a, NULL);
   give_list(a, a->cur);
   give_list(a, a->spare);
-  if (a->regions) free((char *)a->regions - REGION_SENTINEL_BYTES);
+  if (a->head.regions) free(a->head.regions - REGION_SENTINEL_BYTES);
   pthread_mutex_destroy(&a->lock);
   tp_pool *pool = a->chunks;
   struct chunk *first = a->first;
@@ -745,7 +728,7 @@ void tp_arena_reset(tp_arena *a) {
   char *from = alloc_start(a, a->first);
   TP_POISON(from, (size_t)(chunk_end(a, a->first) - from));
   if (a->flags & TP_ARENA_CONCURRENT) {
-    memset(a->regions, 0, (size_t)a->ncpu << REGION_SHIFT);
+    memset(a->head.regions, 0, (size_t)a->ncpu << REGION_SHIFT);
     a->sptr = a->send = NULL;
     return;
   }

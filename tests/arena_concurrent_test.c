@@ -7,6 +7,12 @@
  * round every pattern is checked, all allocations are sorted and checked
  * for overlap, the stats are checked, and the arena is reset for the next
  * round. Seeded, time-bounded; meant to run under TSan as well.
+ *
+ * A second test drives the inline region bump (tp_arena_alloc of small
+ * sizes: the rseq sequence compiled into this file from arena.h) under a
+ * 20 kHz timer signal, so sequences are interrupted and restarted mid-way:
+ * every 32-byte allocation is stamped with its thread and index, and after
+ * the run every stamp must be intact and no two allocations may overlap.
  */
 #include <stdarg.h>
 #include <stddef.h>
@@ -16,9 +22,14 @@
 
 #include <tidepool/arena.h>
 
+#include <tidepool/percpu.h>
+
 #include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/time.h>
 
 #include "tests/test_util.h"
 
@@ -201,9 +212,123 @@ static void test_concurrent_stress(void **state) {
   pthread_barrier_destroy(&done);
 }
 
+/* ---- the inline bump under signals ---------------------------------------- */
+
+#define BUMP_THREADS 4
+#define BUMP_PER_ROUND 50000 /* allocations per thread and round */
+
+struct stamp {
+  uint64_t thread, index, check, pad;
+};
+static struct stamp *bumped[BUMP_THREADS][BUMP_PER_ROUND];
+static uint64_t alarms;
+static int bump_round; /* -1: stop */
+static long bump_error;
+
+static void on_alarm(int sig) {
+  (void)sig;
+  __atomic_fetch_add(&alarms, 1, __ATOMIC_RELAXED);
+}
+
+static uint64_t stamp_check(uint64_t id, uint64_t i, int r) {
+  return (id * 0x9e3779b97f4a7c15ull) ^ (i << 20) ^ (uint64_t)r;
+}
+
+static void *bumper(void *arg) {
+  uintptr_t id = (uintptr_t)arg;
+  for (;;) {
+    pthread_barrier_wait(&go);
+    int r = __atomic_load_n(&bump_round, __ATOMIC_RELAXED);
+    if (r < 0) return NULL;
+    for (size_t i = 0; i < BUMP_PER_ROUND; i++) {
+      struct stamp *p = tp_arena_alloc(arena, sizeof *p);
+      if (!p) {
+        __atomic_store_n(&bump_error, 1, __ATOMIC_RELAXED);
+        break;
+      }
+      *p = (struct stamp){id, i, stamp_check(id, i, r), 0};
+      bumped[id][i] = p;
+    }
+    pthread_barrier_wait(&done);
+  }
+}
+
+static int cmp_ptr(const void *a, const void *b) {
+  const char *x = *(char *const *)a, *y = *(char *const *)b;
+  return x < y ? -1 : x > y;
+}
+
+/* After a round: every stamp intact, no two allocations overlapping. */
+static void check_bumped(int r) {
+  static char *all[BUMP_THREADS * BUMP_PER_ROUND];
+  size_t m = 0;
+  for (uintptr_t id = 0; id < BUMP_THREADS; id++)
+    for (size_t i = 0; i < BUMP_PER_ROUND; i++) {
+      struct stamp *p = bumped[id][i];
+      if (p->thread != id || p->index != i || p->check != stamp_check(id, i, r))
+        fail_msg("round %d, thread %lu, allocation %zu: stamp overwritten", r, (unsigned long)id, i);
+      all[m++] = (char *)p;
+    }
+  qsort(all, m, sizeof *all, cmp_ptr);
+  for (size_t i = 1; i < m; i++)
+    if (all[i - 1] + sizeof(struct stamp) > all[i])
+      fail_msg("allocations overlap: %p and %p", (void *)all[i - 1], (void *)all[i]);
+}
+
+static void test_inline_bump_under_signals(void **state) {
+  (void)state;
+  printf("  per-CPU mode: %s\n", tp_percpu_mode());
+  tp_arena_config c = {.flags = TP_ARENA_CONCURRENT};
+  arena = tp_arena_create(&c);
+  assert_non_null(arena);
+  pthread_barrier_init(&go, NULL, BUMP_THREADS + 1);
+  pthread_barrier_init(&done, NULL, BUMP_THREADS + 1);
+  struct sigaction sa;
+  memset(&sa, 0, sizeof sa);
+  sa.sa_handler = on_alarm;
+  sa.sa_flags = SA_RESTART;
+  assert_int_equal(sigaction(SIGALRM, &sa, NULL), 0);
+  /* Only the bumpers take the signal: the main thread blocks it, after
+   * creating them with it unblocked (a thread inherits the mask). */
+  pthread_t t[BUMP_THREADS];
+  for (uintptr_t i = 0; i < BUMP_THREADS; i++)
+    assert_int_equal(pthread_create(&t[i], NULL, bumper, (void *)i), 0);
+  sigset_t alrm, old;
+  sigemptyset(&alrm);
+  sigaddset(&alrm, SIGALRM);
+  pthread_sigmask(SIG_BLOCK, &alrm, &old);
+  struct itimerval it = {{0, 50}, {0, 50}}, off = {{0, 0}, {0, 0}};
+  assert_int_equal(setitimer(ITIMER_REAL, &it, NULL), 0);
+  uint64_t end = tt_deadline(1.0);
+  int r = 0;
+  do {
+    __atomic_store_n(&bump_round, r, __ATOMIC_RELAXED);
+    pthread_barrier_wait(&go);
+    pthread_barrier_wait(&done);
+    if (__atomic_load_n(&bump_error, __ATOMIC_RELAXED)) break;
+    check_bumped(r);
+    tp_arena_reset(arena); /* no thread uses the arena now */
+    r++;
+  } while (tt_now_ns() < end || r < 2);
+  setitimer(ITIMER_REAL, &off, NULL);
+  __atomic_store_n(&bump_round, -1, __ATOMIC_RELAXED);
+  pthread_barrier_wait(&go);
+  for (int i = 0; i < BUMP_THREADS; i++) assert_int_equal(tt_join_within(t[i], TT_HANG_MS, NULL), 0);
+  pthread_sigmask(SIG_SETMASK, &old, NULL);
+  assert_int_equal(__atomic_load_n(&bump_error, __ATOMIC_RELAXED), 0); /* no NULL */
+  uint64_t n_alarms = __atomic_load_n(&alarms, __ATOMIC_RELAXED);
+  printf("  %d rounds of %d x %d allocations, %lu timer signals\n", r, BUMP_THREADS,
+         BUMP_PER_ROUND, (unsigned long)n_alarms);
+  assert_true(n_alarms > 0); /* the sequences were interrupted */
+  tp_arena_destroy(arena);
+  pthread_barrier_destroy(&go);
+  pthread_barrier_destroy(&done);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_concurrent_stress),
+      cmocka_unit_test(test_inline_bump_under_signals),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
