@@ -78,6 +78,7 @@ struct run {
   void (*body)(void *, int);
   void *arg;
   pthread_barrier_t go;
+  bench_spin_barrier running;
 };
 
 static void *thread_main(void *p) {
@@ -85,6 +86,10 @@ static void *thread_main(void *p) {
   struct run *r = s->run;
   if (r->init) r->init(r->arg, s->index);
   pthread_barrier_wait(&r->go);
+  /* The futex barrier wakes sleepers one by one, and on a VM a wake-up can
+   * lag by tens of microseconds: meet once more, spinning, so the clock
+   * starts when every thread is running (not while one runs alone). */
+  bench_spin_barrier_wait(&r->running);
   s->start = bench_now_ns();
   r->body(r->arg, s->index);
   s->end = bench_now_ns();
@@ -93,7 +98,7 @@ static void *thread_main(void *p) {
 
 double bench_run_threads(int n, void (*init)(void *, int), void (*body)(void *, int), void *arg,
                          bench_out *err) {
-  struct run r = {init, body, arg, {{0}}};
+  struct run r = {init, body, arg, {{0}}, {.n = (unsigned)n}};
   struct thread_slot *slot = calloc((size_t)n, sizeof *slot);
   if (!slot) {
     bench_fail(err, "out of memory");
