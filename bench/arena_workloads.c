@@ -420,26 +420,29 @@ static void run_scaling(const bench_case *c, void *state, bench_out *out) {
     return;
   }
   /* ns per allocation of each slice, then the per-group ratios. */
-  double ratio[2][SCALING_GROUPS];
-  uint64_t ns2 = 0, made2 = 0, ns1 = 0, made1 = 0;
+  /* ratio[0]: tp's, [1]: the control's, [2]: tp's over the control's */
+  double ratio[3][SCALING_GROUPS];
+  uint64_t ns[4] = {0}, made[4] = {0};
   for (int k = 0; k < SCALING_GROUPS; k++) {
     for (int ctl = 0; ctl < 2; ctl++) {
       double one = (double)s->ns[2 * ctl][k] / (double)s->made[2 * ctl][k];
       double two = (double)s->ns[2 * ctl + 1][k] / (double)s->made[2 * ctl + 1][k];
       ratio[ctl][k] = one / two;
     }
-    ns1 += s->ns[0][k], made1 += s->made[0][k];
-    ns2 += s->ns[1][k], made2 += s->made[1][k];
+    ratio[2][k] = ratio[0][k] / ratio[1][k];
+    for (int kind = 0; kind < 4; kind++) ns[kind] += s->ns[kind][k], made[kind] += s->made[kind][k];
   }
-  qsort(ratio[0], SCALING_GROUPS, sizeof(double), cmp_double);
-  qsort(ratio[1], SCALING_GROUPS, sizeof(double), cmp_double);
-  out->ns = (double)ns2; /* ns_per_op: tp, 2 threads, aggregate */
-  out->ops = (double)made2;
+  for (int i = 0; i < 3; i++) qsort(ratio[i], SCALING_GROUPS, sizeof(double), cmp_double);
+  out->ns = (double)ns[1]; /* ns_per_op: tp, 2 threads, aggregate */
+  out->ops = (double)made[1];
   bench_counter(out, "ratio", ratio[0][SCALING_GROUPS / 2]);
   bench_counter(out, "ratio_p25", ratio[0][SCALING_GROUPS / 4]);
   bench_counter(out, "ratio_p75", ratio[0][3 * SCALING_GROUPS / 4]);
   bench_counter(out, "control_ratio", ratio[1][SCALING_GROUPS / 2]);
-  bench_counter(out, "t1_ns", (double)ns1 / (double)made1);
+  bench_counter(out, "vs_control", ratio[2][SCALING_GROUPS / 2]);
+  bench_counter(out, "t1_ns", (double)ns[0] / (double)made[0]);
+  bench_counter(out, "control_t1_ns", (double)ns[2] / (double)made[2]);
+  bench_counter(out, "control_t2_ns", (double)ns[3] / (double)made[3]);
 }
 
 __attribute__((constructor)) static void register_conc(void) {

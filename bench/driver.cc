@@ -892,11 +892,16 @@ int main(int argc, char** argv) {
     printed = true;
     for (const auto& c : by_workload["arena_conc_scaling"])
       std::printf("concurrent arena, 1 and 2 threads in interleaved slices of one process: %s %sx "
-                  "(slices p25..p75 %s..%s); the control, no allocator: %sx\n",
+                  "(slices p25..p75 %s..%s; %s ns 1 thread, %s ns 2 threads); the control, no "
+                  "allocator: %sx (%s ns, %s ns); %s over the control, per group: %sx\n",
                   c.impl.c_str(), Num(res.Counter(c.name, "ratio"), 0).c_str(),
                   Num(res.Counter(c.name, "ratio_p25"), 0).c_str(),
                   Num(res.Counter(c.name, "ratio_p75"), 0).c_str(),
-                  Num(res.Counter(c.name, "control_ratio"), 0).c_str());
+                  Num(res.Counter(c.name, "t1_ns"), 0).c_str(), Num(res.Ns(c.name), 0).c_str(),
+                  Num(res.Counter(c.name, "control_ratio"), 0).c_str(),
+                  Num(res.Counter(c.name, "control_t1_ns"), 0).c_str(),
+                  Num(res.Counter(c.name, "control_t2_ns"), 0).c_str(), c.impl.c_str(),
+                  Num(res.Counter(c.name, "vs_control"), 0).c_str());
   }
   if (by_workload.count("pair_sweep1ms")) {
     if (!printed) PrintRule(W);
