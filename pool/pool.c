@@ -518,9 +518,14 @@ void tp__pool_put_slow(tp_pool *p, void *obj) {
     central_free(p, &obj, 1, tp__now_ms_coarse());
     return;
   }
-  unsigned k = tp__pcache_pop_n(p->caches, m->obj, p->batch);
+  /* Leave room for obj: the push below fails when the thread moved to
+   * another CPU whose cache is full, or (percpu-cas) found the block held,
+   * and a full batch (TP__MAG_CAP) plus obj would write past the magazine. */
+  unsigned want = p->batch < TP__MAG_CAP ? p->batch : TP__MAG_CAP - 1;
+  unsigned k = tp__pcache_pop_n(p->caches, m->obj, want);
   tp__counter_add(&p->removed_internal, k);
   if (tp__pcache_push_n(p->caches, &obj, 1) != 1) {
+    TP_ASSERT(k < TP__MAG_CAP);
     m->obj[k++] = obj;
     tp__counter_add(&p->slow_puts, 1);
   }
