@@ -344,7 +344,7 @@ static ceil_ctl *ceil_new(void) {
  * ratio, and the control shows what the machine gave the same loop with no
  * allocator in it at the same moments. A thread not in a slice sleeps in a
  * futex barrier, so 1-thread slices run with the other vCPU idle. */
-#define SCALING_GROUPS 30
+#define SCALING_GROUPS 31 /* odd: the median is one group's */
 #define ROUNDS_PER_SLICE 32
 
 typedef struct scaling_state {

@@ -502,7 +502,7 @@ enum class Check {
   kTpMaxNs,          // tp's ns/op <= value
   kBestPeerMin,      // (best peer's ns/op) / (tp's ns/op) >= value
   kCounterMax,       // tp's counter <= value (negative = never reached: missed)
-  kCounterMin,       // tp's counter >= value; with a control_<counter> below value too: n/a
+  kCounterMin,       // tp's counter >= value; n/a if control_<counter> < value and tp kept up
   kThroughputRatio,  // tp's Mops(workload) / Mops(other) >= value, per round
   kOnOffMax,         // tp's ns/op / counter (same run) <= value, per round
 };
@@ -607,9 +607,14 @@ Verdict Evaluate(const Target& t, const Results& res, const std::vector<CaseInfo
       if (!std::isnan(c)) {
         v.measured += Fmt(" (control %.2fx)", c);
         // The control runs the same loop with no allocator: when it falls
-        // short of the target too, the run measured the machine (a shared
-        // VM's two vCPUs are not always two cores), not the allocator.
-        if (!ok && c < t.value) return Verdict{"n/a", v.measured + ", machine below target"};
+        // short of the target too and tp kept up with it (vs_control, the
+        // per-group ratio of the two, >= 0.95), the run measured the machine
+        // (a shared VM's two vCPUs are not always two cores), not the
+        // allocator. A tp that lags its control is MISSED either way.
+        double vs = res.Counter(tp, "vs_control");
+        bool kept_up = std::isnan(vs) ? x >= 0.95 * c : vs >= 0.95;
+        if (!ok && c < t.value && kept_up)
+          return Verdict{"n/a", v.measured + ", machine below target"};
       }
       break;
     }

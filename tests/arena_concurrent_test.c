@@ -13,6 +13,8 @@
  * 20 kHz timer signal, so sequences are interrupted and restarted mid-way:
  * every 32-byte allocation is stamped with its thread and index, and after
  * the run every stamp must be intact and no two allocations may overlap.
+ * Where the inline bump is off (percpu-cas, ASan builds) the same checks
+ * run against the library's path, which the signals interrupt as well.
  */
 #include <stdarg.h>
 #include <stddef.h>
@@ -319,7 +321,7 @@ static void test_inline_bump_under_signals(void **state) {
   uint64_t n_alarms = __atomic_load_n(&alarms, __ATOMIC_RELAXED);
   printf("  %d rounds of %d x %d allocations, %lu timer signals\n", r, BUMP_THREADS,
          BUMP_PER_ROUND, (unsigned long)n_alarms);
-  assert_true(n_alarms > 0); /* the sequences were interrupted */
+  assert_true(n_alarms > 0); /* signals reached the allocating threads */
   tp_arena_destroy(arena);
   pthread_barrier_destroy(&go);
   pthread_barrier_destroy(&done);
