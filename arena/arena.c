@@ -357,49 +357,51 @@ static void *shared_alloc(tp_arena *a, size_t n) {
 }
 
 /* The common case of a concurrent arena's allocation of n bytes (a multiple
- * of 16): one rseq bump. NULL when it does not fit (or rseq is off). */
+ * of 16) in rseq mode: one bump. NULL when it does not fit. */
 static inline char *concurrent_bump(tp_arena *a, size_t n) {
-  if (!a->rseq) return NULL; /* the arena's hot line, not a global's */
   char *p = tp__arena_region_bump(a->head.regions, n);
   if (TP_LIKELY(p != NULL)) TP_UNPOISON(p, n);
   return p;
 }
 
-/* The rest, after concurrent_bump failed: a refill, the shared region, or
- * the fallback's CAS-held regions. */
-static TP_NOINLINE void *concurrent_refill(tp_arena *a, size_t n) {
-  if (a->rseq) {
-    char *p;
-    if (tp__rseq_cpu_id() < 0) return shared_alloc(a, n);
-    /* Refill: a fresh chunk, linked into the arena under its lock, then
-     * installed as the region of whatever CPU the sequence runs on. */
-    pthread_mutex_lock(&a->lock);
-    struct chunk *c = concurrent_chunk_locked(a);
-    pthread_mutex_unlock(&a->lock);
-    if (!c) return NULL;
-    char *optr, *oend;
-    p = region_install_rseq(a->head.regions, chunk_data(c), chunk_end(a, c), n, &optr, &oend);
-    /* relaxed: a statistic; no second trip through the lock per refill. */
-    if (optr && oend > optr) __atomic_fetch_add(&a->wasted, (size_t)(oend - optr), __ATOMIC_RELAXED);
-    TP_UNPOISON(p, n);
-    return p;
-  }
+/* rseq mode, after the bump missed: a fresh chunk, linked into the arena
+ * under its lock, then installed as the region of whatever CPU the
+ * sequence runs on (a thread rseq left unregistered uses the shared
+ * region: the sentinel regions must stay empty). */
+static TP_NOINLINE void *rseq_refill(tp_arena *a, size_t n) {
+  if (tp__rseq_cpu_id() < 0) return shared_alloc(a, n);
+  pthread_mutex_lock(&a->lock);
+  struct chunk *c = concurrent_chunk_locked(a);
+  pthread_mutex_unlock(&a->lock);
+  if (!c) return NULL;
+  char *optr, *oend;
+  char *p = region_install_rseq(a->head.regions, chunk_data(c), chunk_end(a, c), n, &optr, &oend);
+  /* relaxed: a statistic; no second trip through the lock per refill. */
+  if (optr && oend > optr) __atomic_fetch_add(&a->wasted, (size_t)(oend - optr), __ATOMIC_RELAXED);
+  TP_UNPOISON(p, n);
+  return p;
+}
+
+/* percpu-cas mode: the CPU's region under its busy word, refilled in place;
+ * a busy region sends the allocation to the shared one (no spinning). */
+static TP_NOINLINE void *cas_alloc(tp_arena *a, size_t n) {
   struct region *r = region_of(a, tp__current_cpu());
-  if (!region_lock(r)) return shared_alloc(a, n); /* busy: no spinning */
+  if (!region_lock(r)) return shared_alloc(a, n);
   char *p = range_alloc(a, &r->ptr, &r->end, n, false); /* a refill keeps r */
   region_unlock(r);
   return p;
 }
 
 static void *concurrent_alloc(tp_arena *a, size_t n) {
+  if (!a->rseq) return cas_alloc(a, n);
   char *p = concurrent_bump(a, n);
-  return p ? p : concurrent_refill(a, n);
+  return p ? p : rseq_refill(a, n);
 }
 
 /* Any size and alignment alloc_impl accepts: large sizes get their own
  * mapping (under the lock), the rest come from the regions. */
 static void *concurrent_alloc_impl(tp_arena *a, size_t size, size_t align) {
-  if (size > a->chunk_size / 4) {
+  if (size > a->small_max) {
     pthread_mutex_lock(&a->lock);
     void *p = large_alloc(a, size);
     pthread_mutex_unlock(&a->lock); /* leaves errno alone */
@@ -459,11 +461,13 @@ static void *alloc_impl(tp_arena *a, size_t size, size_t align) {
 
 void *tp__arena_alloc_slow(tp_arena *a, size_t size) {
   /* A concurrent arena's small size comes here when the inline bump missed
-   * (a refill is due) or is off (ASan, percpu-cas, where this is every
-   * allocation): the bump first, then the refill. A plain arena's small_max
-   * is 0, so the size test alone excludes it. */
-  if (TP_LIKELY(a != NULL) && size - 1 < a->small_max)
-    return concurrent_alloc(a, (size + 15) & ~(size_t)15);
+   * (a refill is due: straight to it, the bump is not tried twice) or is
+   * off (ASan, percpu-cas, where this is every allocation). A plain arena's
+   * small_max is 0, so the size test alone excludes it. */
+  if (TP_LIKELY(a != NULL) && size - 1 < a->small_max) {
+    size_t n = (size + 15) & ~(size_t)15;
+    return a->head.inline_max ? rseq_refill(a, n) : concurrent_alloc(a, n);
+  }
   return alloc_impl(a, size, 16);
 }
 
