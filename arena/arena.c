@@ -134,7 +134,7 @@ static tp_pool *chunk_pool(size_t size) {
     /* CPU caches of 32 chunks (2 MiB at the default size): resets and
      * refills stay on the per-CPU fast path; the sweeper trims what idles. */
     tp_pool_config cfg = {.name = "arena-chunks", .obj_size = size, .align = 64};
-    p = tp__pool_create_ex(&cfg, 64, 32 * size);
+    p = tp__pool_create(&cfg, 64, 32 * size);
     if (p) chunk_pools[i].size = size, chunk_pools[i].pool = p;
   } else if (!p) {
     errno = ENOMEM;
@@ -219,7 +219,7 @@ static tp_pool *large_records;
 static pthread_once_t large_records_once = PTHREAD_ONCE_INIT;
 static void large_records_init(void) {
   tp_pool_config c = {.name = "arena-large-records", .obj_size = sizeof(struct large)};
-  large_records = tp__pool_create_ex(&c, 16, 64 * sizeof(struct large));
+  large_records = tp__pool_create(&c, 16, 64 * sizeof(struct large));
 }
 
 /* Maps a large allocation. The mapping is the allocation alone: its size

@@ -384,8 +384,8 @@ static void pools_init(void) {
                        .align = TP_CACHELINE};
   tp_pool_config sc = {.name = "epoch-segments", .obj_size = sizeof(struct seg)};
   /* Small CPU caches: a queue is taken once per thread. */
-  queue_pool = tp__pool_create_ex(&qc, TP_CACHELINE, 4 * sizeof(struct queue));
-  seg_pool = tp__pool_create_ex(&sc, 16, 4 * sizeof(struct seg));
+  queue_pool = tp__pool_create(&qc, TP_CACHELINE, 4 * sizeof(struct queue));
+  seg_pool = tp__pool_create(&sc, 16, 4 * sizeof(struct seg));
 }
 
 static struct seg *seg_new(void) {

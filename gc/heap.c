@@ -152,7 +152,7 @@ tp_heap *tp_heap_create(const tp_heap_config *cfg) {
   h->mark_epoch = 1;
 
   tp_pool_config pc = {.name = "gc-regions", .obj_size = rs, .align = rs};
-  h->pool = tp__pool_create(&pc, rs);
+  h->pool = tp__pool_create(&pc, rs, 0);
   unsigned l1bits = TP__USER_ADDR_BITS - h->region_shift - TP__MAP_L2_BITS;
   h->map_l1_n = (size_t)1 << l1bits;
   h->map_l1_bytes = tp__round_up(h->map_l1_n * sizeof(void *), tp__os_page_size());

@@ -611,11 +611,7 @@ void tp_pool_put_bulk(tp_pool *p, void *const *objs, size_t n) {
 
 /* ---- create / destroy ------------------------------------------------------ */
 
-tp_pool *tp__pool_create(const tp_pool_config *cfg, size_t max_align) {
-  return tp__pool_create_ex(cfg, max_align, 0);
-}
-
-tp_pool *tp__pool_create_ex(const tp_pool_config *cfg, size_t max_align, size_t cache_bytes) {
+tp_pool *tp__pool_create(const tp_pool_config *cfg, size_t max_align, size_t cache_bytes) {
   pthread_once(&pool_once, pool_init_once);
   if (!cfg || cfg->obj_size == 0 || cfg->obj_size > TP__OBJ_SIZE_MAX ||
       (cfg->align && (!tp__is_pow2(cfg->align) || cfg->align > max_align)) ||
@@ -721,7 +717,7 @@ tp_pool *tp__pool_create_ex(const tp_pool_config *cfg, size_t max_align, size_t 
 }
 
 tp_pool *tp_pool_create(const tp_pool_config *cfg) {
-  return tp__pool_create(cfg, TP__ALIGN_MAX);
+  return tp__pool_create(cfg, TP__ALIGN_MAX, 0);
 }
 
 /* Runs the dtor over every constructed object of s and unmaps it. */

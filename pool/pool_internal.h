@@ -97,11 +97,10 @@ static inline tp_slab *tp__slab_of(const tp_pool *p, const void *obj) {
 }
 
 /* Internal pool creation: like tp_pool_create, but `align` may be up to
- * max_align (e.g. the object size, for self-aligned regions). */
-tp_pool *tp__pool_create(const tp_pool_config *cfg, size_t max_align);
-/* ... and with a per-CPU cache budget in bytes (0 = the default 256 KiB):
- * internal pools of big, rarely used objects keep their caches small. */
-tp_pool *tp__pool_create_ex(const tp_pool_config *cfg, size_t max_align, size_t cache_bytes);
+ * max_align (e.g. the object size, for self-aligned regions), and with a
+ * per-CPU cache budget in bytes (0 = the default 256 KiB): internal pools of
+ * big, rarely used objects keep their caches small. */
+tp_pool *tp__pool_create(const tp_pool_config *cfg, size_t max_align, size_t cache_bytes);
 
 /* One sweeper pass over p: drains CPU caches idle for decay_ms, depot
  * batches older than decay_ms, and gives back slabs empty for decay_ms

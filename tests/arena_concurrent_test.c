@@ -255,11 +255,6 @@ static void *bumper(void *arg) {
   }
 }
 
-static int cmp_ptr(const void *a, const void *b) {
-  const char *x = *(char *const *)a, *y = *(char *const *)b;
-  return x < y ? -1 : x > y;
-}
-
 /* After a round: every stamp intact, no two allocations overlapping. */
 static void check_bumped(int r) {
   static char *all[BUMP_THREADS * BUMP_PER_ROUND];
@@ -271,7 +266,7 @@ static void check_bumped(int r) {
         fail_msg("round %d, thread %lu, allocation %zu: stamp overwritten", r, (unsigned long)id, i);
       all[m++] = (char *)p;
     }
-  qsort(all, m, sizeof *all, cmp_ptr);
+  qsort(all, m, sizeof *all, tt_cmp_ptr);
   for (size_t i = 1; i < m; i++)
     if (all[i - 1] + sizeof(struct stamp) > all[i])
       fail_msg("allocations overlap: %p and %p", (void *)all[i - 1], (void *)all[i]);
@@ -285,22 +280,14 @@ static void test_inline_bump_under_signals(void **state) {
   assert_non_null(arena);
   pthread_barrier_init(&go, NULL, BUMP_THREADS + 1);
   pthread_barrier_init(&done, NULL, BUMP_THREADS + 1);
-  struct sigaction sa;
-  memset(&sa, 0, sizeof sa);
-  sa.sa_handler = on_alarm;
-  sa.sa_flags = SA_RESTART;
-  assert_int_equal(sigaction(SIGALRM, &sa, NULL), 0);
   /* Only the bumpers take the signal: the main thread blocks it, after
    * creating them with it unblocked (a thread inherits the mask). */
   pthread_t t[BUMP_THREADS];
   for (uintptr_t i = 0; i < BUMP_THREADS; i++)
     assert_int_equal(pthread_create(&t[i], NULL, bumper, (void *)i), 0);
-  sigset_t alrm, old;
-  sigemptyset(&alrm);
-  sigaddset(&alrm, SIGALRM);
-  pthread_sigmask(SIG_BLOCK, &alrm, &old);
-  struct itimerval it = {{0, 50}, {0, 50}}, off = {{0, 0}, {0, 0}};
-  assert_int_equal(setitimer(ITIMER_REAL, &it, NULL), 0);
+  sigset_t old;
+  tt_block_alarm(&old);
+  tt_alarm_every(on_alarm, 50);
   uint64_t end = tt_deadline(1.0);
   int r = 0;
   do {
@@ -312,7 +299,7 @@ static void test_inline_bump_under_signals(void **state) {
     tp_arena_reset(arena); /* no thread uses the arena now */
     r++;
   } while (tt_now_ns() < end || r < 2);
-  setitimer(ITIMER_REAL, &off, NULL);
+  tt_alarm_every(NULL, 0);
   __atomic_store_n(&bump_round, -1, __ATOMIC_RELAXED);
   pthread_barrier_wait(&go);
   for (int i = 0; i < BUMP_THREADS; i++) assert_int_equal(tt_join_within(t[i], TT_HANG_MS, NULL), 0);

@@ -71,6 +71,7 @@ static struct config *build(uint64_t version, uint64_t *rng, unsigned flags) {
   c->arena = a;
   c->n = 50 + tt_rand(rng) % 100;
   c->entries = tp_arena_calloc(a, c->n, sizeof *c->entries);
+  if (!c->entries) return NULL;
   c->sum = 0;
   for (size_t i = 0; i < c->n; i++) {
     struct entry *e = tp_arena_alloc(a, sizeof *e);
@@ -85,7 +86,7 @@ static struct config *build(uint64_t version, uint64_t *rng, unsigned flags) {
   }
   c->nbig = 512 + tt_rand(rng) % 512;
   c->big = tp_arena_alloc(a, c->nbig * sizeof *c->big);
-  if (!c->entries || !c->big) return NULL;
+  if (!c->big) return NULL;
   for (size_t i = 0; i < c->nbig; i++) c->sum += c->big[i] = value_of(version, 1000 + i);
   return c;
 }

@@ -595,8 +595,8 @@ static void test_stats(void **state) {
 
 /* ---- verification and misuse (death tests) -------------------------------------- */
 
-/* A trace callback that lies: it visits a's target only on its first call
- * for each object, so the checkmark traversal (the second visit) reaches
+/* A trace callback that lies: it visits a's target only on its second
+ * call for each object (the checkmark traversal), so that traversal reaches
  * an object the marking never saw. The verifier must abort. */
 static int lie_calls;
 static void lying_trace(void *obj, tp_tracer *t) {

@@ -42,16 +42,10 @@ int sched_getcpu(void) {
   return fake_cpu;
 }
 
-static uint64_t cached_cpu(tp_pool *p) {
+static tp_pool_stats stats(tp_pool *p) {
   tp_pool_stats s;
   assert_int_equal(tp_pool_read_stats(p, &s), 0);
-  return s.cached_cpu;
-}
-
-static uint64_t cached_depot(tp_pool *p) {
-  tp_pool_stats s;
-  assert_int_equal(tp_pool_read_stats(p, &s), 0);
-  return s.cached_depot;
+  return s;
 }
 
 static void test_full_batch_and_a_failed_push(void **state) {
@@ -81,27 +75,27 @@ static void test_full_batch_and_a_failed_push(void **state) {
   for (size_t i = 0; i < n; i++) assert_non_null(objs[i] = tp_pool_get(p));
   size_t next = 0;
   /* CPU 1: empty until now; cap puts fill it exactly. */
-  uint64_t before = cached_cpu(p);
+  uint64_t before = stats(p).cached_cpu;
   fake_cpu = 1;
   for (unsigned i = 0; i < cap; i++) tp_pool_put(p, objs[next++]);
-  assert_int_equal(cached_cpu(p), before + cap);
+  assert_int_equal(stats(p).cached_cpu, before + cap);
   /* CPU 0: put until it is full too (a put into a full cache moves a batch
    * out, so keep going until both are at cap). */
   fake_cpu = 0;
-  while (cached_cpu(p) < 2 * (uint64_t)cap) {
+  while (stats(p).cached_cpu < 2 * (uint64_t)cap) {
     assert_true(next < n);
     tp_pool_put(p, objs[next++]);
   }
 
   /* The put: the push into CPU 0 fails (full), the batch is popped from
    * CPU 0, the object's push lands on CPU 1 (full) and fails. */
-  uint64_t depot0 = cached_depot(p);
+  uint64_t depot0 = stats(p).cached_depot;
   static const int order[] = {0, 0, 1};
   script = order, script_len = 3, script_at = 0;
   tp_pool_put(p, objs[next++]);
   script = NULL;
   assert_int_equal(script_at, 3); /* the put took the path this test is for */
-  uint64_t moved = cached_depot(p) - depot0;
+  uint64_t moved = stats(p).cached_depot - depot0;
   print_message("  batch to the depot: %lu objects (a magazine holds %d)\n",
                 (unsigned long)moved, MAG_CAP);
   /* The depot had room: the batch (one short of a magazine) and the

@@ -237,18 +237,13 @@ static void max_bytes(void **state) {
   tp_pool_destroy(p);
 }
 
-static int cmp_ptr(const void *a, const void *b) {
-  uintptr_t x = *(const uintptr_t *)a, y = *(const uintptr_t *)b;
-  return x < y ? -1 : x > y;
-}
-
 static void bulk(void **state) {
   (void)state;
   tp_pool *p = make(48, 0);
   static void *v[5000], *sorted[5000];
   assert_int_equal(tp_pool_get_bulk(p, v, 5000), 5000);
   memcpy(sorted, v, sizeof v);
-  qsort(sorted, 5000, sizeof *sorted, cmp_ptr);
+  qsort(sorted, 5000, sizeof *sorted, tt_cmp_ptr);
   for (int i = 1; i < 5000; i++) assert_true((char *)sorted[i] - (char *)sorted[i - 1] >= 48);
   for (int i = 0; i < 5000; i++) memset(v[i], 7, 48);
   tp_pool_stats s;

@@ -15,11 +15,13 @@
 
 #include <errno.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/time.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -149,6 +151,38 @@ static inline uint64_t tt_rand(uint64_t *s) {
   x ^= x >> 27;
   *s = x;
   return x * 0x2545f4914f6cdd1dull;
+}
+
+/* qsort comparator for an array of pointers, by address. */
+static inline int tt_cmp_ptr(const void *a, const void *b) {
+  uintptr_t x = (uintptr_t)*(void *const *)a, y = (uintptr_t)*(void *const *)b;
+  return x < y ? -1 : x > y;
+}
+
+/* ---- signals interrupting the threads under test ----------------------------
+ * SIGALRM every usec microseconds (ITIMER_REAL), handled by fn with
+ * SA_RESTART; usec 0 stops the timer (fn is then not changed). The kernel
+ * delivers it to any thread that does not block it: a test that wants only
+ * its workers hit creates them first, then blocks SIGALRM in the main thread
+ * with tt_block_alarm. */
+static inline void tt_alarm_every(void (*fn)(int), long usec) {
+  if (usec) {
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = fn;
+    sa.sa_flags = SA_RESTART;
+    sigaction(SIGALRM, &sa, NULL);
+  }
+  struct itimerval it = {{0, usec}, {0, usec}};
+  setitimer(ITIMER_REAL, &it, NULL);
+}
+
+/* Blocks SIGALRM in the calling thread; *old receives the previous mask. */
+static inline void tt_block_alarm(sigset_t *old) {
+  sigset_t alrm;
+  sigemptyset(&alrm);
+  sigaddset(&alrm, SIGALRM);
+  pthread_sigmask(SIG_BLOCK, &alrm, old);
 }
 
 /* Resident set size of this process in bytes (from /proc/self/statm). */
