@@ -744,7 +744,14 @@ static bool register_finalizer(tp_heap *h, void *obj) {
 }
 
 TP_NOINLINE static void *alloc_slow(tp_heap *h, const tp_type *t, size_t n, bool array) {
-  if (!h || h->magic != TP__HEAP_MAGIC || h->destroying || check_type(t)) {
+  if (!h || h->magic != TP__HEAP_MAGIC || h->destroying || !t) {
+    errno = EINVAL;
+    return NULL;
+  }
+  tp__mut *m = find_mut(h);
+  /* The fast paths' cached type was checked when it was cached: a refill
+   * (or an array of it) need not walk its pointer offsets again. */
+  if (!(m && m->last_type == t) && check_type(t)) {
     errno = EINVAL;
     return NULL;
   }
@@ -757,7 +764,6 @@ TP_NOINLINE static void *alloc_slow(tp_heap *h, const tp_type *t, size_t n, bool
     errno = ENOMEM;
     return NULL;
   }
-  tp__mut *m = find_mut(h);
   if (!m && !(m = create_mut(h))) return NULL;
   if (!m->attach_depth) attach_record(h, m);
   if (m->state == TP__MS_BLOCKING)
