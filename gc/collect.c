@@ -669,8 +669,7 @@ static void reap_records(tp_heap *h) {
     next = m->next;
     /* acquire: pairs with the exiting thread's CAS; its writes are done. */
     if (__atomic_load_n(&m->owner, __ATOMIC_ACQUIRE) != TP__OWNER_THREAD_GONE) continue;
-    if (m->prev) m->prev->next = m->next; else h->muts = m->next;
-    if (m->next) m->next->prev = m->prev;
+    tp__mut_unlink(h, m);
     free(m);
   }
   pthread_mutex_unlock(&h->sp_lock);

@@ -1139,8 +1139,7 @@ static void fork_child(void) {
       if (pthread_equal(m->tid, self)) continue;
       if (m->attach_depth) tp__counter_add(&h->nthreads, -1);
       tp__gc_retire_tlab(h, m);
-      if (m->prev) m->prev->next = m->next; else h->muts = m->next;
-      if (m->next) m->next->prev = m->prev;
+      tp__mut_unlink(h, m);
       free(m);
     }
     for (struct tp__finrun **pp = &h->running; *pp;) {

@@ -294,6 +294,13 @@ static inline void *tp__map_get(const tp_heap *h, uintptr_t a) {
   return l2 ? l2[key & (((uintptr_t)1 << TP__MAP_L2_BITS) - 1)] : NULL;
 }
 
+/* Takes m off h->muts (caller holds what the list's writers hold: h->lock
+ * and sp_lock, or is the only thread, after fork). */
+static inline void tp__mut_unlink(tp_heap *h, tp__mut *m) {
+  if (m->prev) m->prev->next = m->next; else h->muts = m->next;
+  if (m->next) m->next->prev = m->prev;
+}
+
 /* ---- spilling registers for the conservative stack scan ------------------ */
 
 /* The stack pointer where this is expanded (x86-64). */
