@@ -164,6 +164,20 @@ miss:
   return NULL;
 }
 
+/* The two pushes' shared text. READ: limit (read before the word), the
+ * word, and its count in edx. COMMIT: the slot store at index count
+ * (invisible until the commit), then the commit store of the word; label
+ * 2 ends the sequence. */
+#define TP__PCACHE_PUSH_READ                                                  \
+  "movl 12(%%rax), %%esi\n\t"                                                 \
+  "movq (%%rax), %%rcx\n\t"                                                   \
+  "movzwl %%cx, %%edx\n\t"
+#define TP__PCACHE_PUSH_COMMIT                                                \
+  "movq %[obj], 16(%%rax,%%rdx,8)\n\t"                                        \
+  "addq $1, %%rcx\n\t"                                                        \
+  "movq %%rcx, (%%rax)\n\t"                                                   \
+  "2:\n\t" TP__RSEQ_ABORT_HANDLER
+
 /*
  * Pushes `obj` on the calling CPU's block at `base`. Cost: ~12 instructions,
  * one branch, no atomic. Returns 1 if pushed, 0 when the block is full or
@@ -173,16 +187,10 @@ miss:
  * Safe to call concurrently from any number of threads.
  */
 TP_INLINE int tp__pcache_push(char *base, void *obj) {
-  __asm__ volatile goto(TP__RSEQ_CS_DESCRIPTOR TP__RSEQ_ENTER TP__RSEQ_BLOCK
-               "movl 12(%%rax), %%esi\n\t"        /* limit, read before the word */
-               "movq (%%rax), %%rcx\n\t"          /* word */
-               "movzwl %%cx, %%edx\n\t"           /* count */
+  __asm__ volatile goto(TP__RSEQ_CS_DESCRIPTOR TP__RSEQ_ENTER TP__RSEQ_BLOCK TP__PCACHE_PUSH_READ
                "cmpl %%esi, %%edx\n\t"
                "jae %l[miss]\n\t"                 /* count >= limit: full/locked */
-               "movq %[obj], 16(%%rax,%%rdx,8)\n\t" /* slot[count] */
-               "addq $1, %%rcx\n\t"
-               "movq %%rcx, (%%rax)\n\t"          /* commit */
-               "2:\n\t" TP__RSEQ_ABORT_HANDLER
+               TP__PCACHE_PUSH_COMMIT
                :
                : [rseq] "r"(__rseq_offset), [base] "r"(base), [obj] "r"(obj)
                : "rax", "rcx", "rdx", "rsi", "memory", "cc"
@@ -200,18 +208,12 @@ miss:
  * Safe to call concurrently from any number of threads.
  */
 TP_INLINE int tp__pcache_push_checked(char *base, void *obj, uintptr_t check) {
-  __asm__ volatile goto(TP__RSEQ_CS_DESCRIPTOR TP__RSEQ_ENTER TP__RSEQ_BLOCK
-               "movl 12(%%rax), %%esi\n\t"        /* limit, read before the word */
-               "movq (%%rax), %%rcx\n\t"          /* word */
-               "movzwl %%cx, %%edx\n\t"           /* count */
+  __asm__ volatile goto(TP__RSEQ_CS_DESCRIPTOR TP__RSEQ_ENTER TP__RSEQ_BLOCK TP__PCACHE_PUSH_READ
                "movq %%rdx, %%r8\n\t"
                "orq %[check], %%r8\n\t"           /* veto: makes it huge */
                "cmpq %%rsi, %%r8\n\t"
                "jae %l[miss]\n\t"                 /* count >= limit, or vetoed */
-               "movq %[obj], 16(%%rax,%%rdx,8)\n\t" /* slot[count] */
-               "addq $1, %%rcx\n\t"
-               "movq %%rcx, (%%rax)\n\t"          /* commit */
-               "2:\n\t" TP__RSEQ_ABORT_HANDLER
+               TP__PCACHE_PUSH_COMMIT
                :
                : [rseq] "r"(__rseq_offset), [base] "r"(base), [obj] "r"(obj),
                  [check] "r"(check)
