@@ -30,6 +30,7 @@ def bench_worker(name, copts = [], linkopts = [], deps = []):
             "harness.c",
             "harness.h",
             "shim.cc",
+            "median.h",
             "worker.c",
             "workloads.h",
         ],

@@ -35,6 +35,8 @@
 #include <thread>
 #include <vector>
 
+#include "bench/median.h"
+
 #ifndef BENCH_WORKERS
 #error "BENCH_WORKERS (colon-separated worker names) is set by bench/BUILD"
 #endif
@@ -395,14 +397,6 @@ struct Sample {
   double ns = NAN;                        // ns per op
   std::map<std::string, double> counters;  // the case's own counters
 };
-
-double Median(std::vector<double> v) {
-  v.erase(std::remove_if(v.begin(), v.end(), [](double x) { return std::isnan(x); }), v.end());
-  if (v.empty()) return NAN;
-  std::sort(v.begin(), v.end());
-  size_t n = v.size();
-  return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
-}
 
 struct Results {
   // name -> round -> sample

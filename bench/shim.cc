@@ -16,18 +16,13 @@
 #include <string>
 #include <vector>
 
+#include "bench/median.h"
 #include "bench/workloads.h"
 
 namespace {
 
 std::string CaseName(const bench_case* c) {
   return std::string("BM_") + c->workload + "/" + c->impl;
-}
-
-double Median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  size_t n = v.size();
-  return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
 }
 
 // Reports medians over the run's iterations: a shared, noisy machine
