@@ -40,12 +40,6 @@ static const bench_arena_ops *const A = &bench_arena_impl;
 typedef struct arena_state {
   void *arena[RESET_ARENAS]; /* [0] only, except arena_reset_x64 */
   uint32_t sizes[REQUEST_ALLOCS];
-  int failed;
-  bench_spin_barrier barrier;
-  /* arena_conc_tN */
-  uint64_t rounds;
-  _Alignas(128) uint64_t round_over; /* rounds thread 0 has finished */
-  _Alignas(128) uint64_t count[2][16]; /* allocations per thread, a line pair each */
 } arena_state;
 
 static void arena_teardown(const bench_case *c, void *state) {
@@ -211,10 +205,32 @@ BENCH_CASE(arena_reset_x64, .workload = "arena_reset_x64", .impl = bench_arena_i
 #define CONC_ROUND 16384
 #define CONC_STEP 64
 
+/* One set of concurrent rounds: an allocator's context (the concurrent
+ * arena, or the control's ceil_ctl) and what its threads share. */
+typedef struct conc_state {
+  void *ctx;
+  uint64_t rounds;
+  int failed;
+  bench_spin_barrier barrier;
+  _Alignas(128) uint64_t round_over; /* rounds thread 0 has finished */
+  struct {
+    _Alignas(128) uint64_t n; /* a line pair each */
+  } made[2];                  /* allocations per thread */
+} conc_state;
+
+/* Thread 0 (or the caller before the threads start) sets up rounds for
+ * `threads` threads. */
+static void conc_prepare(conc_state *s, uint64_t rounds, int threads) {
+  s->rounds = rounds;
+  s->round_over = 0;
+  s->made[0].n = s->made[1].n = 0;
+  s->barrier = (bench_spin_barrier){.n = (unsigned)threads};
+}
+
 /* One thread's part of the rounds, for any allocator: always inlined with
  * constant alloc and reset, so each caller gets its own loop with the
  * allocator's inline fast path in it. */
-static inline __attribute__((always_inline)) bool conc_alloc_n(arena_state *s, void *a,
+static inline __attribute__((always_inline)) bool conc_alloc_n(conc_state *s, void *a,
                                                                void *(*alloc)(void *, size_t),
                                                                unsigned n, uint64_t tag) {
   for (unsigned i = 0; i < n; i++) {
@@ -229,10 +245,10 @@ static inline __attribute__((always_inline)) bool conc_alloc_n(arena_state *s, v
 }
 
 /* Returns the allocations this thread made. */
-static inline __attribute__((always_inline)) uint64_t conc_rounds(arena_state *s, int idx,
+static inline __attribute__((always_inline)) uint64_t conc_rounds(conc_state *s, int idx,
                                                                   void *(*alloc)(void *, size_t),
                                                                   void (*reset)(void *)) {
-  void *a = s->arena[0];
+  void *a = s->ctx;
   uint64_t made = 0;
   for (uint64_t r = 0; r < s->rounds; r++) {
     if (idx == 0) {
@@ -252,29 +268,38 @@ static inline __attribute__((always_inline)) uint64_t conc_rounds(arena_state *s
 }
 
 static void conc_body(void *arg, int idx) {
-  arena_state *s = arg;
-  s->count[idx][0] = conc_rounds(s, idx, A->alloc, A->reset);
+  conc_state *s = arg;
+  s->made[idx].n = conc_rounds(s, idx, A->alloc, A->reset);
+}
+
+static void conc_teardown(const bench_case *c, void *state) {
+  (void)c;
+  conc_state *s = state;
+  if (!s) return;
+  if (s->ctx) A->destroy(s->ctx);
+  bench_unmap(s, sizeof *s);
 }
 
 static void *conc_setup(const bench_case *c) {
-  (void)c;
-  return arena_state_new(1, A->create_concurrent);
+  conc_state *s = bench_map(sizeof *s);
+  if (s && !(s->ctx = A->create_concurrent())) {
+    conc_teardown(c, s);
+    return NULL;
+  }
+  return s;
 }
 
 static void run_conc(const bench_case *c, void *state, bench_out *out) {
-  arena_state *s = state;
+  conc_state *s = state;
   BENCH_NEED_STATE(s, out);
   if (c->param < 1 || c->param > 2) {
     bench_fail(out, "1 or 2 threads");
     return;
   }
-  s->rounds = c->ops / (uint64_t)c->param / CONC_ROUND;
-  s->round_over = 0;
-  s->count[0][0] = s->count[1][0] = 0;
+  conc_prepare(s, c->ops / (uint64_t)c->param / CONC_ROUND, (int)c->param);
   s->failed = 0;
-  s->barrier = (bench_spin_barrier){.n = (unsigned)c->param};
   out->ns = bench_run_threads((int)c->param, NULL, conc_body, s, out);
-  out->ops = (double)(s->count[0][0] + s->count[1][0]);
+  out->ops = (double)(s->made[0].n + s->made[1].n);
   if (s->failed) bench_fail(out, "allocation returned NULL");
 }
 
@@ -348,7 +373,7 @@ static ceil_ctl *ceil_new(void) {
 #define ROUNDS_PER_SLICE 32
 
 typedef struct scaling_state {
-  arena_state tp, ctl; /* the arena and the control, each with its rounds */
+  conc_state tp, ctl; /* the arena and the control, each with its rounds */
   pthread_barrier_t slice; /* both threads, sleeping, around every slice */
   uint64_t ns[4][SCALING_GROUPS], made[4][SCALING_GROUPS];
 } scaling_state;
@@ -357,8 +382,8 @@ static void scaling_teardown(const bench_case *c, void *state) {
   (void)c;
   scaling_state *s = state;
   if (!s) return;
-  if (s->tp.arena[0]) A->destroy(s->tp.arena[0]);
-  ceil_free(s->ctl.arena[0]);
+  if (s->tp.ctx) A->destroy(s->tp.ctx);
+  ceil_free(s->ctl.ctx);
   pthread_barrier_destroy(&s->slice);
   bench_unmap(s, sizeof *s);
 }
@@ -367,7 +392,7 @@ static void *scaling_setup(const bench_case *c) {
   scaling_state *s = bench_map(sizeof *s);
   if (!s) return NULL;
   pthread_barrier_init(&s->slice, NULL, 2);
-  if (!(s->ctl.arena[0] = ceil_new()) || !(s->tp.arena[0] = A->create_concurrent())) {
+  if (!(s->ctl.ctx = ceil_new()) || !(s->tp.ctx = A->create_concurrent())) {
     scaling_teardown(c, s);
     return NULL;
   }
@@ -382,12 +407,8 @@ static void scaling_body(void *arg, int idx) {
   for (int k = 0; k < SCALING_GROUPS; k++) {
     for (int j = 0; j < 4; j++) {
       int kind = scaling_kind(k, j), n = 1 + (kind & 1);
-      arena_state *a = kind & 2 ? &s->ctl : &s->tp;
-      if (idx == 0) {
-        a->rounds = ROUNDS_PER_SLICE;
-        a->round_over = 0;
-        a->barrier = (bench_spin_barrier){.n = (unsigned)n};
-      }
+      conc_state *a = kind & 2 ? &s->ctl : &s->tp;
+      if (idx == 0) conc_prepare(a, ROUNDS_PER_SLICE, n);
       pthread_barrier_wait(&s->slice); /* orders thread 0's setup before the slice */
       if (idx < n) {
         bench_spin_barrier_wait(&a->barrier); /* the clock starts with all running */
@@ -396,10 +417,10 @@ static void scaling_body(void *arg, int idx) {
                                  : conc_rounds(a, idx, A->alloc, A->reset);
         /* The last round ended in a barrier: both threads are done. */
         if (idx == 0) s->ns[kind][k] = bench_now_ns() - t0;
-        a->count[idx][0] = made;
+        a->made[idx].n = made;
       }
       pthread_barrier_wait(&s->slice); /* orders thread 1's count before the read */
-      if (idx == 0) s->made[kind][k] = a->count[0][0] + (n == 2 ? a->count[1][0] : 0);
+      if (idx == 0) s->made[kind][k] = a->made[0].n + (n == 2 ? a->made[1].n : 0);
     }
   }
 }
@@ -456,7 +477,7 @@ __attribute__((constructor)) static void register_conc(void) {
     bench_register(&(const bench_case){.workload = names[i], .impl = A->name, .group = "arena",
                                        .unit = units[i], .throughput = 1, .ops = 4000000,
                                        .param = threads[i], .setup = conc_setup,
-                                       .run = run_conc, .teardown = arena_teardown});
+                                       .run = run_conc, .teardown = conc_teardown});
   bench_register(&(const bench_case){
       .workload = "arena_conc_scaling", .impl = A->name, .group = "arena",
       .unit = "32 B allocation, 2 threads, aggregate, in slices interleaved with 1 thread and "
