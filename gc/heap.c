@@ -605,7 +605,7 @@ static struct tp__region *new_region(tp_heap *h, bool *zero) {
    * nonzero magic in one we give back, and debug builds poison it. So a
    * zero magic means the memory came straight from mmap. */
   *zero = r->magic == 0;
-  memset(r, 0, h->data_off);
+  if (!*zero) memset(r, 0, h->data_off); /* fresh from mmap: already zero */
   r->magic = TP__REGION_MAGIC;
   TP_POISON((char *)r + h->data_off, h->region_size - h->data_off);
   pthread_mutex_lock(&h->lock);
