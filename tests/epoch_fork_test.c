@@ -215,7 +215,7 @@ static void test_fork(void **state) {
     assert_int_equal(tp_pool_retire(pool, x), 0);
     if (QUIESCE_BEFORE_FORK) {
       __atomic_store_n(&pause_req, 1, __ATOMIC_RELEASE);
-      while (__atomic_load_n(&paused, __ATOMIC_ACQUIRE) != NWORKERS) tt_sleep_ms(1);
+      assert_true(tt_wait_for(&paused, NWORKERS));
       assert_int_equal(tp_epoch_barrier(), 0);
     }
     fflush(stdout);

@@ -101,7 +101,7 @@ static void test_stalled_reader(void **state) {
 
   pthread_t r, w, smp;
   assert_int_equal(pthread_create(&r, NULL, stalled_reader, NULL), 0);
-  while (!__atomic_load_n(&reader_in, __ATOMIC_ACQUIRE)) tt_sleep_ms(1);
+  assert_true(tt_wait_for(&reader_in, 1));
   assert_int_equal(pthread_create(&smp, NULL, sampler, NULL), 0);
   assert_int_equal(pthread_create(&w, NULL, writer, NULL), 0);
 

@@ -129,7 +129,7 @@ static void *sit_then_exit(void *arg) {
   __atomic_store_n(&in_section, 1, __ATOMIC_RELEASE);
   /* Exit once the grace period has (most likely) begun waiting for us: the
    * sleep only makes the case likely; what is checked is the order. */
-  while (!__atomic_load_n(&sync_calling, __ATOMIC_ACQUIRE)) tt_sleep_ms(1);
+  tt_wait_for(&sync_calling, 1); /* a hang: the main thread's join reports it */
   tt_sleep_ms(50);
   __atomic_store_n(&exiting, 1, __ATOMIC_RELEASE);
   return NULL; /* exits with two sections open */
@@ -149,7 +149,7 @@ static void test_exit_unblocks_waiting_grace_period(void **state) {
   freed_count = 0;
   pthread_t r, s;
   assert_int_equal(pthread_create(&r, NULL, sit_then_exit, NULL), 0);
-  while (!__atomic_load_n(&in_section, __ATOMIC_ACQUIRE)) tt_sleep_ms(1);
+  assert_true(tt_wait_for(&in_section, 1));
   assert_int_equal(pthread_create(&s, NULL, sync_after_exit, NULL), 0);
   void *ret = (void *)-1;
   assert_int_equal(tt_join_within(s, TT_HANG_MS, &ret), 0);

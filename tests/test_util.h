@@ -69,6 +69,22 @@ static inline void tt_sleep_ms(unsigned ms) {
   }
 }
 
+/* Waits, in 1 ms steps, until *v == want (an acquire load, pairing with the
+ * release store that announces the event). 1, or 0 once TT_HANG_MS has
+ * passed (reported on stderr as a hang): a main thread asserts on it; a
+ * worker may just go on, and the main thread's checks catch the rest. */
+static inline int tt_wait_for(const int *v, int want) {
+  uint64_t end = tt_hang_deadline();
+  while (__atomic_load_n(v, __ATOMIC_ACQUIRE) != want) {
+    if (tt_now_ns() >= end) {
+      fprintf(stderr, "event not seen within %u ms (hang)\n", TT_HANG_MS);
+      return 0;
+    }
+    tt_sleep_ms(1);
+  }
+  return 1;
+}
+
 /* Joins t, waiting at most ms: 0, or ETIMEDOUT (reported on stderr as a
  * hang) or another pthread error. Use with assert_int_equal(..., 0). */
 static inline int tt_join_within(pthread_t t, unsigned ms, void **ret) {
