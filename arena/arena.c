@@ -37,6 +37,7 @@
 #include "core/debug_internal.h"
 #include "core/os_internal.h"
 #include "core/percpu_internal.h"
+#include "arena/chunk_pools_internal.h"
 #include "pool/pool_internal.h"
 
 #include <errno.h>
@@ -774,4 +775,15 @@ int tp_arena_read_stats(const tp_arena *ca, tp_arena_stats *out) {
   size_t cur_used = (size_t)(*bump_ptr(a) - alloc_start(a, a->cur));
   out->allocated = a->retired_used + cur_used + a->large_bytes;
   return 0;
+}
+
+/* ---- stats ------------------------------------------------------------------ */
+
+size_t tp__arena_chunk_pools(tp_pool **pools, size_t *sizes, size_t max) {
+  size_t n = 0;
+  pthread_mutex_lock(&chunk_pools_lock);
+  for (; n < MAX_CHUNK_POOLS && chunk_pools[n].pool; n++)
+    if (n < max) pools[n] = chunk_pools[n].pool, sizes[n] = chunk_pools[n].size;
+  pthread_mutex_unlock(&chunk_pools_lock);
+  return n;
 }

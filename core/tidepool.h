@@ -10,5 +10,6 @@
 #include <tidepool/epoch.h>
 #include <tidepool/arena.h>
 #include <tidepool/gc.h>
+#include <tidepool/stats.h>
 
 #endif /* TIDEPOOL_TIDEPOOL_H */

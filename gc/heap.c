@@ -1157,3 +1157,13 @@ static void fork_child(void) {
   }
   pthread_mutex_unlock(&registry_lock);
 }
+
+/* ---- stats ------------------------------------------------------------------ */
+
+size_t tp__heap_foreach(void (*fn)(const tp_heap *, void *), void *arg) {
+  size_t n = 0;
+  pthread_mutex_lock(&registry_lock);
+  for (tp_heap *h = registry; h; h = h->reg_next, n++) fn(h, arg);
+  pthread_mutex_unlock(&registry_lock);
+  return n;
+}

@@ -351,6 +351,12 @@ void tp__gc_pace(tp_heap *h);
  * collector). */
 uintptr_t tp__gc_find(const tp_heap *h, uintptr_t a);
 
+/* Calls fn(h, arg) for every heap, under the heap registry lock (no heap
+ * is created or destroyed meanwhile): fn must not block, take a heap's
+ * lock, or call back into the registry. Returns how many it visited.
+ * For tp_stats_print. */
+size_t tp__heap_foreach(void (*fn)(const tp_heap *h, void *arg), void *arg);
+
 /* Region map maintenance (h->lock held). */
 int tp__map_set_range(tp_heap *h, uintptr_t start, size_t len, void *entry);
 void tp__map_clear_range(tp_heap *h, uintptr_t start, size_t len);

@@ -16,6 +16,7 @@
 #include "core/debug_internal.h"
 #include "core/fork_internal.h"
 #include "core/os_internal.h"
+#include "gc/sweeper_internal.h"
 #include "pool/pool_internal.h"
 
 #include <errno.h>
@@ -185,4 +186,15 @@ int tp_read_stats(tp_stats *out) {
   out->sweeps = __atomic_load_n(&n_sweeps, __ATOMIC_RELAXED);
   out->caches_drained = tp__counter_get(&tp__caches_drained);
   return 0;
+}
+
+int tp__sweeper_read_config(tp_sweeper_config *out) {
+  pthread_once(&sweeper_once, sweeper_init);
+  pthread_mutex_lock(&ctl_lock);
+  int r = running;
+  pthread_mutex_lock(&wake_lock);
+  *out = cfg;
+  pthread_mutex_unlock(&wake_lock);
+  pthread_mutex_unlock(&ctl_lock);
+  return r;
 }

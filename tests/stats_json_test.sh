@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# tp_stats_print(stdout, "json") parses with `python3 -m json.tool` (Debian's python3, as a user would check), and the
+# parsed report carries what stats_json_demo did: its pool with 5 objects
+# in use, an arena chunk pool, 3 retires freed, one heap with one
+# collection; names with quotes, backslashes, tabs and non-ASCII bytes
+# come out escaped.
+set -euo pipefail
+py=/usr/bin/python3
+demo=tests/stats_json_demo
+out="${TEST_TMPDIR:-$(mktemp -d)}"
+
+"$demo" > "$out/report.json"
+"$py" -m json.tool "$out/report.json" > /dev/null || {
+  echo "tp_stats_print JSON does not parse:" >&2
+  cat "$out/report.json" >&2
+  exit 1
+}
+"$py" - "$out/report.json" <<'PY'
+import json, sys
+r = json.load(open(sys.argv[1]))
+pools = {p["name"]: p for p in r["pools"]}
+demo = pools["json-demo"]
+assert demo["obj_size"] == 96 and demo["in_use"] == 5, demo
+assert 'quote" back\\ tab\t \u00c3\u00a9' in pools, sorted(pools)
+assert len(r["arena_chunk_pools"]) >= 1 and r["arena_chunk_pools"][0]["chunk_size"] > 0
+assert r["epoch"]["retired"] >= 3 and r["epoch"]["freed"] >= 3, r["epoch"]
+assert r["sweeper"]["running"] is False and r["sweeper"]["decay_ms"] == 1000
+assert len(r["heaps"]) == 1 and r["heaps"][0]["num_gc"] == 1, r["heaps"]
+assert r["process"]["bytes_mapped"] > 0
+print("report: %d pools, %d chunk pools, %d heaps" % (len(r["pools"]), len(r["arena_chunk_pools"]), len(r["heaps"])))
+PY
+
+echo "stats json test: ok"
