@@ -56,6 +56,7 @@
 
 #include "core/debug_internal.h"
 #include "core/fork_internal.h"
+#include "core/options_internal.h"
 #include "core/os_internal.h"
 #include "pool/pool_internal.h"
 
@@ -151,7 +152,7 @@ static int64_t pending_bytes;
 static uint64_t dead_retired, dead_freed; /* from freed queues */
 static uint64_t n_gp, n_cap_waits, n_cap_failures, n_stalls;
 
-/* Configuration. env_cap: the default cap (TP_RETIRE_CAP, else 64 MiB). */
+/* Configuration. env_cap: the default cap (TIDEPOOL_RETIRE_CAP, else 64 MiB). */
 static size_t cfg_cap = DEFAULT_CAP, env_cap = DEFAULT_CAP;
 static unsigned cfg_interval_ms = 1, cfg_stall_ms = 1000;
 static void (*cfg_on_stall)(pid_t, uint64_t, void *);
@@ -173,15 +174,7 @@ static void epoch_init(void) {
   /* The timed waits (reclaimer timer, watchdog) run on CLOCK_MONOTONIC. */
   tp__cond_init_monotonic(&reclaim_cv);
   tp__cond_init_monotonic(&watch_cv);
-  const char *env = getenv("TP_RETIRE_CAP");
-  if (env && *env) {
-    char *end;
-    unsigned long long v = strtoull(env, &end, 0);
-    if (*end == 'k' || *end == 'K') v <<= 10;
-    else if (*end == 'm' || *end == 'M') v <<= 20;
-    else if (*end == 'g' || *end == 'G') v <<= 30;
-    if (v) env_cap = (size_t)v;
-  }
+  if (tp__options()->retire_cap) env_cap = tp__options()->retire_cap; /* TIDEPOOL_RETIRE_CAP */
   __atomic_store_n(&cfg_cap, env_cap, __ATOMIC_RELAXED);
   have_membarrier = syscall(__NR_membarrier, MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED, 0, 0) == 0;
   tp__fork_register(TP__FORK_RANK_EPOCH_GP, fork_prepare_gp, fork_parent_gp, fork_child_gp);

@@ -21,7 +21,7 @@
  * backlog (and every `interval_ms` while anything is pending).
  *
  * Bounded memory. Retired-but-not-freed bytes are capped (64 MiB by default,
- * tp_epoch_config or TP_RETIRE_CAP). A retire past the cap makes the calling
+ * tp_epoch_config or TIDEPOOL_RETIRE_CAP). A retire past the cap makes the calling
  * thread wait for a grace period itself and free its own backlog; inside a
  * read section that wait could never end, so the retire fails instead with
  * -EDEADLK (errno EDEADLK, stats.cap_failures; abort in debug builds) and
@@ -76,7 +76,7 @@ typedef struct tp_pool tp_pool;
 
 typedef struct tp_epoch_config {
   size_t retire_cap;     /* bytes retired and not yet freed; 0 = default
-                            (TP_RETIRE_CAP from the environment, else 64 MiB) */
+                            (TIDEPOOL_RETIRE_CAP at start-up, else 64 MiB) */
   unsigned interval_ms;  /* reclaimer timer while anything is pending;
                             0 = default (1 ms) */
   unsigned stall_ms;     /* report readers in one section longer than this

@@ -17,6 +17,7 @@
 #define _GNU_SOURCE
 #include "core/percpu_internal.h"
 #include "core/debug_internal.h"
+#include "core/options_internal.h"
 #include "core/os_internal.h"
 
 #include <errno.h>
@@ -71,8 +72,7 @@ static void percpu_init(void) {
 #ifdef TP_FORCE_NORSEQ
   rseq = false;
 #endif
-  const char *env = getenv("TP_PERCPU");
-  if (env && strcmp(env, "cas") == 0) rseq = false;
+  if (tp__options()->percpu == TP__PERCPU_CAS) rseq = false; /* TIDEPOOL_PERCPU=cas */
   if (rseq && tp__rseq_cpu_id() < 0) rseq = false;
   info.rseq = rseq;
   if (rseq) {

@@ -44,7 +44,7 @@
  * run; the queue is a root). Finalizers run after the world restarts, on
  * the collecting thread, outside every heap lock (gc/heap.c).
  *
- * Verification (TP_GC_CHECKMARK=1, like Go's gccheckmark): after marking,
+ * Verification (TIDEPOOL_GC_CHECKMARK=1, like Go's gccheckmark): after marking,
  * a second traversal from the same roots with its own visited bits and an
  * unbounded malloc'd stack (so it shares neither the bounded stack nor its
  * overflow path with the real marking) aborts if it reaches an object

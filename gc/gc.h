@@ -155,14 +155,15 @@ typedef struct tp_heap_stats {
   uint64_t gray_overflows;  /* collections whose gray stack overflowed */
   uint64_t regions_released;/* regions given back to the pool, ever */
   uint64_t threads;         /* attached threads */
-  uint32_t checkmark;       /* 1 when TP_GC_CHECKMARK=1 verification is on */
+  uint32_t checkmark;       /* 1 when TIDEPOOL_GC_CHECKMARK=1 verification is on */
   uint32_t region_size;     /* bytes */
 } tp_heap_stats;
 
 /* Creates a heap (NULL config = defaults). NULL + errno EINVAL (bad
- * config) or ENOMEM. Reads TP_GC_CHECKMARK from the environment: when it
- * is 1, every collection re-marks from scratch with an independent
- * traversal and aborts if a reachable object was left unmarked.
+ * config) or ENOMEM. With TIDEPOOL_GC_CHECKMARK=1 (or TP_GC_CHECKMARK=1)
+ * in the environment at start-up (docs/options.md), every collection
+ * re-marks from scratch with an independent traversal and aborts if a
+ * reachable object was left unmarked.
  * Safe to call concurrently. */
 TP_API tp_heap *tp_heap_create(const tp_heap_config *cfg);
 

@@ -44,6 +44,7 @@
 
 #include "core/debug_internal.h"
 #include "core/fork_internal.h"
+#include "core/options_internal.h"
 #include "core/os_internal.h"
 #include "pool/pool_internal.h"
 
@@ -147,8 +148,7 @@ tp_heap *tp_heap_create(const tp_heap_config *cfg) {
   h->min_heap = c.min_heap_bytes ? c.min_heap_bytes : TP__MIN_HEAP_DEFAULT;
   h->memory_limit = c.memory_limit;
   h->gray_cap = c.gray_stack_entries ? c.gray_stack_entries : TP__GRAY_DEFAULT;
-  const char *e = getenv("TP_GC_CHECKMARK");
-  h->checkmark = e && e[0] == '1' && e[1] == 0;
+  h->checkmark = tp__options()->gc_checkmark; /* TIDEPOOL_GC_CHECKMARK */
   h->mark_epoch = 1;
 
   tp_pool_config pc = {.name = "gc-regions", .obj_size = rs, .align = rs};

@@ -93,7 +93,7 @@ static void test_config(void **state) {
   assert_non_null(h);
   tp_heap_stats s;
   assert_int_equal(tp_heap_read_stats(h, &s), 0);
-  assert_int_equal(s.checkmark, 1); /* TP_GC_CHECKMARK=1 in all tests */
+  assert_int_equal(s.checkmark, 1); /* TIDEPOOL_GC_CHECKMARK=1 in all tests */
   assert_int_equal(s.region_size, 256 << 10);
   assert_int_equal(s.next_gc, 4 << 20); /* default floor, nothing live */
   assert_int_equal(s.num_gc, 0);
@@ -701,7 +701,6 @@ static void test_attach_destroy(void **state) {
 }
 
 int main(void) {
-  tt_gc_checkmark_on();
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_config),
       cmocka_unit_test(test_bad_input),

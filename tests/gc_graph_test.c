@@ -14,7 +14,7 @@
  * an object freed while reachable shows up as corrupted data. Objects with
  * finalizers must have theirs run exactly once, in the collection that
  * finds them unreachable. One variant runs with an 8-entry gray stack so
- * marking overflows all the time. TP_GC_CHECKMARK=1 re-verifies every
+ * marking overflows all the time. TIDEPOOL_GC_CHECKMARK=1 re-verifies every
  * mark. Seeded (TP_TEST_SEED replays), time-bounded (TP_TEST_SECONDS_SCALE).
  *
  * Collections run with this thread detached, so no stack is scanned and
@@ -358,7 +358,6 @@ static void test_conservative_superset(void **state) {
 }
 
 int main(void) {
-  tt_gc_checkmark_on();
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_precise_exact),
       cmocka_unit_test(test_precise_tiny_gray_stack),

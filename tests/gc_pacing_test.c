@@ -232,7 +232,6 @@ static void test_heap_sys_falls(void **state) {
 }
 
 int main(void) {
-  tt_gc_checkmark_on();
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_trigger_ratio),
       cmocka_unit_test(test_floor_and_manual),

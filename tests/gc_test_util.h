@@ -8,11 +8,13 @@
 #include <stdint.h>
 #include <stdlib.h>
 
+#include "test_util.h"
+
 /* Every collection of the gc tests is re-verified by an independent
- * traversal (TP_GC_CHECKMARK=1, which tp_heap_create reads). Each test's
- * main calls this before creating a heap, so the binary checks the same
- * way however it is started. */
-static inline void tt_gc_checkmark_on(void) { setenv("TP_GC_CHECKMARK", "1", 1); }
+ * traversal (TIDEPOOL_GC_CHECKMARK=1, read once at start-up), set before
+ * the library starts (TT_SETENV_AT_START, test_util.h), so the binary
+ * checks the same way however it is started. */
+TT_SETENV_AT_START(TIDEPOOL_GC_CHECKMARK, "1")
 
 /* A collection whose collector scans no stack: this thread detaches first
  * (nothing else runs, so its pointers stay valid; the next allocation

@@ -385,7 +385,6 @@ static void test_fork(void **state) {
 }
 
 int main(void) {
-  tt_gc_checkmark_on();
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_many_mutators),
       cmocka_unit_test(test_blocking),

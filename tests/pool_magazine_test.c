@@ -9,7 +9,7 @@
  * --config=norseq, about one run in thirty).
  *
  * This test makes the failing push happen on purpose. It runs the percpu-cas
- * mode (TP_PERCPU=cas) and defines sched_getcpu, which that mode uses to
+ * mode (TIDEPOOL_PERCPU=cas) and defines sched_getcpu, which that mode uses to
  * pick a CPU, so that inside one tp_pool_put the pop runs on "CPU 0" (full)
  * and the push on "CPU 1" (full as well). The batch that reaches the depot
  * must hold at most a magazine's worth. One thread; needs no second core.
@@ -110,15 +110,12 @@ static void test_full_batch_and_a_failed_push(void **state) {
   free(objs);
 }
 
-static int force_cas(void **state) {
-  (void)state;
-  /* Before the library's first use: the mode is chosen once. */
-  return setenv("TP_PERCPU", "cas", 1);
-}
+/* Before the library starts: the mode is chosen once. */
+TT_SETENV_AT_START(TIDEPOOL_PERCPU, "cas")
 
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_full_batch_and_a_failed_push),
   };
-  return cmocka_run_group_tests(tests, force_cas, NULL);
+  return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# tp_stats_print(stdout, "json") parses with `python3 -m json.tool` (Debian's python3, as a user would check), and the
+# tp_stats_print(stdout, "json") and TIDEPOOL_SHOW_STATS=json parse with
+# `python3 -m json.tool` (Debian's python3, as a user would check), and the
 # parsed report carries what stats_json_demo did: its pool with 5 objects
 # in use, an arena chunk pool, 3 retires freed, one heap with one
 # collection; names with quotes, backslashes, tabs and non-ASCII bytes
@@ -30,4 +31,12 @@ assert r["process"]["bytes_mapped"] > 0
 print("report: %d pools, %d chunk pools, %d heaps" % (len(r["pools"]), len(r["arena_chunk_pools"]), len(r["heaps"])))
 PY
 
+# At exit, through the environment option: stderr is the JSON report.
+TIDEPOOL_SHOW_STATS=json "$demo" table > "$out/table.txt" 2> "$out/atexit.json"
+grep -q '^json-demo ' "$out/table.txt" || { echo "no json-demo row in the table" >&2; cat "$out/table.txt" >&2; exit 1; }
+"$py" -m json.tool "$out/atexit.json" > /dev/null || {
+  echo "TIDEPOOL_SHOW_STATS=json output does not parse:" >&2
+  cat "$out/atexit.json" >&2
+  exit 1
+}
 echo "stats json test: ok"

@@ -31,6 +31,29 @@ static inline uint64_t tt_now_ns(void) {
   return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
+/* Runs the test binary with the environment variable NAME set to VALUE
+ * from its start, whatever environment it was started with: the library
+ * reads its TIDEPOOL_* options once, at start-up (docs/options.md), so
+ * setting one in main would be too late. The constructor runs after the
+ * library's (which may be a shared object, as in Bazel's tests); when NAME
+ * does not hold VALUE it sets it and executes the binary again with the
+ * same arguments (glibc passes argc, argv to constructors). One use per
+ * NAME and file. */
+static inline void tt_reexec_with_env(const char *name, const char *value, char **argv) {
+  const char *v = getenv(name);
+  if (v && strcmp(v, value) == 0) return;
+  setenv(name, value, 1);
+  execv("/proc/self/exe", argv);
+  fprintf(stderr, "test: cannot execute /proc/self/exe again with %s=%s: %s\n", name, value,
+          strerror(errno));
+  abort();
+}
+#define TT_SETENV_AT_START(NAME, VALUE)                                        \
+  __attribute__((constructor)) static void tt_setenv_##NAME(int argc, char **argv) { \
+    (void)argc;                                                                \
+    tt_reexec_with_env(#NAME, VALUE, argv);                                    \
+  }
+
 /* The test's seed: TP_TEST_SEED, else the clock. Printed. */
 static inline uint64_t tt_seed(const char *test) {
   const char *e = getenv("TP_TEST_SEED");
