@@ -2,8 +2,13 @@
 # Installs tidepool for non-Bazel users:
 #   ./bazelw run //:install -- PREFIX
 # gives PREFIX/include/tidepool/*.h, PREFIX/lib/libtidepool.a,
-# PREFIX/lib/libtidepool.so (+ .so.0) and PREFIX/lib/pkgconfig/tidepool.pc.
-# Then: PKG_CONFIG_PATH=PREFIX/lib/pkgconfig cc app.c $(pkg-config --cflags --libs tidepool)
+# PREFIX/lib/libtidepool.so (+ .so.0), PREFIX/lib/pkgconfig/tidepool.pc and
+# PREFIX/lib/cmake/tidepool/tidepoolConfig.cmake (+ tidepoolConfigVersion.cmake).
+# Then:
+#   PKG_CONFIG_PATH=PREFIX/lib/pkgconfig cc app.c $(pkg-config --cflags --libs tidepool)
+#   cmake -DCMAKE_PREFIX_PATH=PREFIX ...   (find_package(tidepool CONFIG REQUIRED),
+#                                           target_link_libraries(app tidepool::tidepool))
+#   meson: dependency('tidepool') with PKG_CONFIG_PATH=PREFIX/lib/pkgconfig
 set -euo pipefail
 
 prefix=${1:-}
@@ -24,14 +29,17 @@ mapfile -t headers < <(cd "$root" && find -L core pool arena gc -name '*.h' ! -n
 ((${#headers[@]})) || { echo "install: no headers in $root" >&2; exit 1; }
 version=$(sed -n 's/^#define TP_VERSION_STRING "\(.*\)"/\1/p' "$root/core/common.h")
 
-mkdir -p "$prefix/include/tidepool" "$prefix/lib/pkgconfig"
+mkdir -p "$prefix/include/tidepool" "$prefix/lib/pkgconfig" "$prefix/lib/cmake/tidepool"
 for h in "${headers[@]}"; do
   install -m 0644 "$root/$h" "$prefix/include/tidepool/$(basename "$h")"
 done
-install -m 0644 "$root/libtidepool.lo" "$prefix/lib/libtidepool.a"
+install -m 0644 "$root/dist/libtidepool.a" "$prefix/lib/libtidepool.a"
 install -m 0755 "$root/dist/libtidepool.so" "$prefix/lib/libtidepool.so.$version"
 ln -sf "libtidepool.so.$version" "$prefix/lib/libtidepool.so.0"
 ln -sf "libtidepool.so.0" "$prefix/lib/libtidepool.so"
 sed -e "s|@PREFIX@|$prefix|" -e "s|@VERSION@|$version|" "$root/dist/tidepool.pc.in" \
   > "$prefix/lib/pkgconfig/tidepool.pc"
+for f in tidepoolConfig.cmake tidepoolConfigVersion.cmake; do
+  sed -e "s|@VERSION@|$version|g" "$root/dist/$f.in" > "$prefix/lib/cmake/tidepool/$f"
+done
 echo "tidepool $version installed in $prefix"

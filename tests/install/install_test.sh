@@ -1,27 +1,92 @@
 #!/usr/bin/env bash
 # Installs tidepool into a temporary prefix with the same script as
-# `bazel run //:install`, then builds and runs a program OUTSIDE Bazel with
-# `cc demo.c $(pkg-config --cflags --libs tidepool)`, against the shared
-# library and (with --static) the static one.
+# `bazel run //:install`, then builds and runs tests/install/demo.c OUTSIDE
+# Bazel the three ways C projects do:
+#   1. pkg-config: `cc demo.c $(pkg-config --cflags --libs tidepool)`,
+#      shared and static;
+#   2. CMake: find_package(tidepool CONFIG REQUIRED) +
+#      target_link_libraries(demo tidepool::tidepool), static by default and
+#      shared with -DTIDEPOOL_SHARED=ON;
+#   3. Meson: dependency('tidepool').
+# Each binary must run, be linked with the library it asked for, and carry
+# the start-up options (TIDEPOOL_SHOW_STATS=1 prints the table at exit; a
+# bad value gives one line on stderr) — in a static link too.
 set -euo pipefail
-prefix="${TEST_TMPDIR:-$(mktemp -d)}/prefix"
+tmp="${TEST_TMPDIR:-$(mktemp -d)}"
+prefix="$tmp/prefix"
+src="$PWD/tests/install"
 bash dist/install.sh "$prefix"
 export PKG_CONFIG_PATH="$prefix/lib/pkgconfig"
 echo "cflags: $(pkg-config --cflags tidepool)"
 echo "libs:   $(pkg-config --libs tidepool)"
-out="${TEST_TMPDIR:-/tmp}"
-# Shared (the default when both exist).
-cc -std=c11 -Wall -Werror tests/install/demo.c $(pkg-config --cflags --libs tidepool) -o "$out/demo_shared"
-LD_LIBRARY_PATH="$prefix/lib" "$out/demo_shared"
-deps=$(LD_LIBRARY_PATH="$prefix/lib" ldd "$out/demo_shared")
-grep -q "libtidepool.so.0 => $prefix/lib/libtidepool.so.0" <<<"$deps" || {
-  echo "demo_shared is not linked with the installed libtidepool.so:" >&2
-  echo "$deps" >&2
+out="$tmp/out"
+mkdir -p "$out"
+
+fail() {
+  echo "install test: $*" >&2
   exit 1
 }
+
+# $1: the binary; $2: "shared" or "static" (what it must be linked with).
+check_binary() {
+  local bin=$1 kind=$2 deps
+  deps=$(LD_LIBRARY_PATH="$prefix/lib" ldd "$bin" 2>&1 || true)
+  if [[ $kind == shared ]]; then
+    grep -q "libtidepool.so.0 => $prefix/lib/libtidepool.so.0" <<<"$deps" ||
+      fail "$bin is not linked with the installed libtidepool.so:"$'\n'"$deps"
+  else
+    ! grep -q "libtidepool" <<<"$deps" || fail "$bin should be static but needs:"$'\n'"$deps"
+  fi
+  LD_LIBRARY_PATH="$prefix/lib" "$bin" || fail "$bin exited with $?"
+  # The start-up options work in this link too.
+  local err
+  err=$(TIDEPOOL_SHOW_STATS=1 LD_LIBRARY_PATH="$prefix/lib" "$bin" 2>&1 >/dev/null)
+  grep -q "^tidepool .* statistics (pid " <<<"$err" && grep -q "^arena chunk pools" <<<"$err" ||
+    fail "TIDEPOOL_SHOW_STATS=1 $bin printed no statistics at exit:"$'\n'"$err"
+  err=$(TIDEPOOL_SWEEPER_DECAY_MS=soon LD_LIBRARY_PATH="$prefix/lib" "$bin" 2>&1 >/dev/null)
+  [[ $err == "tidepool: ignoring TIDEPOOL_SWEEPER_DECAY_MS=soon: expected milliseconds, 1..3600000" ]] ||
+    fail "a bad option value should give exactly one line on stderr; $bin printed:"$'\n'"$err"
+  echo "ok: $bin ($kind)"
+}
+
+# ---- 1. pkg-config ----
+# Shared (the default when both exist).
+cc -std=c11 -Wall -Werror "$src/demo.c" $(pkg-config --cflags --libs tidepool) -o "$out/demo_shared"
+check_binary "$out/demo_shared" shared
 # Static.
-cc -std=c11 -Wall -Werror tests/install/demo.c -static-libgcc \
+cc -std=c11 -Wall -Werror "$src/demo.c" -static-libgcc \
   $(pkg-config --cflags tidepool) "$prefix/lib/libtidepool.a" \
   $(pkg-config --static --libs-only-l tidepool | sed 's/-ltidepool//') -o "$out/demo_static"
-"$out/demo_static"
-echo "install test: ok"
+check_binary "$out/demo_static" static
+
+# ---- 2. CMake ----
+cmake_build() {
+  local dir=$1; shift
+  if ! cmake -S "$src" -B "$dir" -G Ninja -DCMAKE_PREFIX_PATH="$prefix" "$@" > "$dir.log" 2>&1 ||
+     ! cmake --build "$dir" >> "$dir.log" 2>&1; then
+    cat "$dir.log" >&2
+    fail "the CMake build in $dir failed"
+  fi
+  grep "tidepool 0" "$dir.log" || true
+}
+cmake_build "$out/cmake_static"
+check_binary "$out/cmake_static/demo" static
+cmake_build "$out/cmake_shared" -DTIDEPOOL_SHARED=ON
+check_binary "$out/cmake_shared/demo" shared
+# The version file refuses a version this is not compatible with.
+sed -i 's/find_package(tidepool 0.1 CONFIG REQUIRED)/find_package(tidepool 1.0 CONFIG REQUIRED)/' \
+  "$(cp -rL "$src" "$out/src_v1" && echo "$out/src_v1/CMakeLists.txt")"
+if cmake -S "$out/src_v1" -B "$out/cmake_v1" -G Ninja -DCMAKE_PREFIX_PATH="$prefix" > "$out/cmake_v1.log" 2>&1; then
+  fail "find_package(tidepool 1.0) accepted version 0.x"
+fi
+
+# ---- 3. Meson ----
+if ! meson setup "$out/meson" "$src" > "$out/meson.log" 2>&1 ||
+   ! ninja -C "$out/meson" >> "$out/meson.log" 2>&1; then
+  cat "$out/meson.log" >&2
+  fail "the Meson build failed"
+fi
+grep -i "dependency tidepool found" "$out/meson.log" || true
+check_binary "$out/meson/demo" shared
+
+echo "install test: ok (pkg-config shared and static, CMake static and shared, Meson)"
