@@ -58,6 +58,8 @@ struct Options {
   std::vector<std::string> workers;
   bool list = false;
   std::string keep_logs;  // directory to keep worker logs in
+  std::string plots;      // directory for the plots ("" = the default)
+  bool no_plots = false;
 };
 
 void Usage(FILE* f) {
@@ -70,6 +72,10 @@ void Usage(FILE* f) {
                "  --workers A,B    only these workers (default: %s)\n"
                "  --timeout S      kill a case's process after S seconds (default 180)\n"
                "  --keep-logs DIR  keep every worker's output and JSON in DIR\n"
+               "  --plots DIR      write the plots (PNG) and their data into DIR (default:\n"
+               "                   bazel-bin/bench/plots under `bazel run`, else\n"
+               "                   $TMPDIR/tidepool-bench-plots)\n"
+               "  --no-plots       tables only\n"
                "  --list           list the cases and exit\n",
                BENCH_STR(BENCH_WORKERS));
 }
@@ -114,6 +120,10 @@ bool ParseOptions(int argc, char** argv, Options* o) {
       o->workers = Split(v, ',');
     } else if ((v = value("--keep-logs"))) {
       o->keep_logs = v;
+    } else if ((v = value("--plots"))) {
+      o->plots = v;
+    } else if (a == "--no-plots") {
+      o->no_plots = true;
     } else {
       std::fprintf(stderr, "bench: unknown option %s\n", a.c_str());
       return false;
@@ -658,6 +668,149 @@ std::string Num(double x, int width, int prec = 2) {
 
 void PrintRule(size_t n) { std::printf("%s\n", std::string(n, '-').c_str()); }
 
+// What the tp-vs-peer ratio of workload w compares: ns/op, or the counter
+// of kRatioCounter (the ratio is peer / tp: > 1, tidepool is better).
+double RatioMetric(const Results& res, const std::string& w, const std::string& impl) {
+  auto rc = kRatioCounter.find(w);
+  return rc == kRatioCounter.end() ? res.Ns(Name(w, impl)) : res.Counter(Name(w, impl), rc->second);
+}
+
+// ---------------------------------------------------------------------------
+// Plots: the medians go to DIR/bench_data.json; bench/plots.py (Debian's
+// /usr/bin/python3 with python3-matplotlib) draws them into DIR.
+
+std::string JsonNum(double x) {
+  if (!std::isfinite(x)) return "null";
+  char b[64];
+  std::snprintf(b, sizeof b, "%.6g", x);
+  return b;
+}
+
+std::string JsonStr(const std::string& s) {
+  std::string o = "\"";
+  for (char c : s) {
+    if (c == '"' || c == '\\') o += '\\', o += c;
+    else if (static_cast<unsigned char>(c) < 0x20) o += ' ';
+    else o += c;
+  }
+  return o + "\"";
+}
+
+std::string PlotData(const Results& res, const std::vector<std::string>& ordered,
+                     std::map<std::string, std::vector<CaseInfo>>& by_workload,
+                     std::map<std::string, std::string>& group_of, const Options& opt,
+                     const std::string& machine) {
+  std::string j = "{\"quick\": " + std::string(opt.quick ? "true" : "false") +
+                  ", \"rounds\": " + std::to_string(opt.rounds) + ", \"machine\": " + JsonStr(machine) +
+                  ",\n \"cases\": [";
+  bool first = true;
+  for (const auto& w : ordered)
+    for (const auto& c : by_workload[w]) {
+      std::set<std::string> names;
+      auto it = res.by_case.find(c.name);
+      if (it == res.by_case.end()) continue;
+      for (const auto& r : it->second)
+        for (const auto& kv : r.second.counters) names.insert(kv.first);
+      j += std::string(first ? "" : ",") + "\n  {\"workload\": " + JsonStr(w) + ", \"group\": " +
+           JsonStr(group_of[w]) + ", \"impl\": " + JsonStr(c.impl) + ", \"unit\": " + JsonStr(c.unit) +
+           ", \"ns\": " + JsonNum(res.Ns(c.name)) + ", \"counters\": {";
+      bool f2 = true;
+      for (const auto& n : names) {
+        j += std::string(f2 ? "" : ", ") + JsonStr(n) + ": " + JsonNum(res.Counter(c.name, n));
+        f2 = false;
+      }
+      j += "}}";
+      first = false;
+    }
+  j += "],\n \"ratios\": [";
+  first = true;
+  for (const auto& w : ordered) {
+    double tpv = RatioMetric(res, w, "tp");
+    if (std::isnan(tpv)) continue;
+    auto rc = kRatioCounter.find(w);
+    std::string peers;
+    for (const auto& c : by_workload[w]) {
+      if (c.impl == "tp") continue;
+      double pv = RatioMetric(res, w, c.impl);
+      if (std::isnan(pv)) continue;
+      peers += std::string(peers.empty() ? "" : ", ") + JsonStr(c.impl) + ": " + JsonNum(pv / tpv);
+    }
+    if (peers.empty()) continue;
+    j += std::string(first ? "" : ",") + "\n  {\"workload\": " + JsonStr(w) + ", \"group\": " +
+         JsonStr(group_of[w]) + ", \"metric\": " +
+         JsonStr(rc == kRatioCounter.end() ? "ns/op" : rc->second) + ", \"peers\": {" + peers + "}}";
+    first = false;
+  }
+  return j + "]}\n";
+}
+
+// bench/plots.py: in the runfiles (bazel run), or beside the driver's source.
+std::string FindPlotScript(const std::string& self, const char* argv0) {
+  std::vector<std::string> tries;
+  if (const char* rd = std::getenv("RUNFILES_DIR")) tries.push_back(std::string(rd) + "/tidepool/bench/plots.py");
+  tries.push_back(std::string(argv0) + ".runfiles/tidepool/bench/plots.py");
+  tries.push_back(self + ".runfiles/tidepool/bench/plots.py");
+  tries.push_back("bench/plots.py");
+  struct stat st;
+  for (const auto& t : tries)
+    if (stat(t.c_str(), &st) == 0 && S_ISREG(st.st_mode)) return t;
+  return "";
+}
+
+// The plots' directory: --plots DIR (relative to where `bazel run` was
+// started), else bazel-bin/bench/plots of the workspace under `bazel run`,
+// else $TMPDIR/tidepool-bench-plots.
+std::string PlotDir(const Options& opt) {
+  if (!opt.plots.empty()) {
+    const char* wd = std::getenv("BUILD_WORKING_DIRECTORY");
+    return opt.plots[0] == '/' || !wd ? opt.plots : std::string(wd) + "/" + opt.plots;
+  }
+  struct stat st;
+  if (const char* ws = std::getenv("BUILD_WORKSPACE_DIRECTORY"))
+    if (stat((std::string(ws) + "/bazel-bin").c_str(), &st) == 0 && S_ISDIR(st.st_mode))
+      return std::string(ws) + "/bazel-bin/bench/plots";
+  const char* t = std::getenv("TMPDIR");
+  return std::string(t && *t ? t : "/tmp") + "/tidepool-bench-plots";
+}
+
+// Writes the data and draws the plots; prints where they are, or why not.
+// Never fails the run: the tables are printed already.
+void WritePlots(const std::string& data, const std::string& self, const char* argv0,
+                const Options& opt, const std::string& tmp) {
+  std::string dir = PlotDir(opt);
+  std::string cmd = "mkdir -p '" + dir + "'";
+  if (std::system(cmd.c_str()) != 0) {
+    std::printf("\nplots: not written: cannot create %s\n", dir.c_str());
+    return;
+  }
+  std::string data_path = dir + "/bench_data.json";
+  {
+    std::ofstream f(data_path);
+    f << data;
+    if (!f) {
+      std::printf("\nplots: not written: cannot write %s\n", data_path.c_str());
+      return;
+    }
+  }
+  const std::string py = "/usr/bin/python3";
+  std::string script = FindPlotScript(self, argv0);
+  if (!IsExecutable(py) || script.empty()) {
+    std::printf("\nplots: not drawn (%s); the data is in %s\n",
+                script.empty() ? "bench/plots.py not found" : "no /usr/bin/python3", data_path.c_str());
+    return;
+  }
+  std::string log = tmp + "/plots.log";
+  ProcResult pr = RunProcess({py, script, data_path, dir}, log, 120);
+  std::string text = ReadFile(log);
+  while (!text.empty() && text.back() == '\n') text.pop_back();
+  if (!pr.ok) {
+    std::printf("\nplots: not drawn (%s: %s); the data is in %s\n", script.c_str(),
+                text.empty() ? pr.what.c_str() : text.c_str(), data_path.c_str());
+    return;
+  }
+  std::printf("\n%s\n", text.c_str());
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -996,9 +1149,7 @@ int main(int argc, char** argv) {
     for (const auto& w : ordered) {
       if (group_of[w] != g) continue;
       auto rc = kRatioCounter.find(w);
-      auto metric = [&](const std::string& impl) {
-        return rc == kRatioCounter.end() ? res.Ns(Name(w, impl)) : res.Counter(Name(w, impl), rc->second);
-      };
+      auto metric = [&](const std::string& impl) { return RatioMetric(res, w, impl); };
       double tpv = metric("tp");
       bool has_tp = false, has_peer = false, has_target = false;
       for (const auto& c : by_workload[w]) has_tp |= c.impl == "tp", has_peer |= c.impl != "tp";
@@ -1042,6 +1193,10 @@ int main(int argc, char** argv) {
     for (const auto& f : res.failures) std::printf("- %s\n", f.c_str());
     std::printf("worker logs: %s\n", tmp.c_str());
   }
+  // ---- plots ----
+  if (!opt.no_plots && !res.by_case.empty())
+    WritePlots(PlotData(res, ordered, by_workload, group_of, opt, cpu_model), self, argv[0], opt, tmp);
+
   double el = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   std::printf("\ntotal time: %.0f s (%d rounds)\n", el, opt.rounds);
   if (opt.keep_logs.empty() && res.failures.empty()) {

@@ -229,6 +229,7 @@ static void run_retire_latency(const bench_case *c, void *state, bench_out *out)
   bench_counter(out, "p50_us", bench_hist_quantile_us(h, 0.50));
   bench_counter(out, "p99_us", bench_hist_quantile_us(h, 0.99));
   bench_counter(out, "p999_us", bench_hist_quantile_us(h, 0.999));
+  bench_counter_cdf(out, "cdf", "_us", bench_hist_quantile_fn, h); /* the plot's curve */
   bench_counter(out, "max_us", (double)h->max_ns / 1000.0);
   bench_counter(out, "freed", (double)h->count);
 }

@@ -31,14 +31,20 @@
  *                  pause_max_ms (world stopped, as each collector measures
  *                  it; the max is over the last pause seen after every 64
  *                  trees, and collections are megabytes of allocation
- *                  apart), gc_share, heap_MiB
+ *                  apart), gc_share, heap_MiB, and the distribution of
+ *                  those pauses for the plot: pause_cdf_PPPP_ms
+ *                  (quantiles, bench_counter_cdf), pauses_seen
  *   gc_cycles      rings of 100 nodes (each node linked both ways: cyclic
  *                  garbage that reference counting would leak), 20 000
  *                  rings, only the newest one rooted, automatic
- *                  collections; ns per ring; counter heap_max_MiB; fails
- *                  if the heap grows past 256 MiB (the cycles leaked)
+ *                  collections; ns per ring; counters heap_max_MiB, gcs,
+ *                  gc_share and the pause distribution (pause_cdf_PPPP_ms,
+ *                  pauses_seen, polled after every ring); fails if the
+ *                  heap grows past 256 MiB (the cycles leaked)
  */
 #include "bench/alloc.h"
+
+#include <stdlib.h>
 
 #if BENCH_HAVE_GC
 
@@ -173,6 +179,47 @@ BENCH_CASE(gc_tree_1g, .workload = "gc_tree_1g", .impl = bench_gc_impl.name, .gr
 
 static void *gc_pause_setup(const bench_case *c) { return live_tree_setup(c, 1); }
 
+/* The pauses a run sees, for the plots' distributions: polled with
+ * G->pauses (the last pause, whenever the count moved), so a collection
+ * that ends between two polls with another is missed (pauses_seen says how
+ * many were seen). */
+#define PAUSE_LOG_MAX 4096
+typedef struct pause_log {
+  uint64_t count, worst_ns;
+  size_t n;
+  double ms[PAUSE_LOG_MAX];
+} pause_log;
+static pause_log plog; /* one case per process */
+
+static void pause_log_start(pause_log *l) {
+  uint64_t tot, last;
+  G->pauses(&l->count, &tot, &last);
+  l->worst_ns = 0;
+  l->n = 0;
+}
+
+static void pause_log_poll(pause_log *l) {
+  uint64_t n, tot, last;
+  G->pauses(&n, &tot, &last);
+  if (n == l->count) return;
+  l->count = n;
+  if (last > l->worst_ns) l->worst_ns = last;
+  if (l->n < PAUSE_LOG_MAX) l->ms[l->n++] = (double)last / 1e6;
+}
+
+static int cmp_double(const void *a, const void *b) {
+  double x = *(const double *)a, y = *(const double *)b;
+  return (x > y) - (x < y);
+}
+
+/* Counters pauses_seen and pause_cdf_PPPP_ms (bench_counter_cdf). */
+static void pause_log_report(pause_log *l, bench_out *out) {
+  qsort(l->ms, l->n, sizeof l->ms[0], cmp_double);
+  bench_sorted sorted = {l->ms, l->n};
+  bench_counter(out, "pauses_seen", (double)l->n);
+  bench_counter_cdf(out, "pause_cdf", "_ms", bench_sorted_quantile_fn, &sorted);
+}
+
 static void gc_pause_run(const bench_case *c, void *state, bench_out *out) {
   (void)c;
   BENCH_NEED_STATE(state, out);
@@ -183,7 +230,7 @@ static void gc_pause_run(const bench_case *c, void *state, bench_out *out) {
   uint64_t t0 = bench_now_ns(), end = t0 + dur, allocs = 0, seed = 7;
   /* Short-lived trees; 1 in 8 stays rooted for a while in one of 63 slots.
    * After every 64 trees: the last pause, if a collection ended since. */
-  uint64_t worst = 0, seen = n0;
+  pause_log_start(&plog);
   while (bench_now_ns() < end) {
     for (int k = 0; k < 64; k++) {
       bench_gnode *t = make_tree(5);
@@ -195,12 +242,7 @@ static void gc_pause_run(const bench_case *c, void *state, bench_out *out) {
       uint64_t r = bench_rand(&seed);
       if ((r & 7) == 0) gc_roots[1 + (r >> 8) % (NROOTS - 1)] = t;
     }
-    uint64_t n, tot;
-    G->pauses(&n, &tot, &last);
-    if (n != seen) {
-      seen = n;
-      if (last > worst) worst = last;
-    }
+    pause_log_poll(&plog);
   }
   uint64_t t1 = bench_now_ns();
   G->pauses(&n1, &tot1, &last);
@@ -213,9 +255,10 @@ static void gc_pause_run(const bench_case *c, void *state, bench_out *out) {
   out->ops = (double)allocs;
   bench_counter(out, "gcs", (double)gcs);
   bench_counter(out, "pause_mean_ms", gcs ? (double)(tot1 - tot0) / (double)gcs / 1e6 : 0);
-  bench_counter(out, "pause_max_ms", (double)worst / 1e6);
+  bench_counter(out, "pause_max_ms", (double)plog.worst_ns / 1e6);
   bench_counter(out, "gc_share", (double)(tot1 - tot0) / (double)(t1 - t0));
   bench_counter(out, "heap_MiB", G->heap_mib());
+  pause_log_report(&plog, out);
 }
 
 BENCH_CASE(gc_pause_256m, .workload = "gc_pause_256m", .impl = bench_gc_impl.name, .group = "gc",
@@ -241,6 +284,7 @@ static void gc_cycles_run(const bench_case *c, void *state, bench_out *out) {
   double max_mib = 0;
   uint64_t n0, tot0, n1, tot1, last;
   G->pauses(&n0, &tot0, &last);
+  pause_log_start(&plog);
   uint64_t t0 = bench_now_ns();
   for (int k = 0; k < RINGS; k++) {
     bench_gnode *first = G->node(), *prev = first;
@@ -262,6 +306,7 @@ static void gc_cycles_run(const bench_case *c, void *state, bench_out *out) {
     prev->l = first;
     first->r = prev;
     gc_roots[0] = first; /* the previous ring is now cyclic garbage */
+    pause_log_poll(&plog); /* two loads and a compare while nothing ended */
     if (k % 256 == 0) {
       double m = G->heap_mib();
       if (m > max_mib) max_mib = m;
@@ -274,6 +319,7 @@ static void gc_cycles_run(const bench_case *c, void *state, bench_out *out) {
   bench_counter(out, "heap_max_MiB", max_mib);
   bench_counter(out, "gcs", (double)(n1 - n0));
   bench_counter(out, "gc_share", (double)(tot1 - tot0) / (double)(t1 - t0));
+  pause_log_report(&plog, out);
   if (max_mib > 256) bench_fail(out, "heap grew to %.0f MiB: cycles were not collected", max_mib);
 }
 

@@ -189,3 +189,26 @@ double bench_hist_quantile_us(const bench_hist *h, double q) {
   }
   return (double)h->max_ns / 1000.0;
 }
+
+const unsigned bench_cdf_permille[BENCH_CDF_POINTS] = {10,  50,  100, 200, 300, 400, 500,
+                                                       600, 700, 800, 900, 950, 990, 999};
+
+void bench_counter_cdf(bench_out *out, const char *prefix, const char *suffix,
+                       double (*quantile)(double q, const void *arg), const void *arg) {
+  for (size_t i = 0; i < BENCH_CDF_POINTS; i++) {
+    char name[BENCH_COUNTER_NAME];
+    snprintf(name, sizeof name, "%s_%04u%s", prefix, bench_cdf_permille[i], suffix);
+    bench_counter(out, name, quantile(bench_cdf_permille[i] / 1000.0, arg));
+  }
+}
+
+double bench_hist_quantile_fn(double q, const void *hist) {
+  return bench_hist_quantile_us((const bench_hist *)hist, q);
+}
+
+double bench_sorted_quantile_fn(double q, const void *sorted) {
+  const bench_sorted *s = sorted;
+  if (!s->n) return 0;
+  size_t i = (size_t)(q * (double)s->n);
+  return s->v[i < s->n ? i : s->n - 1];
+}

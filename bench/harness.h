@@ -103,6 +103,22 @@ void bench_hist_add(bench_hist *h, uint64_t ns);
 /* The q-quantile (0 < q < 1) in microseconds (upper bucket edge). */
 double bench_hist_quantile_us(const bench_hist *h, double q);
 
+/* A distribution as counters, for the plots of //bench (bench/plots.py):
+ * one counter "<prefix>_PPPP<suffix>" per point of bench_cdf_permille
+ * (PPPP: the quantile in permille), holding quantile(q, arg). */
+#define BENCH_CDF_POINTS 14
+extern const unsigned bench_cdf_permille[BENCH_CDF_POINTS];
+void bench_counter_cdf(bench_out *out, const char *prefix, const char *suffix,
+                       double (*quantile)(double q, const void *arg), const void *arg);
+/* quantile() of a latency histogram (arg: const bench_hist *), in us. */
+double bench_hist_quantile_fn(double q, const void *hist);
+/* quantile() of an ascending array (arg: const bench_sorted *). */
+typedef struct bench_sorted {
+  const double *v;
+  size_t n;
+} bench_sorted;
+double bench_sorted_quantile_fn(double q, const void *sorted);
+
 /* Allocator-neutral memory for harness bookkeeping (mmap'd, zeroed). */
 void *bench_map(size_t bytes);
 void bench_unmap(void *p, size_t bytes);
