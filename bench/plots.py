@@ -140,7 +140,7 @@ def plot_burst(data, outdir, written):
     ax.set_xlim(-150, 2550)
     ax.set_ylim(bottom=0)
     ax.grid(True, alpha=0.3)
-    ax.legend(loc="center right", fontsize=9)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=9, borderaxespad=0)
     ax.set_title("Burst: 4 threads take 4 M x 64 B (256 MiB), put everything back, then idle\n"
                  + subtitle(data), fontsize=10)
     save(fig, outdir, "burst_rss.png", written)
