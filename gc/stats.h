@@ -30,7 +30,8 @@ extern "C" {
  * bytes, counts or nanoseconds, as in the *_stats structs).
  *
  * Returns 0; -EINVAL (errno) for a NULL `out` or an unknown opts word;
- * -EIO (errno) when writing to `out` failed.
+ * -ENOMEM (errno) when the report's memory cannot be allocated; -EIO
+ * (errno) when writing to `out` failed.
  *
  * Safe to call at any time from any thread, concurrently with everything
  * (inside a read section and from a retire callback too): it never stops

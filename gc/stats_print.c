@@ -343,7 +343,10 @@ int tp_stats_print(FILE *out, const char *opts) {
     return -EINVAL;
   }
   struct report *r = calloc(1, sizeof *r);
-  if (!r) return -ENOMEM;
+  if (!r) {
+    errno = ENOMEM;
+    return -ENOMEM;
+  }
   gather(r);
   flockfile(out);
   if (json) print_json(out, r);
