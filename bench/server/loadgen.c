@@ -17,9 +17,11 @@
  * and, after them, bytes drawn from a generator seeded by (seed, i, version),
  * with flags = i mod 65536. Sets to one key never overlap (a set whose key
  * has one in flight picks the next free key), so for a server that applies
- * each command atomically a get issued when `acked` was the last
- * acknowledged version and `issued` the last sent one must return a version
- * in [acked, issued], with exactly its bytes and flags, and may miss only if
+ * each command atomically a get must return a version in [acked, issued] —
+ * `acked` the last version acknowledged when the get was sent, `issued` the
+ * last version sent when its response arrives (a set sent on another
+ * connection after the get may be applied before it) — with exactly that
+ * version's bytes and flags, and may miss only if
  * no set of the key was acknowledged before (or with --allow-miss, for a
  * server that evicts). Anything else — a wrong, torn, stale or foreign value,
  * a wrong key, a line the protocol does not allow — is an error: the first
@@ -87,7 +89,7 @@ typedef struct request {
   uint8_t type;
   bool must_hit;
   uint32_t key;
-  uint32_t lo, hi; /* a get's acceptable versions */
+  uint32_t lo, hi; /* a get's acceptable versions (hi: set on the response) */
   uint64_t t0;
 } request;
 
@@ -432,7 +434,7 @@ static size_t parse_one(conn *c, const char *p, const char *end, uint64_t now, c
   } else if (!value_ok(data, (size_t)bytes, r->key, &ver, scratch)) {
     report_error(c, "get of key %" PRIu32 ": wrong value (%llu bytes, \"%.24s...\"), expected version %" PRIu32 "..%" PRIu32,
                  r->key, bytes, data, r->lo, r->hi);
-  } else if (ver < r->lo || ver > r->hi) {
+  } else if ((r->hi = keys[r->key].issued, ver < r->lo || ver > r->hi)) {
     report_error(c, "get of key %" PRIu32 ": version %" PRIu32 ", expected %" PRIu32 "..%" PRIu32, r->key, ver, r->lo, r->hi);
   } else if (flags != (r->key & 0xffff)) {
     report_error(c, "get of key %" PRIu32 ": flags %u, expected %u", r->key, flags, r->key & 0xffff);
