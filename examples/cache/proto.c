@@ -225,6 +225,8 @@ static bool safe_strtoull(const char *s, uint64_t *out) {
   return false;
 }
 
+/* memcached 1.6.18 keeps the low 32 bits of a larger number (flags
+ * 4294967296 are stored as 0): so do we. */
 static bool safe_strtoul32(const char *s, uint32_t *out) {
   char *end;
   errno = 0;
@@ -232,7 +234,6 @@ static bool safe_strtoul32(const char *s, uint32_t *out) {
   if (errno == ERANGE || end == s) return false;
   if (is_space(*end) || *end == '\0') {
     if ((long)v < 0 && memchr(s, '-', (size_t)(end - s))) return false;
-    if (v > UINT32_MAX) return false;
     *out = (uint32_t)v;
     return true;
   }
@@ -244,9 +245,8 @@ static bool safe_strtol32(const char *s, int32_t *out) {
   errno = 0;
   long v = strtol(s, &end, 10);
   if (errno == ERANGE || end == s) return false;
-  if (v > INT_MAX || v < INT_MIN) return false;
   if (is_space(*end) || *end == '\0') {
-    *out = (int32_t)v;
+    *out = (int32_t)(uint32_t)(unsigned long)v; /* memcached: low 32 bits */
     return true;
   }
   return false;
@@ -370,7 +370,7 @@ static void process_get(conn *c, char *args, size_t len, bool with_cas, bool tou
       nkeys++;
     }
   }
-  if (nkeys == 0) {
+  if (nkeys == 0 && !touch) {
     out_line(c, "ERROR");
     return;
   }
@@ -381,11 +381,6 @@ static void process_get(conn *c, char *args, size_t len, bool with_cas, bool tou
     while (p < end && *p != ' ') p++;
     size_t nk = (size_t)(p - k);
     if (!nk) continue;
-    if (touch) {
-      TS_INC(ts, cmd_touch);
-      if (store_touch(k, nk, exptime) == ST_STORED) TS_INC(ts, touch_hits);
-      else TS_INC(ts, touch_misses);
-    }
     tp_epoch_enter();
     item *it = store_find(k, nk, true);
     TS_INC(ts, cmd_get);
@@ -396,6 +391,11 @@ static void process_get(conn *c, char *args, size_t len, bool with_cas, bool tou
       TS_INC(ts, get_misses);
     }
     tp_epoch_leave();
+    if (touch) { /* memcached returns the value, then applies the new expiry */
+      TS_INC(ts, cmd_touch);
+      if (it && store_touch(k, nk, exptime) == ST_STORED) TS_INC(ts, touch_hits);
+      else TS_INC(ts, touch_misses);
+    }
   }
   out_put(c, "END\r\n", 5);
 }
@@ -596,7 +596,7 @@ static void process_flush(conn *c, token *t, size_t nt) {
   int32_t delay = 0;
   if (nt != (noreply ? 3u : 2u)) {
     if (!safe_strtol32(t[1].value, &delay)) {
-      reply(c, &noreply, "CLIENT_ERROR bad command line format");
+      reply(c, &noreply, "CLIENT_ERROR invalid exptime argument");
       return;
     }
   }
@@ -1104,7 +1104,7 @@ static void process_md(conn *c, token *t, size_t nt) {
   }
   meta_flags of;
   if (meta_preparse(t, 2, &of, &err) != 0) {
-    out_line(c, err);
+    out_line(c, "CLIENT_ERROR invalid or duplicate flag");
     return;
   }
   meta_set ms;
@@ -1137,7 +1137,7 @@ static void process_ma(conn *c, token *t, size_t nt) {
   }
   meta_flags of;
   if (meta_preparse(t, 2, &of, &err) != 0) {
-    out_line(c, err);
+    out_line(c, "CLIENT_ERROR invalid or duplicate flag");
     return;
   }
   meta_set ms;
@@ -1194,7 +1194,6 @@ static void process_ma(conn *c, token *t, size_t nt) {
     }
     case ST_NOT_FOUND:
       if (incr) TS_INC(ts, incr_misses); else TS_INC(ts, decr_misses);
-      if (of.quiet) return;
       out_put(c, "NF", 2);
       break;
     case ST_EXISTS: out_put(c, "EX", 2); break;
@@ -1290,6 +1289,10 @@ static void process_command(conn *c, char *line, size_t len) {
     }                       \
   } while (0)
   if (first == 'm' && t[0].length == 2) {
+    if (nt < 3 && cmd[1] != 'n' && cmd[1] != 'e') {
+      out_line(c, "ERROR");
+      return;
+    }
     switch (cmd[1]) {
       case 'g': process_mg(c, t, nt); return;
       case 's': process_ms(c, t, nt); return;
