@@ -2,6 +2,7 @@
 # loopback ports, servers started and stopped by PID, bounded waits.
 # Sourced; expects $LOADGEN (the loadgen binary) and $TMP (a scratch dir).
 
+SERVER_PID=
 fail() { echo "FAIL: $*" >&2; exit 1; }
 
 # A port nobody listens on now (another process may take it before we do:
@@ -40,11 +41,13 @@ start_server() {
 }
 
 stop_server() {
+  [[ -n $SERVER_PID ]] || return 0
   kill "$SERVER_PID" 2>/dev/null || true
   local i
   for i in $(seq 50); do kill -0 "$SERVER_PID" 2>/dev/null || break; sleep 0.1; done
   kill -9 "$SERVER_PID" 2>/dev/null || true
   wait "$SERVER_PID" 2>/dev/null || true
+  SERVER_PID=
 }
 
 # field NAME FILE: the value of NAME=... on the file's `result` line.
