@@ -227,7 +227,7 @@ void server_wake_maintenance(void) {
 
 static void *maint_main(void *arg) {
   (void)arg;
-  rel_time_t done_flush = 0;
+  uint64_t done_gen = 0;
   pthread_mutex_lock(&G.maint_lock);
   while (!G.stopping) {
     struct timespec ts;
@@ -241,10 +241,11 @@ static void *maint_main(void *arg) {
     G.maint_wake = 0;
     if (G.stopping) break;
     pthread_mutex_unlock(&G.maint_lock);
-    rel_time_t ol = store_oldest_live();
-    if (ol != 0 && ol != done_flush && ol <= store_now()) {
+    uint64_t gen;
+    rel_time_t ol = store_oldest_live(&gen);
+    if (gen != done_gen && ol <= store_now()) {
       store_crawl(true); /* a flush_all took effect: unlink everything */
-      done_flush = ol;
+      done_gen = gen;
     } else {
       store_crawl(false);
     }

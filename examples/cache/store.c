@@ -82,6 +82,7 @@ static struct {
       evicted_unfetched, large_items;
   uint32_t oldest_live;
   uint64_t oldest_cas;
+  uint64_t flush_gen; /* flush_all calls, ever */
   size_t crawl_pos;
   struct timespec mono_start;
   uint64_t started;
@@ -199,6 +200,16 @@ int store_init(const store_config *cfg) {
                  -1, 0);
   if (b == MAP_FAILED) return -errno;
   S.buckets = b;
+
+  /* Items retired and not yet freed are memory past -m: cap them at 1/16
+   * of it (2..64 MiB). A retire past the cap waits for a grace period on
+   * the retiring thread (readers' sections are a lookup and a copy, so
+   * that wait is short), which keeps RSS near -m under eviction storms. */
+  size_t cap = cfg->mem_limit / 16;
+  if (cap < ((size_t)2 << 20)) cap = (size_t)2 << 20;
+  if (cap > ((size_t)64 << 20)) cap = (size_t)64 << 20;
+  tp_epoch_config ec = {.retire_cap = cap};
+  tp_epoch_configure(&ec);
   return 0;
 }
 
@@ -652,6 +663,7 @@ void store_flush(int64_t delay) {
   STORE(S.oldest_live, new_oldest - 1);
   if (new_oldest - 1 <= now) STORE(S.oldest_cas, ADD(S.next_cas, 1));
   else STORE(S.oldest_cas, 0);
+  ADD(S.flush_gen, 1);
 }
 
 size_t store_crawl(bool whole) {
@@ -684,7 +696,10 @@ size_t store_crawl(bool whole) {
   return freed;
 }
 
-rel_time_t store_oldest_live(void) { return LOAD(S.oldest_live); }
+rel_time_t store_oldest_live(uint64_t *gen) {
+  *gen = LOAD(S.flush_gen);
+  return LOAD(S.oldest_live);
+}
 
 void store_read_stats(store_stats *o) {
   o->curr_items = LOAD(S.curr_items);
