@@ -58,7 +58,10 @@ static struct {
   pthread_mutex_t maint_lock;
   pthread_cond_t maint_cond;
   int maint_wake, stopping;
+  int port;
 } G;
+
+int server_port(void) { return G.port; }
 
 /* epoll data for the two shared descriptors (connections use their conn). */
 static char listen_tag, stop_tag;
@@ -303,6 +306,11 @@ int server_start(const server_config *cfg) {
   int fd = listen_on(cfg->addr, cfg->port);
   if (fd < 0) return fd;
   G.listen_fd = fd;
+  struct sockaddr_storage ss;
+  socklen_t sl = sizeof ss;
+  if (getsockname(fd, (struct sockaddr *)&ss, &sl) == 0)
+    G.port = ntohs(ss.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&ss)->sin6_port
+                                            : ((struct sockaddr_in *)&ss)->sin_port);
   G.stop_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
   G.nworkers = cfg->threads;
   G.workers = calloc((size_t)cfg->threads, sizeof(worker));
