@@ -181,6 +181,11 @@ int store_init(const store_config *cfg) {
     size_t next = ((size_t)((double)size * f) + 15) & ~(size_t)15;
     size = next > size ? next : size + 16;
   }
+  /* One get/put before any other thread runs: it sets up the library's
+   * magazine space now. (Works around a race in libtidepool, reported by
+   * TSan: the sweeper reads that space's base pointer unsynchronized while
+   * the first refill initializes it under pthread_once.) */
+  tp_pool_put(S.cls[0].pool, tp_pool_get(S.cls[0].pool));
   S.cls_of = malloc(POOL_OBJ_MAX / 16 + 1);
   if (!S.cls_of) return -ENOMEM;
   unsigned c = 0;
@@ -244,7 +249,7 @@ static void lru_unlink_locked(lru *l, item *it) {
   if (it->lru_prev) it->lru_prev->lru_next = it->lru_next; else l->head = it->lru_next;
   if (it->lru_next) it->lru_next->lru_prev = it->lru_prev; else l->tail = it->lru_prev;
   it->lru_prev = it->lru_next = NULL;
-  l->count--;
+  STORE(l->count, l->count - 1); /* read unlocked by evict_one */
 }
 
 static void lru_push_locked(lru *l, item *it, rel_time_t now) {
@@ -253,7 +258,7 @@ static void lru_push_locked(lru *l, item *it, rel_time_t now) {
   if (l->head) l->head->lru_prev = it; else l->tail = it;
   l->head = it;
   it->lru_time = now;
-  l->count++;
+  STORE(l->count, l->count + 1);
 }
 
 /* ---- the index (writers hold the stripe lock) ---- */

@@ -274,7 +274,8 @@ def t_eviction_and_bounded_memory(srv_unused):
         rss = srv.rss_kib()
         print("  -m 16: rss %d KiB (base %d), evictions %s, curr_items %s"
               % (rss, base, st["evictions"], st["curr_items"]))
-        assert rss - base < 30 * 1024, "RSS grew %d KiB past -m 16" % (rss - base)
+        if not srv.sanitized():
+            assert rss - base < 30 * 1024, "RSS grew %d KiB past -m 16" % (rss - base)
         c.close()
     finally:
         assert srv.stop()[0] == 0
@@ -297,17 +298,24 @@ def t_memory_returned(srv_unused):
         # 100 k items of ~1.1 KB (stride) and the index: not more. (Request
         # memory that outlives its request, e.g. an arena never reset after
         # noreply commands, shows here: +38 MB.)
-        assert peak - base < 100000 * 1400 // 1024, "peak RSS %d KiB over base" % (peak - base)
+        san = srv.sanitized()
+        assert san or peak - base < 100000 * 1400 // 1024, "peak RSS %d KiB over base" % (peak - base)
         c.flush_all()
         t0 = time.time()
         while time.time() - t0 < 30:
             rss = srv.rss_kib()
             if rss <= base + (peak - base) * 0.10 + 1024:
                 break
+            if san and int(stats(srv, b"tidepool")["item_pool_in_use"]) <= 1:
+                break
             time.sleep(0.1)
         print("  100 MB flushed: base %d KiB, peak %d KiB, now %d KiB after %.1f s"
               % (base, peak, rss, time.time() - t0))
-        assert rss <= base + (peak - base) * 0.10 + 1024, "RSS not given back"
+        if san:   # shadow memory stays: check tidepool's own figure instead
+            tp = stats(srv, b"tidepool")
+            assert int(tp["item_pool_in_use"]) <= 1, tp["item_pool_in_use"]
+        else:
+            assert rss <= base + (peak - base) * 0.10 + 1024, "RSS not given back"
         assert c.get("r5") is None
         c.set("again", b"1")
         assert c.get("again") == b"1"
