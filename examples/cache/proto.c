@@ -188,6 +188,7 @@ bool proto_output_written(conn *c, size_t n) {
   if (c->out_pending == 0) {
     /* Everything written: the request memory goes, the first chunk stays. */
     tp_arena_reset(c->arena);
+    c->arena_dirty = false;
     c->iov = NULL;
     c->iovcnt = c->iovcap = c->iov_done = 0;
     c->ocur = NULL;
@@ -1239,6 +1240,13 @@ static void process_me(conn *c, token *t, size_t nt) {
 /* ---- dispatch ---- */
 
 static void process_command(conn *c, char *line, size_t len) {
+  /* Nothing of earlier requests is waiting to be written (noreply, or all
+   * sent): their parsing memory goes now, not at the next write. */
+  if (c->out_pending == 0 && c->iovcnt == 0 && c->arena_dirty) {
+    tp_arena_reset(c->arena);
+    c->arena_dirty = false;
+  }
+  c->arena_dirty = true;
   /* memcached stops a command at a NUL (it is a C string there). */
   char *nul = memchr(line, '\0', len);
   if (nul) len = (size_t)(nul - line);

@@ -88,6 +88,7 @@ typedef struct conn {
   char *ocur;
   size_t ofree;
   size_t out_pending;
+  bool arena_dirty; /* allocated in since the last reset */
   /* server bookkeeping */
   struct conn *next;
   uint32_t events;

@@ -58,7 +58,10 @@ static struct {
   pthread_mutex_t maint_lock;
   pthread_cond_t maint_cond;
   int maint_wake, stopping;
+  int port;
 } G;
+
+int server_port(void) { return G.port; }
 
 /* epoll data for the two shared descriptors (connections use their conn). */
 static char listen_tag, stop_tag;
@@ -227,7 +230,7 @@ void server_wake_maintenance(void) {
 
 static void *maint_main(void *arg) {
   (void)arg;
-  rel_time_t done_flush = 0;
+  uint64_t done_gen = 0;
   pthread_mutex_lock(&G.maint_lock);
   while (!G.stopping) {
     struct timespec ts;
@@ -241,10 +244,11 @@ static void *maint_main(void *arg) {
     G.maint_wake = 0;
     if (G.stopping) break;
     pthread_mutex_unlock(&G.maint_lock);
-    rel_time_t ol = store_oldest_live();
-    if (ol != 0 && ol != done_flush && ol <= store_now()) {
+    uint64_t gen;
+    rel_time_t ol = store_oldest_live(&gen);
+    if (gen != done_gen && ol <= store_now()) {
       store_crawl(true); /* a flush_all took effect: unlink everything */
-      done_flush = ol;
+      done_gen = gen;
     } else {
       store_crawl(false);
     }
@@ -302,6 +306,11 @@ int server_start(const server_config *cfg) {
   int fd = listen_on(cfg->addr, cfg->port);
   if (fd < 0) return fd;
   G.listen_fd = fd;
+  struct sockaddr_storage ss;
+  socklen_t sl = sizeof ss;
+  if (getsockname(fd, (struct sockaddr *)&ss, &sl) == 0)
+    G.port = ntohs(ss.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&ss)->sin6_port
+                                            : ((struct sockaddr_in *)&ss)->sin_port);
   G.stop_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
   G.nworkers = cfg->threads;
   G.workers = calloc((size_t)cfg->threads, sizeof(worker));

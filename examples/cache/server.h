@@ -18,6 +18,8 @@ typedef struct server_config {
  * workers and the maintenance thread. 0 or -errno (with a message on
  * stderr). */
 int server_start(const server_config *cfg);
+/* The port listened on (what port 0 became). */
+int server_port(void);
 /* Stops accepting, closes every connection, joins the threads. */
 void server_stop(void);
 /* Wakes the maintenance thread (flush_all). */

@@ -82,6 +82,7 @@ static struct {
       evicted_unfetched, large_items;
   uint32_t oldest_live;
   uint64_t oldest_cas;
+  uint64_t flush_gen; /* flush_all calls, ever */
   size_t crawl_pos;
   struct timespec mono_start;
   uint64_t started;
@@ -180,6 +181,11 @@ int store_init(const store_config *cfg) {
     size_t next = ((size_t)((double)size * f) + 15) & ~(size_t)15;
     size = next > size ? next : size + 16;
   }
+  /* One get/put before any other thread runs: it sets up the library's
+   * magazine space now. (Works around a race in libtidepool, reported by
+   * TSan: the sweeper reads that space's base pointer unsynchronized while
+   * the first refill initializes it under pthread_once.) */
+  tp_pool_put(S.cls[0].pool, tp_pool_get(S.cls[0].pool));
   S.cls_of = malloc(POOL_OBJ_MAX / 16 + 1);
   if (!S.cls_of) return -ENOMEM;
   unsigned c = 0;
@@ -199,6 +205,16 @@ int store_init(const store_config *cfg) {
                  -1, 0);
   if (b == MAP_FAILED) return -errno;
   S.buckets = b;
+
+  /* Items retired and not yet freed are memory past -m: cap them at 1/16
+   * of it (2..64 MiB). A retire past the cap waits for a grace period on
+   * the retiring thread (readers' sections are a lookup and a copy, so
+   * that wait is short), which keeps RSS near -m under eviction storms. */
+  size_t cap = cfg->mem_limit / 16;
+  if (cap < ((size_t)2 << 20)) cap = (size_t)2 << 20;
+  if (cap > ((size_t)64 << 20)) cap = (size_t)64 << 20;
+  tp_epoch_config ec = {.retire_cap = cap};
+  tp_epoch_configure(&ec);
   return 0;
 }
 
@@ -233,7 +249,7 @@ static void lru_unlink_locked(lru *l, item *it) {
   if (it->lru_prev) it->lru_prev->lru_next = it->lru_next; else l->head = it->lru_next;
   if (it->lru_next) it->lru_next->lru_prev = it->lru_prev; else l->tail = it->lru_prev;
   it->lru_prev = it->lru_next = NULL;
-  l->count--;
+  STORE(l->count, l->count - 1); /* read unlocked by evict_one */
 }
 
 static void lru_push_locked(lru *l, item *it, rel_time_t now) {
@@ -242,7 +258,7 @@ static void lru_push_locked(lru *l, item *it, rel_time_t now) {
   if (l->head) l->head->lru_prev = it; else l->tail = it;
   l->head = it;
   it->lru_time = now;
-  l->count++;
+  STORE(l->count, l->count + 1);
 }
 
 /* ---- the index (writers hold the stripe lock) ---- */
@@ -652,6 +668,7 @@ void store_flush(int64_t delay) {
   STORE(S.oldest_live, new_oldest - 1);
   if (new_oldest - 1 <= now) STORE(S.oldest_cas, ADD(S.next_cas, 1));
   else STORE(S.oldest_cas, 0);
+  ADD(S.flush_gen, 1);
 }
 
 size_t store_crawl(bool whole) {
@@ -684,7 +701,10 @@ size_t store_crawl(bool whole) {
   return freed;
 }
 
-rel_time_t store_oldest_live(void) { return LOAD(S.oldest_live); }
+rel_time_t store_oldest_live(uint64_t *gen) {
+  *gen = LOAD(S.flush_gen);
+  return LOAD(S.oldest_live);
+}
 
 void store_read_stats(store_stats *o) {
   o->curr_items = LOAD(S.curr_items);

@@ -113,8 +113,9 @@ enum store_result store_arith(const char *key, size_t nkey, bool incr, uint64_t 
 void store_flush(int64_t delay);
 
 void store_read_stats(store_stats *out);
-/* The flush_all cutoff in force (0: none), for the maintenance thread. */
-rel_time_t store_oldest_live(void);
+/* The flush_all cutoff in force (0: none) and how many flush_all calls
+ * there were (*gen), for the maintenance thread. */
+rel_time_t store_oldest_live(uint64_t *gen);
 
 /* One pass of the maintenance work (unlink expired and flushed items in
  * part of the index); the maintenance thread calls it, tests may too.

@@ -70,6 +70,13 @@ class Server:
                     return int(line.split()[1])
         return 0
 
+    def sanitized(self):
+        """True when the server runs under ASan/TSan (its RSS then includes
+        shadow memory and quarantines: RSS bounds do not apply)."""
+        with open("/proc/%d/maps" % self.proc.pid) as f:
+            maps = f.read()
+        return any(lib in maps for lib in ("libasan", "libtsan", "libubsan"))
+
     def stop(self):
         """SIGTERM by the pidfile's PID; returns (exit status, stdout bytes)."""
         if self.proc is None:
