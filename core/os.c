@@ -4,6 +4,7 @@
 #define _GNU_SOURCE
 #include "core/os_internal.h"
 #include "core/debug_internal.h"
+#include "core/fault_internal.h"
 
 #include <errno.h>
 #include <signal.h>
@@ -38,30 +39,30 @@ void *tp__os_map(size_t size, size_t align) {
   }
   /* Over-map by align - page, then trim both ends to the aligned span. */
   size_t span = size + (align > page ? align - page : 0);
-  char *raw = mmap(NULL, span, PROT_READ | PROT_WRITE,
+  char *raw = tp__mmap(NULL, span, PROT_READ | PROT_WRITE,
                    MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
   if (raw == MAP_FAILED) {
     errno = ENOMEM;
     return NULL;
   }
   char *p = (char *)(((uintptr_t)raw + align - 1) & ~(uintptr_t)(align - 1));
-  if (p > raw) munmap(raw, (size_t)(p - raw));
+  if (p > raw) tp__munmap(raw, (size_t)(p - raw));
   char *end = p + size, *raw_end = raw + span;
-  if (raw_end > end) munmap(end, (size_t)(raw_end - end));
+  if (raw_end > end) tp__munmap(end, (size_t)(raw_end - end));
   tp__counter_add(&tp__os.mapped, (int64_t)size);
   return p;
 }
 
 void tp__os_unmap(void *p, size_t size) {
   if (!p || !size) return;
-  if (munmap(p, size) == 0) {
+  if (tp__munmap(p, size) == 0) {
     tp__counter_add(&tp__os.mapped, -(int64_t)size);
     tp__counter_add(&tp__os.returned, (int64_t)size);
   }
 }
 
 int tp__os_decommit(void *p, size_t size) {
-  if (madvise(p, size, MADV_DONTNEED) != 0) return -errno;
+  if (tp__madvise(p, size, MADV_DONTNEED) != 0) return -errno;
   tp__counter_add(&tp__os.returned, (int64_t)size);
   return 0;
 }
@@ -109,7 +110,7 @@ int tp__thread_create_quiet(pthread_t *out, void *(*fn)(void *), void *arg) {
   sigfillset(&all);
   pthread_sigmask(SIG_SETMASK, &all, &old);
   /* The new thread inherits the all-blocked mask; ours is restored. */
-  int rc = pthread_create(out, NULL, fn, arg);
+  int rc = tp__pthread_create(out, NULL, fn, arg);
   pthread_sigmask(SIG_SETMASK, &old, NULL);
   return -rc;
 }

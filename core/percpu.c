@@ -17,6 +17,7 @@
 #define _GNU_SOURCE
 #include "core/percpu_internal.h"
 #include "core/debug_internal.h"
+#include "core/fault_internal.h"
 #include "core/os_internal.h"
 
 #include <errno.h>
@@ -40,7 +41,7 @@ static pthread_once_t info_once = PTHREAD_ONCE_INIT;
 static unsigned possible_cpus(void) {
   /* rseq's cpu_id ranges over the possible CPUs: "0-3", "0", "0-1,4-7". */
   unsigned n = 0;
-  FILE *f = fopen("/sys/devices/system/cpu/possible", "re");
+  FILE *f = tp__fopen("/sys/devices/system/cpu/possible", "re");
   if (f) {
     char buf[256];
     if (fgets(buf, sizeof buf, f)) {
@@ -81,7 +82,7 @@ static void percpu_init(void) {
                                  0, 0) == 0;
   }
   size_t bytes = (size_t)(info.ncpu + TP__PCACHE_SENTINELS) * TP__PCACHE_STRIDE;
-  char *z = mmap(NULL, bytes, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  char *z = tp__mmap(NULL, bytes, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
   if (z == MAP_FAILED) tp__fatal("tp__percpu", NULL, "cannot map the zero region");
   info.zero_base = z + TP__PCACHE_SENTINELS * TP__PCACHE_STRIDE;
 }

@@ -43,6 +43,7 @@
 #include "gc/heap_internal.h"
 
 #include "core/debug_internal.h"
+#include "core/fault_internal.h"
 #include "core/fork_internal.h"
 #include "core/os_internal.h"
 #include "pool/pool_internal.h"
@@ -317,7 +318,7 @@ static char *stack_top(void) {
   pthread_attr_t a;
   void *addr = NULL;
   size_t size = 0;
-  if (pthread_getattr_np(pthread_self(), &a) == 0) {
+  if (tp__pthread_getattr_np(pthread_self(), &a) == 0) {
     pthread_attr_getstack(&a, &addr, &size);
     pthread_attr_destroy(&a);
   }
@@ -328,7 +329,7 @@ static char *stack_top(void) {
 
 /* Creates the calling thread's record for h (detached). NULL + ENOMEM. */
 static tp__mut *create_mut(tp_heap *h) {
-  tp__mut *m = calloc(1, sizeof *m);
+  tp__mut *m = tp__calloc(1, sizeof *m);
   if (!m) {
     errno = ENOMEM;
     return NULL;
@@ -729,7 +730,7 @@ static bool register_finalizer(tp_heap *h, void *obj) {
   pthread_mutex_lock(&h->lock);
   if (h->nfin == h->fin_cap) {
     size_t cap = h->fin_cap ? h->fin_cap * 2 : 64;
-    void **v = realloc(h->fin_objs, cap * sizeof *v);
+    void **v = tp__realloc(h->fin_objs, cap * sizeof *v);
     if (!v) {
       pthread_mutex_unlock(&h->lock);
       errno = ENOMEM;
@@ -846,7 +847,7 @@ static size_t root_hash(void **slot, size_t cap) {
 
 /* Rebuilds the root table with capacity cap. false on ENOMEM. */
 static bool roots_rehash(tp_heap *h, size_t cap) {
-  void ***t = calloc(cap, sizeof *t);
+  void ***t = tp__calloc(cap, sizeof *t);
   if (!t) return false;
   for (size_t i = 0; i < h->roots_cap; i++) {
     void **s = h->roots[i];
@@ -929,7 +930,7 @@ int tp_root_add_range(tp_heap *h, void *start, size_t len) {
     if (h->ranges[i].start == (uintptr_t)start) rc = -EEXIST;
   if (!rc && h->nranges == h->ranges_cap) {
     size_t cap = h->ranges_cap ? h->ranges_cap * 2 : 8;
-    struct tp__range *v = realloc(h->ranges, cap * sizeof *v);
+    struct tp__range *v = tp__realloc(h->ranges, cap * sizeof *v);
     if (!v) {
       rc = -ENOMEM;
     } else {
@@ -968,7 +969,7 @@ tp_weak *tp_weak_new(tp_heap *h, void *obj) {
     errno = EINVAL;
     return NULL;
   }
-  tp_weak *w = malloc(sizeof *w);
+  tp_weak *w = tp__malloc(sizeof *w);
   if (!w) {
     errno = ENOMEM;
     return NULL;

@@ -17,6 +17,7 @@
 #define _GNU_SOURCE
 #include "pool/depot_internal.h"
 #include "core/debug_internal.h"
+#include "core/fault_internal.h"
 #include "core/os_internal.h"
 
 #include <errno.h>
@@ -35,11 +36,11 @@ static pthread_once_t mag_once = PTHREAD_ONCE_INIT;
 _Static_assert(sizeof(tp__mag) == 4096, "a magazine is one page");
 
 static void mag_init(void) {
-  void *b = mmap(NULL, (size_t)MAG_MAX * sizeof(tp__mag), PROT_READ | PROT_WRITE,
+  void *b = tp__mmap(NULL, (size_t)MAG_MAX * sizeof(tp__mag), PROT_READ | PROT_WRITE,
                  MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-  void *l = mmap(NULL, (size_t)MAG_MAX * sizeof(uint32_t), PROT_READ | PROT_WRITE,
+  void *l = tp__mmap(NULL, (size_t)MAG_MAX * sizeof(uint32_t), PROT_READ | PROT_WRITE,
                  MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-  void *k = mmap(NULL, MAG_MAX, PROT_READ | PROT_WRITE,
+  void *k = tp__mmap(NULL, MAG_MAX, PROT_READ | PROT_WRITE,
                  MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
   if (b == MAP_FAILED || l == MAP_FAILED || k == MAP_FAILED)
     tp__fatal("tp__mag_init", NULL, "cannot reserve magazine space");

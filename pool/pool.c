@@ -20,6 +20,7 @@
 #define _GNU_SOURCE
 #include "pool/pool_internal.h"
 #include "core/debug_internal.h"
+#include "core/fault_internal.h"
 #include "core/fork_internal.h"
 #include "core/os_internal.h"
 
@@ -93,8 +94,8 @@ static void slabset_grow(void) {
   uintptr_t *ok = slabset_key;
   tp_pool **ov = slabset_val;
   slabset_cap = old ? old * 2 : 1024;
-  slabset_key = calloc(slabset_cap, sizeof *slabset_key);
-  slabset_val = calloc(slabset_cap, sizeof *slabset_val);
+  slabset_key = tp__calloc(slabset_cap, sizeof *slabset_key);
+  slabset_val = tp__calloc(slabset_cap, sizeof *slabset_val);
   if (!slabset_key || !slabset_val) tp__fatal("tp_pool", NULL, "debug slab set: out of memory");
   slabset_n = 0;
   for (size_t i = 0; i < old; i++)
@@ -436,7 +437,7 @@ static inline bool fast_path_on(const tp_pool *p) { return p->head.fast_base == 
 /* Drains every CPU cache and the depot into the slabs (max_bytes reached:
  * objects sitting in other CPUs' caches are the only ones left). */
 size_t tp__pool_scavenge(tp_pool *p) {
-  void **buf = malloc(TP__PCACHE_SLOTS * sizeof(void *));
+  void **buf = tp__malloc(TP__PCACHE_SLOTS * sizeof(void *));
   size_t moved = 0;
   if (buf) {
     for (unsigned c = 0; c < p->ncpu; c++) moved += drain_cpu(p, c, buf, 0);
@@ -674,10 +675,10 @@ tp_pool *tp__pool_create(const tp_pool_config *cfg, size_t max_align, size_t cac
   pthread_mutex_init(&p->lock, NULL);
   pthread_mutex_init(&p->stats_lock, NULL);
 
-  p->removals_seen = calloc(p->ncpu, sizeof(uint64_t));
-  p->removals_wraps = calloc(p->ncpu, sizeof(uint64_t));
-  p->sweep_word = calloc(p->ncpu, sizeof(uint64_t));
-  p->sweep_since_ms = calloc(p->ncpu, sizeof(uint64_t));
+  p->removals_seen = tp__calloc(p->ncpu, sizeof(uint64_t));
+  p->removals_wraps = tp__calloc(p->ncpu, sizeof(uint64_t));
+  p->sweep_word = tp__calloc(p->ncpu, sizeof(uint64_t));
+  p->sweep_since_ms = tp__calloc(p->ncpu, sizeof(uint64_t));
   p->caches = tp__pcache_region_new(p->cache_cap);
   if (!p->removals_seen || !p->removals_wraps || !p->sweep_word ||
       !p->sweep_since_ms || !p->caches) {
@@ -849,7 +850,7 @@ size_t tp__pool_sweep(tp_pool *p, uint64_t now_ms, uint64_t decay_ms, size_t *re
       continue;
     }
     if (tp__pcache_count(w) == 0 || now_ms - p->sweep_since_ms[c] < decay_ms) continue;
-    if (!buf && !(buf = malloc(TP__PCACHE_SLOTS * sizeof(void *)))) break;
+    if (!buf && !(buf = tp__malloc(TP__PCACHE_SLOTS * sizeof(void *)))) break;
     if (drain_cpu(p, c, buf, p->sweep_since_ms[c])) tp__counter_add(&tp__caches_drained, 1);
     p->sweep_word[c] = tp__pcache_peek(p->caches, c);
   }
