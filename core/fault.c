@@ -47,6 +47,8 @@ void tp__fault_arm(unsigned kinds, uint64_t nth, uint64_t count, unsigned flags)
 
 void tp__fault_disarm(void) { __atomic_store_n(&tp__fault_armed, 0, __ATOMIC_SEQ_CST); }
 
+void tp__fault_resume(void) { __atomic_store_n(&tp__fault_armed, 1, __ATOMIC_SEQ_CST); }
+
 uint64_t tp__fault_calls(void) { return __atomic_load_n(&fault_calls, __ATOMIC_RELAXED); }
 uint64_t tp__fault_injected(void) { return __atomic_load_n(&fault_injected, __ATOMIC_RELAXED); }
 #else

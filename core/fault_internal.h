@@ -18,6 +18,7 @@
 #ifndef TIDEPOOL_FAULT_INTERNAL_H
 #define TIDEPOOL_FAULT_INTERNAL_H
 
+#include <tidepool/common.h>
 #include <errno.h>
 #include <pthread.h>
 #include <stdbool.h>
@@ -50,7 +51,8 @@ enum {
 };
 
 #if TP_FAULT_INJECT
-extern int tp__fault_armed;
+/* TP_API: tests link the library's shared form too (fault builds only). */
+TP_API extern int tp__fault_armed;
 /* The slow half of TP__FAULT: counts the call, true if it must fail. */
 bool tp__fault_hit(unsigned kind);
 #define TP__FAULT(kind) \
@@ -58,12 +60,15 @@ bool tp__fault_hit(unsigned kind);
 
 /* Arms: the nth (1-based) call of `kinds` from now and the count - 1 after
  * it fail (count 0: every call from the nth on). Resets the counters. */
-void tp__fault_arm(unsigned kinds, uint64_t nth, uint64_t count, unsigned flags);
+TP_API void tp__fault_arm(unsigned kinds, uint64_t nth, uint64_t count, unsigned flags);
 /* Lifts the fault; the counters keep their values. */
-void tp__fault_disarm(void);
+TP_API void tp__fault_disarm(void);
+/* Arms again as the last tp__fault_arm did, the counters going on from
+ * where they stopped (calls made while disarmed are not counted). */
+TP_API void tp__fault_resume(void);
 /* Calls of the armed kinds seen, and calls failed, since the last arm. */
-uint64_t tp__fault_calls(void);
-uint64_t tp__fault_injected(void);
+TP_API uint64_t tp__fault_calls(void);
+TP_API uint64_t tp__fault_injected(void);
 #else
 #define TP__FAULT(kind) 0
 #endif
