@@ -29,7 +29,8 @@ size_t tp__os_page_size(void) {
   return p;
 }
 
-void *tp__os_map(size_t size, size_t align) {
+/* Maps `size` bytes aligned to `align` with extra mmap flags; no counting. */
+static void *map_aligned(size_t size, size_t align, int flags) {
   size_t page = tp__os_page_size();
   if (align < page) align = page;
   if (size == 0 || (size & (page - 1)) || !tp__is_pow2(align) ||
@@ -40,7 +41,7 @@ void *tp__os_map(size_t size, size_t align) {
   /* Over-map by align - page, then trim both ends to the aligned span. */
   size_t span = size + (align > page ? align - page : 0);
   char *raw = tp__mmap(NULL, span, PROT_READ | PROT_WRITE,
-                   MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+                   MAP_PRIVATE | MAP_ANONYMOUS | flags, -1, 0);
   if (raw == MAP_FAILED) {
     errno = ENOMEM;
     return NULL;
@@ -49,8 +50,21 @@ void *tp__os_map(size_t size, size_t align) {
   if (p > raw) tp__munmap(raw, (size_t)(p - raw));
   char *end = p + size, *raw_end = raw + span;
   if (raw_end > end) tp__munmap(end, (size_t)(raw_end - end));
-  tp__counter_add(&tp__os.mapped, (int64_t)size);
   return p;
+}
+
+void *tp__os_map(size_t size, size_t align) {
+  void *p = map_aligned(size, align, 0);
+  if (p) tp__counter_add(&tp__os.mapped, (int64_t)size);
+  return p;
+}
+
+void *tp__os_reserve(size_t size, size_t align) {
+  return map_aligned(size, align, MAP_NORESERVE);
+}
+
+void tp__os_unreserve(void *p, size_t size) {
+  if (p && size) tp__munmap(p, size);
 }
 
 void tp__os_unmap(void *p, size_t size) {

@@ -81,10 +81,25 @@ static void percpu_init(void) {
     info.fence = membarrier_call(MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED_RSEQ,
                                  0, 0) == 0;
   }
-  size_t bytes = (size_t)(info.ncpu + TP__PCACHE_SENTINELS) * TP__PCACHE_STRIDE;
-  char *z = tp__mmap(NULL, bytes, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-  if (z == MAP_FAILED) tp__fatal("tp__percpu", NULL, "cannot map the zero region");
-  info.zero_base = z + TP__PCACHE_SENTINELS * TP__PCACHE_STRIDE;
+}
+
+char *tp__pcache_zero_base(void) {
+  static char *zero_base; /* CAS from NULL; racing mappers unmap their copy */
+  char *z = __atomic_load_n(&zero_base, __ATOMIC_ACQUIRE);
+  if (z) return z;
+  size_t bytes = tp__pcache_region_bytes();
+  char *raw = tp__mmap(NULL, bytes, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (raw == MAP_FAILED) {
+    errno = ENOMEM;
+    return NULL;
+  }
+  z = raw + TP__PCACHE_SENTINELS * TP__PCACHE_STRIDE;
+  char *expect = NULL;
+  if (__atomic_compare_exchange_n(&zero_base, &expect, z, false, __ATOMIC_ACQ_REL,
+                                  __ATOMIC_ACQUIRE))
+    return z;
+  tp__munmap(raw, bytes);
+  return expect;
 }
 
 const struct tp__percpu_info *tp__percpu(void) {

@@ -89,32 +89,41 @@ static size_t slabset_hash(uintptr_t k, size_t cap) {
   return (size_t)((k >> 12) * 0x9e3779b97f4a7c15ull) & (cap - 1);
 }
 static void slabset_put_locked(uintptr_t k, tp_pool *v);
-static void slabset_grow(void) {
-  size_t old = slabset_cap;
-  uintptr_t *ok = slabset_key;
-  tp_pool **ov = slabset_val;
-  slabset_cap = old ? old * 2 : 1024;
-  slabset_key = tp__calloc(slabset_cap, sizeof *slabset_key);
-  slabset_val = tp__calloc(slabset_cap, sizeof *slabset_val);
-  if (!slabset_key || !slabset_val) tp__fatal("tp_pool", NULL, "debug slab set: out of memory");
+/* Doubles the table; -ENOMEM leaves it as it was. */
+static int slabset_grow(void) {
+  size_t old = slabset_cap, cap = old ? old * 2 : 1024;
+  uintptr_t *ok = slabset_key, *nk = tp__calloc(cap, sizeof *nk);
+  tp_pool **ov = slabset_val, **nv = tp__calloc(cap, sizeof *nv);
+  if (!nk || !nv) {
+    free(nk);
+    free(nv);
+    return -ENOMEM;
+  }
+  slabset_key = nk;
+  slabset_val = nv;
+  slabset_cap = cap;
   slabset_n = 0;
   for (size_t i = 0; i < old; i++)
     if (ok[i] > SLABSET_TOMB) slabset_put_locked(ok[i], ov[i]);
   free(ok);
   free(ov);
+  return 0;
 }
+/* Room is there (slabset_add grew the table first). */
 static void slabset_put_locked(uintptr_t k, tp_pool *v) {
-  if ((slabset_n + 1) * 2 > slabset_cap) slabset_grow();
   size_t i = slabset_hash(k, slabset_cap);
   while (slabset_key[i] > SLABSET_TOMB) i = (i + 1) & (slabset_cap - 1);
   slabset_key[i] = k;
   slabset_val[i] = v;
   slabset_n++;
 }
-static void slabset_add(void *slab, tp_pool *p) {
+static int slabset_add(void *slab, tp_pool *p) {
+  int rc = 0;
   pthread_mutex_lock(&slabset_lock);
-  slabset_put_locked((uintptr_t)slab, p);
+  if ((slabset_n + 1) * 2 > slabset_cap) rc = slabset_grow();
+  if (rc == 0) slabset_put_locked((uintptr_t)slab, p);
   pthread_mutex_unlock(&slabset_lock);
+  return rc;
 }
 static tp_pool *slabset_find_locked(uintptr_t k, size_t *at) {
   if (!slabset_cap) return NULL;
@@ -279,13 +288,19 @@ static tp_slab *slab_new(tp_pool *p) {
   }
   tp_slab *s = tp__os_map(p->slab_size, p->slab_size);
   if (!s) return NULL;
+#if TP_DEBUG
+  if (slabset_add(s, p) != 0) {
+    tp__os_unmap(s, p->slab_size);
+    errno = ENOMEM;
+    return NULL;
+  }
+#endif
   s->pool = p;
   s->capacity = p->capacity;
   s->data = (char *)s + p->data_off;
   s->stamp_ms = tp__now_ms_coarse();
 #if TP_DEBUG
   s->out_bits = s->free_bits + bitmap_words(p->capacity);
-  slabset_add(s, p);
 #endif
   s->all_next = p->all;
   if (p->all) p->all->all_prev = s;
@@ -680,8 +695,12 @@ tp_pool *tp__pool_create(const tp_pool_config *cfg, size_t max_align, size_t cac
   p->sweep_word = tp__calloc(p->ncpu, sizeof(uint64_t));
   p->sweep_since_ms = tp__calloc(p->ncpu, sizeof(uint64_t));
   p->caches = tp__pcache_region_new(p->cache_cap);
+  /* The inline fast path runs only where it does the whole job. */
+  p->extras = TP_DEBUG || TP_ASAN || TP_VG_RUNNING() || (p->flags & TP_POOL_ZERO);
+  bool fast_on = pi->rseq && !p->extras && !TP_TSAN;
+  char *zero = fast_on ? NULL : tp__pcache_zero_base();
   if (!p->removals_seen || !p->removals_wraps || !p->sweep_word ||
-      !p->sweep_since_ms || !p->caches) {
+      !p->sweep_since_ms || !p->caches || (!fast_on && !zero)) {
     tp__pcache_region_free(p->caches);
     free(p->removals_seen);
     free(p->removals_wraps);
@@ -694,16 +713,13 @@ tp_pool *tp__pool_create(const tp_pool_config *cfg, size_t max_align, size_t cac
     return NULL;
   }
 
-  /* The inline fast path runs only where it does the whole job. */
-  p->extras = TP_DEBUG || TP_ASAN || TP_VG_RUNNING() || (p->flags & TP_POOL_ZERO);
-  bool fast_on = pi->rseq && !p->extras && !TP_TSAN;
   p->head.self = p;
   if (fast_on) {
     p->head.fast_base = p->caches;
     p->head.slab_mask = ~(uintptr_t)(size - 1);
     p->head.owner_bias = 0;
   } else {
-    p->head.fast_base = pi->zero_base;
+    p->head.fast_base = zero;
     p->head.slab_mask = 0;
     p->head.owner_bias = (uintptr_t)&p->head.self;
   }

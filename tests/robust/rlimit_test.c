@@ -22,7 +22,7 @@
 #include <sys/resource.h>
 #include <cmocka.h>
 
-#include "tests/child.h"
+#include "tests/robust/child.h"
 #include "tests/test_util.h"
 
 #define LIMIT (384ul << 20)

@@ -33,7 +33,7 @@
 #include <cmocka.h>
 
 #include "core/fault_internal.h"
-#include "tests/child.h"
+#include "tests/robust/child.h"
 #include "tests/test_util.h"
 
 #define SWEEP_MS 240000u /* one module's sweeps: only a hang gets near */
