@@ -75,84 +75,6 @@ size_t tp__pool_foreach(void (*fn)(tp_pool *, void *), void *arg) {
   return n;
 }
 
-/* ---- debug: which slabs exist (foreign-pointer checks) ----------------- */
-#if TP_DEBUG
-/* Open addressing, slab address -> pool; debug builds only. */
-static pthread_mutex_t slabset_lock = PTHREAD_MUTEX_INITIALIZER;
-static uintptr_t *slabset_key;
-static tp_pool **slabset_val;
-static size_t slabset_cap, slabset_n;
-#define SLABSET_TOMB ((uintptr_t)1)
-
-static size_t slabset_hash(uintptr_t k, size_t cap) {
-  return (size_t)((k >> 12) * 0x9e3779b97f4a7c15ull) & (cap - 1);
-}
-static void slabset_put_locked(uintptr_t k, tp_pool *v);
-/* Doubles the table; -ENOMEM leaves it as it was. */
-static int slabset_grow(void) {
-  size_t old = slabset_cap, cap = old ? old * 2 : 1024;
-  uintptr_t *ok = slabset_key, *nk = calloc(cap, sizeof *nk);
-  tp_pool **ov = slabset_val, **nv = calloc(cap, sizeof *nv);
-  if (!nk || !nv) {
-    free(nk);
-    free(nv);
-    return -ENOMEM;
-  }
-  slabset_key = nk;
-  slabset_val = nv;
-  slabset_cap = cap;
-  slabset_n = 0;
-  for (size_t i = 0; i < old; i++)
-    if (ok[i] > SLABSET_TOMB) slabset_put_locked(ok[i], ov[i]);
-  free(ok);
-  free(ov);
-  return 0;
-}
-/* Room is there (slabset_add grew the table first). */
-static void slabset_put_locked(uintptr_t k, tp_pool *v) {
-  size_t i = slabset_hash(k, slabset_cap);
-  while (slabset_key[i] > SLABSET_TOMB) i = (i + 1) & (slabset_cap - 1);
-  slabset_key[i] = k;
-  slabset_val[i] = v;
-  slabset_n++;
-}
-static int slabset_add(void *slab, tp_pool *p) {
-  int rc = 0;
-  pthread_mutex_lock(&slabset_lock);
-  if ((slabset_n + 1) * 2 > slabset_cap) rc = slabset_grow();
-  if (rc == 0) slabset_put_locked((uintptr_t)slab, p);
-  pthread_mutex_unlock(&slabset_lock);
-  return rc;
-}
-static tp_pool *slabset_find_locked(uintptr_t k, size_t *at) {
-  if (!slabset_cap) return NULL;
-  size_t i = slabset_hash(k, slabset_cap);
-  while (slabset_key[i]) {
-    if (slabset_key[i] == k) {
-      if (at) *at = i;
-      return slabset_val[i];
-    }
-    i = (i + 1) & (slabset_cap - 1);
-  }
-  return NULL;
-}
-static void slabset_del(void *slab) {
-  pthread_mutex_lock(&slabset_lock);
-  size_t at;
-  if (slabset_find_locked((uintptr_t)slab, &at)) {
-    slabset_key[at] = SLABSET_TOMB;
-    slabset_val[at] = NULL;
-  }
-  pthread_mutex_unlock(&slabset_lock);
-}
-static tp_pool *slabset_owner(const void *slab) {
-  pthread_mutex_lock(&slabset_lock);
-  tp_pool *p = slabset_find_locked((uintptr_t)slab, NULL);
-  pthread_mutex_unlock(&slabset_lock);
-  return p;
-}
-#endif
-
 /* ---- layout ------------------------------------------------------------ */
 
 static size_t bitmap_words(uint32_t n) { return (n + 63) / 64; }
@@ -223,28 +145,31 @@ static inline void *finish_get(tp_pool *p, void *obj) {
 
 /* Checks and prepares an object the application gives back. */
 static void check_put(tp_pool *p, void *obj, const char *func) {
+  /* Any build: the slab is live and names p, obj is on an object boundary
+   * (a wild pointer is refused before its slab header is read). */
+  tp__pool_check_owner(p, obj, func);
 #if TP_DEBUG
-  tp_slab *s = (tp_slab *)((uintptr_t)obj & ~(uintptr_t)(p->slab_size - 1));
-  if (slabset_owner(s) != p)
-    tp__fatal(func, obj, "pointer is not from this pool");
-  if ((char *)obj < s->data || (size_t)((char *)obj - s->data) % p->stride ||
-      obj_index(p, s, obj) >= s->carved)
+  tp_slab *s = tp__slab_of(p, obj);
+  if (obj_index(p, s, obj) >= s->carved)
     tp__fatal(func, obj, "pointer is not an object of this pool");
   size_t i = obj_index(p, s, obj);
   uint64_t bit = 1ull << (i & 63);
   if (!(__atomic_fetch_and(&s->out_bits[i / 64], ~bit, __ATOMIC_RELAXED) & bit))
     tp__fatal(func, obj, "double put (object is not out)");
   fill_poison(p, obj);
-#else
-  /* The cheap check: the slab header names its pool. */
-  if (TP_UNLIKELY(tp__slab_of(p, obj)->pool != p))
-    tp__fatal(func, obj, "pointer is not from this pool");
 #endif
   if (p->extras) {
     TP_POISON(obj, p->stride);
     VALGRIND_MEMPOOL_FREE(p, obj);
   }
   TP_TSAN_RELEASE(obj);
+}
+
+void tp__pool_owner_fatal(const tp_pool *p, const void *obj, const char *func) {
+  tp_slab *s = tp__slab_of(p, obj);
+  if (tp__slabmap_has(s) && s->pool == p)
+    tp__fatal(func, obj, "pointer is not an object of this pool");
+  tp__fatal(func, obj, "pointer is not from this pool");
 }
 
 /* ---- slabs (under p->lock) ---------------------------------------------- */
@@ -287,13 +212,11 @@ static tp_slab *slab_new(tp_pool *p) {
   }
   tp_slab *s = tp__os_map(p->slab_size, p->slab_size);
   if (!s) return NULL;
-#if TP_DEBUG
-  if (slabset_add(s, p) != 0) {
+  if (tp__slabmap_add(s) != 0) {
     tp__os_unmap(s, p->slab_size);
     errno = ENOMEM;
     return NULL;
   }
-#endif
   s->pool = p;
   s->capacity = p->capacity;
   s->data = (char *)s + p->data_off;
@@ -746,9 +669,7 @@ static void slab_release(tp_pool *p, tp_slab *s) {
       p->dtor(obj, p->arg);
     }
   }
-#if TP_DEBUG
-  slabset_del(s);
-#endif
+  tp__slabmap_del(s);
   TP_UNPOISON(s->data, (size_t)p->capacity * p->stride);
   tp__counter_add(&tp__os.resident, -(int64_t)s->resident);
   tp__os_unmap(s, p->slab_size);
