@@ -172,6 +172,15 @@ void tp__pool_owner_fatal(const tp_pool *p, const void *obj, const char *func) {
   tp__fatal(func, obj, "pointer is not from this pool");
 }
 
+/* A batch leaving a CPU cache (flushed to the depot or the slabs, drained
+ * by the sweeper or a scavenge). The inline put does not check the owner,
+ * so a foreign pointer put there is caught here, before anything counts or
+ * moves it: the abort names it instead of corrupting two pools. */
+static void check_batch(const tp_pool *p, void *const *objs, unsigned n) {
+  for (unsigned i = 0; i < n; i++)
+    tp__pool_check_owner(p, objs[i], "tp_pool_put (object leaving the CPU cache)");
+}
+
 /* ---- slabs (under p->lock) ---------------------------------------------- */
 
 static void avail_remove(tp_pool *p, tp_slab *s) {
@@ -360,6 +369,7 @@ static tp__mag *depot_get(tp_pool *p) {
 static unsigned drain_cpu(tp_pool *p, unsigned c, void **buf, uint64_t stamp_ms) {
   int n = tp__pcache_drain(p->caches, c, buf);
   if (n <= 0) return 0;
+  check_batch(p, buf, (unsigned)n);
   tp__counter_add(&p->removed_internal, n);
   central_free(p, buf, (unsigned)n, stamp_ms);
   return (unsigned)n;
@@ -461,6 +471,7 @@ void tp__pool_put_slow(tp_pool *p, void *obj) {
    * and a full batch (TP__MAG_CAP) plus obj would write past the magazine. */
   unsigned want = p->batch < TP__MAG_CAP ? p->batch : TP__MAG_CAP - 1;
   unsigned k = tp__pcache_pop_n(p->caches, m->obj, want);
+  check_batch(p, m->obj, k);
   tp__counter_add(&p->removed_internal, k);
   if (tp__pcache_push_n(p->caches, &obj, 1) != 1) {
     TP_ASSERT(k < TP__MAG_CAP);
