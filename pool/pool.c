@@ -381,7 +381,7 @@ static unsigned drain_cpu(tp_pool *p, unsigned c, void **buf, uint64_t stamp_ms)
  * sends every call here, which then runs them itself). */
 static inline bool fast_path_on(const tp_pool *p) { return p->head.fast_base == p->caches; }
 
-/* Drains every CPU cache and the depot into the slabs (max_bytes reached:
+/* Drains every CPU cache and the depot into the slabs (out of memory:
  * objects sitting in other CPUs' caches are the only ones left). */
 size_t tp__pool_scavenge(tp_pool *p) {
   void **buf = malloc(TP__PCACHE_SLOTS * sizeof(void *));
@@ -410,7 +410,10 @@ static unsigned refill(tp_pool *p, tp__mag **mp) {
   m = tp__mag_new();
   if (!m) return 0;
   unsigned n = central_alloc(p, m->obj, p->batch);
-  if (n == 0 && errno == ENOMEM && p->max_bytes && tp__pool_scavenge(p))
+  /* Out of memory (max_bytes, or the OS refused a slab): free objects may
+   * still sit in other CPUs' caches or the depot; bring them back and try
+   * once more before failing. */
+  if (n == 0 && errno == ENOMEM && tp__pool_scavenge(p))
     n = central_alloc(p, m->obj, p->batch);
   if (n == 0) {
     int e = errno;
