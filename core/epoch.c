@@ -766,8 +766,7 @@ int tp_pool_retire(tp_pool *p, void *obj) {
     errno = EINVAL;
     return -EINVAL;
   }
-  if (TP_UNLIKELY(tp__slab_of(p, obj)->pool != p))
-    tp__fatal("tp_pool_retire", obj, "pointer is not from this pool");
+  tp__pool_check_owner(p, obj, "tp_pool_retire");
   if (TP_UNLIKELY(!__atomic_load_n(&p->epoch_used, __ATOMIC_RELAXED)))
     __atomic_store_n(&p->epoch_used, true, __ATOMIC_RELAXED);
   return tp_epoch_retire_sized(obj, p->stride, pool_put_cb, p);

@@ -76,84 +76,6 @@ size_t tp__pool_foreach(void (*fn)(tp_pool *, void *), void *arg) {
   return n;
 }
 
-/* ---- debug: which slabs exist (foreign-pointer checks) ----------------- */
-#if TP_DEBUG
-/* Open addressing, slab address -> pool; debug builds only. */
-static pthread_mutex_t slabset_lock = PTHREAD_MUTEX_INITIALIZER;
-static uintptr_t *slabset_key;
-static tp_pool **slabset_val;
-static size_t slabset_cap, slabset_n;
-#define SLABSET_TOMB ((uintptr_t)1)
-
-static size_t slabset_hash(uintptr_t k, size_t cap) {
-  return (size_t)((k >> 12) * 0x9e3779b97f4a7c15ull) & (cap - 1);
-}
-static void slabset_put_locked(uintptr_t k, tp_pool *v);
-/* Doubles the table; -ENOMEM leaves it as it was. */
-static int slabset_grow(void) {
-  size_t old = slabset_cap, cap = old ? old * 2 : 1024;
-  uintptr_t *ok = slabset_key, *nk = tp__calloc(cap, sizeof *nk);
-  tp_pool **ov = slabset_val, **nv = tp__calloc(cap, sizeof *nv);
-  if (!nk || !nv) {
-    free(nk);
-    free(nv);
-    return -ENOMEM;
-  }
-  slabset_key = nk;
-  slabset_val = nv;
-  slabset_cap = cap;
-  slabset_n = 0;
-  for (size_t i = 0; i < old; i++)
-    if (ok[i] > SLABSET_TOMB) slabset_put_locked(ok[i], ov[i]);
-  free(ok);
-  free(ov);
-  return 0;
-}
-/* Room is there (slabset_add grew the table first). */
-static void slabset_put_locked(uintptr_t k, tp_pool *v) {
-  size_t i = slabset_hash(k, slabset_cap);
-  while (slabset_key[i] > SLABSET_TOMB) i = (i + 1) & (slabset_cap - 1);
-  slabset_key[i] = k;
-  slabset_val[i] = v;
-  slabset_n++;
-}
-static int slabset_add(void *slab, tp_pool *p) {
-  int rc = 0;
-  pthread_mutex_lock(&slabset_lock);
-  if ((slabset_n + 1) * 2 > slabset_cap) rc = slabset_grow();
-  if (rc == 0) slabset_put_locked((uintptr_t)slab, p);
-  pthread_mutex_unlock(&slabset_lock);
-  return rc;
-}
-static tp_pool *slabset_find_locked(uintptr_t k, size_t *at) {
-  if (!slabset_cap) return NULL;
-  size_t i = slabset_hash(k, slabset_cap);
-  while (slabset_key[i]) {
-    if (slabset_key[i] == k) {
-      if (at) *at = i;
-      return slabset_val[i];
-    }
-    i = (i + 1) & (slabset_cap - 1);
-  }
-  return NULL;
-}
-static void slabset_del(void *slab) {
-  pthread_mutex_lock(&slabset_lock);
-  size_t at;
-  if (slabset_find_locked((uintptr_t)slab, &at)) {
-    slabset_key[at] = SLABSET_TOMB;
-    slabset_val[at] = NULL;
-  }
-  pthread_mutex_unlock(&slabset_lock);
-}
-static tp_pool *slabset_owner(const void *slab) {
-  pthread_mutex_lock(&slabset_lock);
-  tp_pool *p = slabset_find_locked((uintptr_t)slab, NULL);
-  pthread_mutex_unlock(&slabset_lock);
-  return p;
-}
-#endif
-
 /* ---- layout ------------------------------------------------------------ */
 
 static size_t bitmap_words(uint32_t n) { return (n + 63) / 64; }
@@ -224,28 +146,40 @@ static inline void *finish_get(tp_pool *p, void *obj) {
 
 /* Checks and prepares an object the application gives back. */
 static void check_put(tp_pool *p, void *obj, const char *func) {
+  /* Any build: the slab is live and names p, obj is on an object boundary
+   * (a wild pointer is refused before its slab header is read). */
+  tp__pool_check_owner(p, obj, func);
 #if TP_DEBUG
-  tp_slab *s = (tp_slab *)((uintptr_t)obj & ~(uintptr_t)(p->slab_size - 1));
-  if (slabset_owner(s) != p)
-    tp__fatal(func, obj, "pointer is not from this pool");
-  if ((char *)obj < s->data || (size_t)((char *)obj - s->data) % p->stride ||
-      obj_index(p, s, obj) >= s->carved)
+  tp_slab *s = tp__slab_of(p, obj);
+  if (obj_index(p, s, obj) >= s->carved)
     tp__fatal(func, obj, "pointer is not an object of this pool");
   size_t i = obj_index(p, s, obj);
   uint64_t bit = 1ull << (i & 63);
   if (!(__atomic_fetch_and(&s->out_bits[i / 64], ~bit, __ATOMIC_RELAXED) & bit))
     tp__fatal(func, obj, "double put (object is not out)");
   fill_poison(p, obj);
-#else
-  /* The cheap check: the slab header names its pool. */
-  if (TP_UNLIKELY(tp__slab_of(p, obj)->pool != p))
-    tp__fatal(func, obj, "pointer is not from this pool");
 #endif
   if (p->extras) {
     TP_POISON(obj, p->stride);
     VALGRIND_MEMPOOL_FREE(p, obj);
   }
   TP_TSAN_RELEASE(obj);
+}
+
+void tp__pool_owner_fatal(const tp_pool *p, const void *obj, const char *func) {
+  tp_slab *s = tp__slab_of(p, obj);
+  if (tp__slabmap_has(s) && s->pool == p)
+    tp__fatal(func, obj, "pointer is not an object of this pool");
+  tp__fatal(func, obj, "pointer is not from this pool");
+}
+
+/* A batch leaving a CPU cache (flushed to the depot or the slabs, drained
+ * by the sweeper or a scavenge). The inline put does not check the owner,
+ * so a foreign pointer put there is caught here, before anything counts or
+ * moves it: the abort names it instead of corrupting two pools. */
+static void check_batch(const tp_pool *p, void *const *objs, unsigned n) {
+  for (unsigned i = 0; i < n; i++)
+    tp__pool_check_owner(p, objs[i], "tp_pool_put (object leaving the CPU cache)");
 }
 
 /* ---- slabs (under p->lock) ---------------------------------------------- */
@@ -288,13 +222,11 @@ static tp_slab *slab_new(tp_pool *p) {
   }
   tp_slab *s = tp__os_map(p->slab_size, p->slab_size);
   if (!s) return NULL;
-#if TP_DEBUG
-  if (slabset_add(s, p) != 0) {
+  if (tp__slabmap_add(s) != 0) {
     tp__os_unmap(s, p->slab_size);
     errno = ENOMEM;
     return NULL;
   }
-#endif
   s->pool = p;
   s->capacity = p->capacity;
   s->data = (char *)s + p->data_off;
@@ -438,6 +370,7 @@ static tp__mag *depot_get(tp_pool *p) {
 static unsigned drain_cpu(tp_pool *p, unsigned c, void **buf, uint64_t stamp_ms) {
   int n = tp__pcache_drain(p->caches, c, buf);
   if (n <= 0) return 0;
+  check_batch(p, buf, (unsigned)n);
   tp__counter_add(&p->removed_internal, n);
   central_free(p, buf, (unsigned)n, stamp_ms);
   return (unsigned)n;
@@ -449,7 +382,7 @@ static unsigned drain_cpu(tp_pool *p, unsigned c, void **buf, uint64_t stamp_ms)
  * sends every call here, which then runs them itself). */
 static inline bool fast_path_on(const tp_pool *p) { return p->head.fast_base == p->caches; }
 
-/* Drains every CPU cache and the depot into the slabs (max_bytes reached:
+/* Drains every CPU cache and the depot into the slabs (out of memory:
  * objects sitting in other CPUs' caches are the only ones left). */
 size_t tp__pool_scavenge(tp_pool *p) {
   void **buf = tp__malloc(TP__PCACHE_SLOTS * sizeof(void *));
@@ -478,7 +411,10 @@ static unsigned refill(tp_pool *p, tp__mag **mp) {
   m = tp__mag_new();
   if (!m) return 0;
   unsigned n = central_alloc(p, m->obj, p->batch);
-  if (n == 0 && errno == ENOMEM && p->max_bytes && tp__pool_scavenge(p))
+  /* Out of memory (max_bytes, or the OS refused a slab): free objects may
+   * still sit in other CPUs' caches or the depot; bring them back and try
+   * once more before failing. */
+  if (n == 0 && errno == ENOMEM && tp__pool_scavenge(p))
     n = central_alloc(p, m->obj, p->batch);
   if (n == 0) {
     int e = errno;
@@ -539,6 +475,7 @@ void tp__pool_put_slow(tp_pool *p, void *obj) {
    * and a full batch (TP__MAG_CAP) plus obj would write past the magazine. */
   unsigned want = p->batch < TP__MAG_CAP ? p->batch : TP__MAG_CAP - 1;
   unsigned k = tp__pcache_pop_n(p->caches, m->obj, want);
+  check_batch(p, m->obj, k);
   tp__counter_add(&p->removed_internal, k);
   if (tp__pcache_push_n(p->caches, &obj, 1) != 1) {
     TP_ASSERT(k < TP__MAG_CAP);
@@ -747,9 +684,7 @@ static void slab_release(tp_pool *p, tp_slab *s) {
       p->dtor(obj, p->arg);
     }
   }
-#if TP_DEBUG
-  slabset_del(s);
-#endif
+  tp__slabmap_del(s);
   TP_UNPOISON(s->data, (size_t)p->capacity * p->stride);
   tp__counter_add(&tp__os.resident, -(int64_t)s->resident);
   tp__os_unmap(s, p->slab_size);
