@@ -43,6 +43,7 @@
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include "core/lockorder_internal.h" /* last: wraps the pthread_mutex calls */
 
 #define DEFAULT_CHUNK ((size_t)64 << 10)
 #define MIN_CHUNK ((size_t)8 << 10) /* large sizes (> chunk/4) exceed half a page */

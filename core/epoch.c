@@ -66,6 +66,7 @@
 #include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
+#include "core/lockorder_internal.h" /* last: wraps the pthread_mutex calls */
 
 #define SEG_CAP 254
 #define REPORT_BYTES (64 * 1024)
@@ -335,6 +336,7 @@ static void grace_period(void) {
     pthread_cond_signal(&watch_cv);
   }
   pthread_mutex_unlock(&state_lock);
+  tp__lo_wait(TP__LO_WAIT_GRACE_PERIOD, NULL);
   urcu_memb_synchronize_rcu();
   tsan_acquire(&tsan_sync);
   pthread_mutex_lock(&state_lock);
@@ -750,6 +752,7 @@ int tp_epoch_barrier(void) {
   uint64_t target = cycles_started + 1;
   kicked = true;
   pthread_cond_signal(&reclaim_cv);
+  tp__lo_wait(TP__LO_WAIT_GRACE_PERIOD, &state_lock);
   while (cycles_done < target) pthread_cond_wait(&progress_cv, &state_lock);
   pthread_mutex_unlock(&state_lock);
   return 0;

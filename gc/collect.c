@@ -66,6 +66,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include "core/lockorder_internal.h" /* last: wraps the pthread_mutex calls */
 
 struct marker {
   tp_heap *h;
@@ -640,6 +641,7 @@ static void park_locked(tp_heap *h, tp__mut *m, char *sp) {
   uint64_t epoch = h->stw_epoch;
   m->scan_lo = sp;
   m->state = TP__MS_PARKED;
+  tp__lo_wait(TP__LO_WAIT_COLLECTION, &h->sp_lock);
   pthread_cond_broadcast(&h->cv_parked);
   while (h->stw_epoch == epoch || __atomic_load_n(&h->stw, __ATOMIC_RELAXED))
     pthread_cond_wait(&h->cv_resume, &h->sp_lock);

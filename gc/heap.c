@@ -52,6 +52,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include "core/lockorder_internal.h" /* last: wraps the pthread_mutex calls */
 
 
 /* What an orphaned record's heap field points at: never a real heap, and
@@ -357,6 +358,7 @@ static tp__mut *create_mut(tp_heap *h) {
 
 /* Waits until no collection is running (sp_lock held; releases nothing). */
 static void wait_world_locked(tp_heap *h) {
+  tp__lo_wait(TP__LO_WAIT_COLLECTION, &h->sp_lock);
   while (__atomic_load_n(&h->stw, __ATOMIC_RELAXED))
     pthread_cond_wait(&h->cv_resume, &h->sp_lock);
 }
@@ -366,6 +368,7 @@ static void attach_record(tp_heap *h, tp__mut *m) {
   pthread_mutex_lock(&h->sp_lock);
   wait_world_locked(h);
   m->state = TP__MS_RUNNING;
+  tp__lo_hold(m);
   m->attach_depth = 1;
   m->blocking_depth = 0;
   tp__counter_add(&h->nthreads, 1);
@@ -384,6 +387,7 @@ static void detach_record(tp_heap *h, tp__mut *m) {
     if (!__atomic_load_n(&h->stw, __ATOMIC_RELAXED)) {
       tp__gc_retire_tlab(h, m);
       m->state = TP__MS_DETACHED;
+      tp__lo_drop(m);
       m->attach_depth = 0;
       m->blocking_depth = 0;
       tp__counter_add(&h->nthreads, -1);
@@ -468,6 +472,7 @@ blocking_enter_inner(tp_heap *h, tp__mut *m, char *caller_sp) {
     m->nspill = n;
     m->scan_lo = caller_sp;
     m->state = TP__MS_BLOCKING;
+    tp__lo_drop(m);
     pthread_cond_broadcast(&h->cv_parked);
   }
   pthread_mutex_unlock(&h->sp_lock);
@@ -497,6 +502,7 @@ void tp_heap_blocking_leave(tp_heap *h) {
   wait_world_locked(h);
   m->blocking_depth = 0;
   m->state = TP__MS_RUNNING;
+  tp__lo_hold(m);
   m->nspill = 0;
   pthread_mutex_unlock(&h->sp_lock);
 }

@@ -28,6 +28,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include "core/lockorder_internal.h" /* last: wraps the pthread_mutex calls */
 
 /* ---- the process-wide registry ----------------------------------------- */
 
