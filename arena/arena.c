@@ -145,6 +145,20 @@ static tp_pool *chunk_pool(size_t size) {
 
 /* ---- helpers ---------------------------------------------------------------- */
 
+/* A generation no arena in this process has had: marks carry it, so a mark
+ * from a destroyed arena never matches a new arena at the same address,
+ * nor one from before a reset. Each thread takes blocks of 2^16 from one
+ * counter (one shared atomic per 65536 creates/resets); 0 is never used. */
+static uint64_t generation_source = 1;
+static uint64_t next_generation(void) {
+  static __thread uint64_t next, end;
+  if (next == end) {
+    next = __atomic_fetch_add(&generation_source, (uint64_t)1 << 16, __ATOMIC_RELAXED);
+    end = next + ((uint64_t)1 << 16);
+  }
+  return next++;
+}
+
 static inline char *chunk_data(struct chunk *c) { return (char *)c + CHUNK_HDR; }
 static inline char *chunk_end(const tp_arena *a, struct chunk *c) {
   return (char *)c + a->chunk_size;
@@ -533,6 +547,7 @@ tp_arena *tp_arena_create(const tp_arena_config *cfg) {
   a->first = a->cur = c;
   a->nchunks = 1;
   a->held = a->high_water = cs;
+  a->generation = next_generation();
   pthread_mutex_init(&a->lock, NULL);
   char *from = (char *)tp__round_up((uintptr_t)(a + 1), 16);
   if (a->flags & TP_ARENA_CONCURRENT) {
@@ -727,7 +742,7 @@ void tp_arena_reset(tp_arena *a) {
   a->cur = a->first;
   a->retired_used = 0;
   a->wasted = 0;
-  a->generation++;
+  a->generation = next_generation();
   a->resets++;
   char *from = alloc_start(a, a->first);
   TP_POISON(from, (size_t)(chunk_end(a, a->first) - from));
