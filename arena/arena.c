@@ -387,7 +387,9 @@ static TP_NOINLINE void *rseq_refill(tp_arena *a, size_t n) {
   pthread_mutex_lock(&a->lock);
   struct chunk *c = concurrent_chunk_locked(a);
   pthread_mutex_unlock(&a->lock);
-  if (!c) return NULL;
+  /* No chunk (max_bytes, or the pool is out of memory): what is left of
+   * the shared region (the first chunk's tail, at first) may still fit. */
+  if (!c) return shared_alloc(a, n);
   char *optr, *oend;
   char *p = region_install_rseq(a->head.regions, chunk_data(c), chunk_end(a, c), n, &optr, &oend);
   /* relaxed: a statistic; no second trip through the lock per refill. */
@@ -403,7 +405,8 @@ static TP_NOINLINE void *cas_alloc(tp_arena *a, size_t n) {
   if (!region_lock(r)) return shared_alloc(a, n);
   char *p = range_alloc(a, &r->ptr, &r->end, n, false); /* a refill keeps r */
   region_unlock(r);
-  return p;
+  /* No chunk for the region: the shared region may still have room. */
+  return p ? p : shared_alloc(a, n);
 }
 
 static void *concurrent_alloc(tp_arena *a, size_t n) {
@@ -565,6 +568,10 @@ tp_arena *tp_arena_create(const tp_arena_config *cfg) {
     }
     memset(raw, 0, bytes); /* sentinels and empty regions refuse */
     a->head.regions = raw + REGION_SENTINEL_BYTES;
+    /* The rest of the first chunk is the shared region's first range, so
+     * an arena whose max_bytes allows one chunk still allocates. */
+    a->sptr = from;
+    a->send = chunk_end(a, c);
     /* The inline bump (arena.h) cannot unpoison: off under ASan, as the
      * plain fast path is. */
     a->head.inline_max = a->rseq && !TP_ASAN ? a->small_max : 0;
@@ -748,7 +755,8 @@ void tp_arena_reset(tp_arena *a) {
   TP_POISON(from, (size_t)(chunk_end(a, a->first) - from));
   if (a->flags & TP_ARENA_CONCURRENT) {
     memset(a->head.regions, 0, (size_t)a->ncpu << REGION_SHIFT);
-    a->sptr = a->send = NULL;
+    a->sptr = from;
+    a->send = chunk_end(a, a->first);
     return;
   }
   *bump_ptr(a) = from;
@@ -780,8 +788,10 @@ int tp_arena_read_stats(const tp_arena *ca, tp_arena_stats *out) {
     if (a->sptr && a->send > a->sptr) room += (size_t)(a->send - a->sptr);
     size_t spares = 0;
     for (struct chunk *k = a->spare; k; k = k->next) spares++;
-    /* Chunks in regions: all but the first (the arena) and the spares. */
-    size_t data = (a->nchunks - 1 - spares) * (a->chunk_size - CHUNK_HDR);
+    /* Chunks in regions: all but the first (the arena) and the spares;
+     * plus the first chunk's tail, the shared region's first range. */
+    size_t data = (a->nchunks - 1 - spares) * (a->chunk_size - CHUNK_HDR) +
+                  (size_t)(chunk_end(a, a->first) - alloc_start(a, a->first));
     out->allocated = data - room - out->wasted + a->large_bytes;
     pthread_mutex_unlock(&a->lock);
     return 0;
