@@ -35,6 +35,7 @@
 #include <tidepool/pool.h>
 
 #include "core/debug_internal.h"
+#include "core/fork_internal.h"
 #include "core/os_internal.h"
 #include "core/percpu_internal.h"
 #include "pool/pool_internal.h"
@@ -110,7 +111,49 @@ struct tp_arena {
   pthread_mutex_t lock;
   char *sptr, *send; /* the shared region (lock) */
   unsigned ncpu;
+  struct tp_arena *reg_prev, *reg_next; /* concurrent arenas (arenas_lock) */
 };
+
+/* ---- fork: every concurrent arena's lock -------------------------------- */
+
+/* A concurrent arena's lock is taken by refills and large allocations from
+ * any thread; a fork while another thread holds it would leave the child's
+ * copy locked forever. The registry lists the concurrent arenas so that
+ * fork's prepare handler (rank TP__FORK_RANK_ARENAS, below the pools' locks
+ * that a refill takes under a->lock) holds every one of them across fork. */
+static pthread_mutex_t arenas_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct tp_arena *arenas; /* concurrent arenas (arenas_lock) */
+static pthread_once_t arenas_once = PTHREAD_ONCE_INIT;
+
+static void arenas_fork_prepare(void) {
+  pthread_mutex_lock(&arenas_lock);
+  for (struct tp_arena *a = arenas; a; a = a->reg_next) pthread_mutex_lock(&a->lock);
+}
+static void arenas_fork_release(void) {
+  for (struct tp_arena *a = arenas; a; a = a->reg_next) pthread_mutex_unlock(&a->lock);
+  pthread_mutex_unlock(&arenas_lock);
+}
+static void arenas_init_once(void) {
+  tp__fork_register(TP__FORK_RANK_ARENAS, arenas_fork_prepare, arenas_fork_release,
+                    arenas_fork_release);
+}
+
+static void arenas_link(struct tp_arena *a) {
+  pthread_once(&arenas_once, arenas_init_once);
+  pthread_mutex_lock(&arenas_lock);
+  a->reg_prev = NULL;
+  a->reg_next = arenas;
+  if (arenas) arenas->reg_prev = a;
+  arenas = a;
+  pthread_mutex_unlock(&arenas_lock);
+}
+
+static void arenas_unlink(struct tp_arena *a) {
+  pthread_mutex_lock(&arenas_lock);
+  if (a->reg_prev) a->reg_prev->reg_next = a->reg_next; else arenas = a->reg_next;
+  if (a->reg_next) a->reg_next->reg_prev = a->reg_prev;
+  pthread_mutex_unlock(&arenas_lock);
+}
 
 /* ---- chunk pools, one per chunk size ------------------------------------ */
 
@@ -575,6 +618,7 @@ tp_arena *tp_arena_create(const tp_arena_config *cfg) {
     /* The inline bump (arena.h) cannot unpoison: off under ASan, as the
      * plain fast path is. */
     a->head.inline_max = a->rseq && !TP_ASAN ? a->small_max : 0;
+    arenas_link(a);
   } else {
     *bump_ptr(a) = from;
     *bump_end(a) = chunk_end(a, c);
@@ -614,6 +658,7 @@ void tp_arena_destroy(tp_arena *a) {
   release_large(a, NULL);
   give_list(a, a->cur);
   give_list(a, a->spare);
+  if (a->flags & TP_ARENA_CONCURRENT) arenas_unlink(a);
   if (a->head.regions) free(a->head.regions - REGION_SENTINEL_BYTES);
   pthread_mutex_destroy(&a->lock);
   tp_pool *pool = a->chunks;
