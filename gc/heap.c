@@ -51,6 +51,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 
 
 /* What an orphaned record's heap field points at: never a real heap, and
@@ -312,8 +314,19 @@ static tp__mut *find_mut(tp_heap *h) {
   return NULL;
 }
 
-/* The calling thread's stack: [lo, hi). */
+/* The top (highest address) of the calling thread's stack, or NULL.
+ *
+ * The main thread's comes from __libc_stack_end (ld.so's record of where
+ * the initial stack ended when main's caller started: every frame of the
+ * thread lies below it), because pthread_getattr_np finds the main
+ * thread's stack by reading /proc/self/maps, which fails when the process
+ * is out of file descriptors. Other threads' stacks are known to glibc
+ * without opening anything. */
+extern void *__libc_stack_end;
+
 static char *stack_top(void) {
+  if (getpid() == (pid_t)syscall(SYS_gettid) && __libc_stack_end)
+    return (char *)tp__round_up((uintptr_t)__libc_stack_end, sizeof(void *));
   pthread_attr_t a;
   void *addr = NULL;
   size_t size = 0;
@@ -321,21 +334,20 @@ static char *stack_top(void) {
     pthread_attr_getstack(&a, &addr, &size);
     pthread_attr_destroy(&a);
   }
-  if (!addr) /* glibc always knows a thread's stack; scanning needs it */
-    tp__fatal("tp_heap_attach", NULL, "cannot find the thread's stack");
-  return (char *)addr + size;
+  return addr ? (char *)addr + size : NULL;
 }
 
 /* Creates the calling thread's record for h (detached). NULL + ENOMEM. */
 static tp__mut *create_mut(tp_heap *h) {
-  tp__mut *m = calloc(1, sizeof *m);
+  char *hi = stack_top();
+  tp__mut *m = hi ? calloc(1, sizeof *m) : NULL;
   if (!m) {
-    errno = ENOMEM;
+    errno = ENOMEM; /* no memory, or the stack could not be found */
     return NULL;
   }
   m->heap = h;
   m->tid = pthread_self();
-  m->stack_hi = stack_top();
+  m->stack_hi = hi;
   m->state = TP__MS_DETACHED;
   if (!tls_key_set) {
     pthread_setspecific(exit_key, (void *)1);
