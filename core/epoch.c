@@ -438,9 +438,14 @@ static void queue_consume(struct queue *q, uint64_t upto) {
 }
 
 /* Counts a finished queue's totals as dead (caller holds registry_lock, so
- * stats count it once); the memory is freed by queue_free, outside it. */
+ * stats count it once); the memory is freed by queue_free, outside it.
+ * The published tail, never the owner's tail_local: retire advances
+ * tail_local before it publishes tail, so after a fork between the two the
+ * child's orphaned queue has tail_local one ahead of what was published
+ * (and consumed); counting it would leave pending at 1 forever. */
 static void queue_retire_counts(struct queue *q) {
-  __atomic_fetch_add(&dead_retired, q->tail_local, __ATOMIC_RELAXED);
+  __atomic_fetch_add(&dead_retired, __atomic_load_n(&q->tail, __ATOMIC_RELAXED),
+                     __ATOMIC_RELAXED);
   __atomic_fetch_add(&dead_freed, q->head, __ATOMIC_RELAXED);
 }
 
