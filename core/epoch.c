@@ -133,8 +133,14 @@ static uint64_t nthreads;
 
 /* Reclaimer state (state_lock unless noted). */
 /* The reclaimer and the watchdog run for the life of the process (they are
- * never stopped; fork's child starts its own on demand). */
+ * never stopped; fork's child starts its own on demand). reclaimer_running
+ * is written under state_lock and read without it by retire (relaxed: a
+ * retire that sees it clear takes state_lock to start the thread).
+ * inline_cycle: no reclaimer thread could be started and a barrier runs a
+ * cycle on its own thread; meanwhile no thread is started (one cycle runs
+ * at a time: reclaim_cycle's walk relies on it). */
 static bool reclaimer_running;
+static bool inline_cycle;
 static int sleeping;           /* atomic: read by retiring threads */
 static bool kicked;
 static uint64_t cycles_started, cycles_done;
@@ -481,7 +487,9 @@ static uint64_t pending_entries(void) {
  * period it walks from that head without registry_lock (callbacks take pool
  * locks, which rank below it) and reaches exactly the queues it
  * snapshotted: queue_new only pushes in front of the head, and only this
- * function, on the one reclaimer thread, unlinks (after the walk), so the
+ * function unlinks (after the walk), and it runs on one thread at a time
+ * (the reclaimer, or a barrier's inline cycle when no reclaimer could be
+ * started: ensure_running_locked starts none while one runs), so the
  * nodes from the remembered head on and their `next` links stay as the
  * snapshot saw them. Every queue is covered, so a finished cycle has run
  * every retire published before it started (what tp_epoch_barrier counts). */
@@ -620,23 +628,38 @@ static void *watchdog_main(void *arg) {
   return NULL;
 }
 
-/* Starts the background threads on first need. Caller holds state_lock. */
-static void ensure_running_locked(void) {
-  if (reclaimer_running) return;
+/* Starts the background threads on first need. 0, or -EAGAIN when the
+ * reclaimer thread cannot be started (or a barrier runs a cycle inline
+ * because it could not). Caller holds state_lock. */
+static int ensure_running_locked(void) {
+  if (reclaimer_running) return 0;
+  if (inline_cycle) return -EAGAIN;
   pthread_t reclaimer, watchdog;
-  if (tp__thread_create_quiet(&reclaimer, reclaimer_main, NULL) != 0) return;
+  if (tp__thread_create_quiet(&reclaimer, reclaimer_main, NULL) != 0) return -EAGAIN;
   pthread_detach(reclaimer);
   /* Without a watchdog stalls go unreported; reclamation still works. */
   if (tp__thread_create_quiet(&watchdog, watchdog_main, NULL) == 0) pthread_detach(watchdog);
-  reclaimer_running = true;
+  __atomic_store_n(&reclaimer_running, true, __ATOMIC_RELAXED);
+  return 0;
 }
 
+/* Wakes the reclaimer (starting it if need be). A reclaimer that cannot
+ * start is reported by retire and handled by barrier, not here. */
 static void kick_reclaimer(void) {
   pthread_mutex_lock(&state_lock);
   ensure_running_locked();
   kicked = true;
   pthread_cond_signal(&reclaim_cv);
   pthread_mutex_unlock(&state_lock);
+}
+
+/* retire: no reclaimer runs (first retire, or first after fork): start it
+ * before queuing anything, so nothing is queued that nobody would free. */
+static TP_NOINLINE int start_reclaimer(void) {
+  pthread_mutex_lock(&state_lock);
+  int rc = ensure_running_locked();
+  pthread_mutex_unlock(&state_lock);
+  return rc;
 }
 
 /* ---- retire ------------------------------------------------------------------- */
@@ -677,7 +700,13 @@ static int retire(void *obj, size_t bytes, void (*fn)(void *, void *), void *arg
       return -ENOMEM;
     }
     self.q = q;
-    kick_reclaimer(); /* starts it */
+  }
+  /* No reclaimer, and none can be started (thread limit, memory): refuse
+   * rather than queue what nobody would ever free. */
+  if (TP_UNLIKELY(!__atomic_load_n(&reclaimer_running, __ATOMIC_RELAXED)) &&
+      start_reclaimer() != 0) {
+    errno = EAGAIN;
+    return -EAGAIN;
   }
   /* The cap: one shared relaxed load, written rarely. A callback never
    * waits (it runs under consume_lock, often on the reclaimer itself, which
@@ -749,7 +778,23 @@ int tp_epoch_barrier(void) {
     pthread_mutex_unlock(&state_lock);
     return 0; /* nothing was ever retired */
   }
-  ensure_running_locked();
+  if (ensure_running_locked() != 0) {
+    /* No reclaimer thread (it cannot start: thread limit, memory, or a
+     * forked child that may not start threads): run a cycle here, one at a
+     * time, with no thread started meanwhile. The queued retires were
+     * issued before the call, so one cycle runs them all. */
+    while (inline_cycle) pthread_cond_wait(&progress_cv, &state_lock);
+    if (!reclaimer_running) {
+      inline_cycle = true;
+      pthread_mutex_unlock(&state_lock);
+      reclaim_cycle();
+      pthread_mutex_lock(&state_lock);
+      inline_cycle = false;
+      pthread_cond_broadcast(&progress_cv);
+      pthread_mutex_unlock(&state_lock);
+      return 0;
+    }
+  }
   /* A cycle that starts after this point snapshots every retire issued
    * before the call; wait for one to finish. */
   uint64_t target = cycles_started + 1;
@@ -899,7 +944,8 @@ static void fork_child_state(void) {
     unlist_locked(t); /* as thread_exit would have done */
   }
   if (self.listed) self.tid = (pid_t)syscall(SYS_gettid);
-  reclaimer_running = false;
+  __atomic_store_n(&reclaimer_running, false, __ATOMIC_RELAXED);
+  inline_cycle = false;
   kicked = false;
   /* A cycle the parent's reclaimer had started never finishes here: a
    * barrier waiting for cycles_done to pass it would wait forever. */
