@@ -54,6 +54,7 @@
 #include <urcu/list.h>
 #include <urcu/urcu-memb.h>
 
+#include "core/blocking_internal.h"
 #include "core/debug_internal.h"
 #include "core/fork_internal.h"
 #include "core/os_internal.h"
@@ -328,7 +329,12 @@ static void thread_exit(void *arg) {
 
 /* ---- grace periods -------------------------------------------------------- */
 
+/* A grace period waits for other threads' read sections (and for gp_lock,
+ * held by another grace period): a blocking section for the collector
+ * (core/blocking_internal.h), so an attached thread waiting here never
+ * holds up a collection that a reader it waits for is parked in. */
 static void grace_period(void) {
+  tp__blocking_enter();
   pthread_mutex_lock(&gp_lock);
   pthread_mutex_lock(&state_lock);
   gp_active = true;
@@ -348,6 +354,7 @@ static void grace_period(void) {
   pthread_mutex_unlock(&state_lock);
   __atomic_fetch_add(&n_gp, 1, __ATOMIC_RELAXED);
   pthread_mutex_unlock(&gp_lock);
+  tp__blocking_leave();
 }
 
 /* synchronize and barrier would wait for themselves inside a section, and
@@ -783,7 +790,15 @@ int tp_epoch_barrier(void) {
      * forked child that may not start threads): run a cycle here, one at a
      * time, with no thread started meanwhile. The queued retires were
      * issued before the call, so one cycle runs them all. */
-    while (inline_cycle) pthread_cond_wait(&progress_cv, &state_lock);
+    if (inline_cycle) {
+      pthread_mutex_unlock(&state_lock);
+      tp__blocking_enter();
+      pthread_mutex_lock(&state_lock);
+      while (inline_cycle) pthread_cond_wait(&progress_cv, &state_lock);
+      pthread_mutex_unlock(&state_lock);
+      tp__blocking_leave();
+      pthread_mutex_lock(&state_lock);
+    }
     if (!reclaimer_running) {
       inline_cycle = true;
       pthread_mutex_unlock(&state_lock);
@@ -800,7 +815,17 @@ int tp_epoch_barrier(void) {
   uint64_t target = cycles_started + 1;
   kicked = true;
   pthread_cond_signal(&reclaim_cv);
-  while (cycles_done < target) pthread_cond_wait(&progress_cv, &state_lock);
+  if (cycles_done < target) {
+    /* A blocking section for the collector, outside state_lock (the hooks
+     * take heap locks, which rank below it). */
+    pthread_mutex_unlock(&state_lock);
+    tp__blocking_enter();
+    pthread_mutex_lock(&state_lock);
+    while (cycles_done < target) pthread_cond_wait(&progress_cv, &state_lock);
+    pthread_mutex_unlock(&state_lock);
+    tp__blocking_leave();
+    return 0;
+  }
   pthread_mutex_unlock(&state_lock);
   return 0;
 }
