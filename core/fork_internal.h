@@ -5,7 +5,8 @@
  * descending rank. One pthread_atfork registration serves them all.
  *
  * Lock order (rank): epoch grace-period lock (10) < epoch consume lock (12)
- * < sweeper start/stop (18) < sweeper pass lock (20) < pool registry and pool slab locks (30) <
+ * < sweeper start/stop (18) < sweeper pass lock (20) < concurrent arena locks (25) <
+ * pool registry and pool slab locks (30) <
  * collector heaps (40) < epoch registry and reclaimer state (50).
  */
 /*
@@ -23,6 +24,7 @@ enum {
   TP__FORK_RANK_EPOCH_CONSUME = 12,
   TP__FORK_RANK_SWEEPER_CTL = 18,
   TP__FORK_RANK_SWEEPER = 20,
+  TP__FORK_RANK_ARENAS = 25, /* a refill takes pool locks under a->lock */
   TP__FORK_RANK_POOLS = 30,
   TP__FORK_RANK_HEAPS = 40,
   TP__FORK_RANK_EPOCH_STATE = 50,

@@ -24,8 +24,9 @@
 
 /* NEST: the fork handlers walk a registry, holding its lock, and take
  * every instance's locks in registry order (pool 1's slab and stats locks,
- * then pool 2's, ...). Under the named registry lock, locks of the same
+ * then pool 2's, ...; every concurrent arena's refill lock). Under the named registry lock, locks of the same
  * group are not ordered against each other (lockdep's nest_lock). */
+#define NEST_ARENAS "arena registry lock"
 #define NEST_POOLS "pool registry lock"
 #define NEST_HEAPS "heap registry lock"
 
@@ -47,7 +48,8 @@ static const struct rank_entry {
     {"sweeper", "&ctl_lock", 18, "sweeper start/stop lock", NULL},
     {"pool", "&tp__pool_pass_lock", 20, "sweeper pass lock", NULL},
     {"gc", "&tp__pool_pass_lock", 20, "sweeper pass lock", NULL},
-    {"arena", "&a->lock", 24, "concurrent arena refill lock", NULL},
+    {"arena", "&arenas_lock", 24, "arena registry lock", NULL},
+    {"arena", "&a->lock", 25, "concurrent arena refill lock", NEST_ARENAS},
     {"pool", "&registry_lock", 30, "pool registry lock", NULL},
     {"pool", "&p->lock", 32, "pool slab lock", NEST_POOLS},
     {"pool", "&p->stats_lock", 34, "pool stats lock", NEST_POOLS},
