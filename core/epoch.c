@@ -386,21 +386,36 @@ int tp_epoch_synchronize(void) {
  * sweeper returns what stays unused.
  *
  * The first queue_new creates them, so a process that never retires maps
- * neither. Every other use is of a queue, hence after a queue_new:
- * pthread_once orders the creation before the creating thread links its
- * queue under registry_lock, and the lock before any other thread finds
- * it. A pool that could not be created stays NULL: tp_pool_get(NULL)
- * returns NULL, so queue_new fails. */
-static pthread_once_t pools_once = PTHREAD_ONCE_INIT;
+ * neither. Each is published with a CAS from NULL (a racing creator
+ * destroys its own copy); a creation that fails leaves it NULL, queue_new
+ * fails with ENOMEM, and the next queue_new tries again (once memory is
+ * back, retires work again: a pthread_once here would keep failing for the
+ * life of the process). Every other use is of a queue, hence after a
+ * successful queue_new: the CAS (acquire/release) orders the creation
+ * before the creating thread links its queue under registry_lock, and the
+ * lock before any other thread finds it. */
 static tp_pool *queue_pool, *seg_pool;
 
-static void pools_init(void) {
+/* *slot, created on first need; NULL (errno ENOMEM) when it cannot be. */
+static tp_pool *internal_pool(tp_pool **slot, const tp_pool_config *cfg, size_t align,
+                              size_t cache_bytes) {
+  tp_pool *p = __atomic_load_n(slot, __ATOMIC_ACQUIRE);
+  if (TP_LIKELY(p != NULL)) return p;
+  if (!(p = tp__pool_create(cfg, align, cache_bytes))) return NULL;
+  tp_pool *expect = NULL;
+  if (__atomic_compare_exchange_n(slot, &expect, p, false, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE))
+    return p;
+  tp_pool_destroy(p); /* another thread's copy won */
+  return expect;
+}
+
+static bool pools_init(void) {
   tp_pool_config qc = {.name = "epoch-queues", .obj_size = sizeof(struct queue),
                        .align = TP_CACHELINE};
   tp_pool_config sc = {.name = "epoch-segments", .obj_size = sizeof(struct seg)};
   /* Small CPU caches: a queue is taken once per thread. */
-  queue_pool = tp__pool_create(&qc, TP_CACHELINE, 4 * sizeof(struct queue));
-  seg_pool = tp__pool_create(&sc, 16, 4 * sizeof(struct seg));
+  return internal_pool(&queue_pool, &qc, TP_CACHELINE, 4 * sizeof(struct queue)) &&
+         internal_pool(&seg_pool, &sc, 16, 4 * sizeof(struct seg));
 }
 
 static struct seg *seg_new(void) {
@@ -410,7 +425,7 @@ static struct seg *seg_new(void) {
 }
 
 static struct queue *queue_new(void) {
-  pthread_once(&pools_once, pools_init);
+  if (!pools_init()) return NULL;
   struct queue *q = tp_pool_get(queue_pool);
   struct seg *s = seg_new();
   if (!q || !s) {
