@@ -483,7 +483,12 @@ static void must_abort(void (*fn)(void *), void *arg) {
   close(fds[1]);
   char buf[512];
   ssize_t n = 0, r;
-  while (n < (ssize_t)sizeof buf - 1 && (r = read(fds[0], buf + n, sizeof buf - 1 - (size_t)n)) > 0) n += r;
+  /* Until EOF; libFuzzer's -timeout SIGALRM interrupts read (EINTR). */
+  while (n < (ssize_t)sizeof buf - 1) {
+    r = read(fds[0], buf + n, sizeof buf - 1 - (size_t)n);
+    if (r > 0) n += r;
+    else if (r == 0 || errno != EINTR) break;
+  }
   buf[n] = 0;
   close(fds[0]);
   int st = 0;
