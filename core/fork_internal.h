@@ -14,7 +14,9 @@
  * lock of rank r may only take locks of higher rank. In particular pool
  * locks (30) rank below collector heaps (40): heap code must not call into
  * a pool (tp_pool_get/put) while it holds a heap lock; and epoch callbacks
- * (run under the consume lock, 12) may take pool and heap locks.
+ * (run under the consume lock, 12) may take pool and heap locks. The full
+ * table, lock by lock, with the cross-module waits, is in core/lockorder.c;
+ * debug builds check every acquisition against it.
  */
 #ifndef TIDEPOOL_FORK_INTERNAL_H
 #define TIDEPOOL_FORK_INTERNAL_H
