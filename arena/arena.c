@@ -35,6 +35,7 @@
 #include <tidepool/pool.h>
 
 #include "core/debug_internal.h"
+#include "core/fork_internal.h"
 #include "core/os_internal.h"
 #include "core/percpu_internal.h"
 #include "arena/chunk_pools_internal.h"
@@ -44,6 +45,7 @@
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include "core/lockorder_internal.h" /* last: wraps the pthread_mutex calls */
 
 #define DEFAULT_CHUNK ((size_t)64 << 10)
 #define MIN_CHUNK ((size_t)8 << 10) /* large sizes (> chunk/4) exceed half a page */
@@ -111,7 +113,49 @@ struct tp_arena {
   pthread_mutex_t lock;
   char *sptr, *send; /* the shared region (lock) */
   unsigned ncpu;
+  struct tp_arena *reg_prev, *reg_next; /* concurrent arenas (arenas_lock) */
 };
+
+/* ---- fork: every concurrent arena's lock -------------------------------- */
+
+/* A concurrent arena's lock is taken by refills and large allocations from
+ * any thread; a fork while another thread holds it would leave the child's
+ * copy locked forever. The registry lists the concurrent arenas so that
+ * fork's prepare handler (rank TP__FORK_RANK_ARENAS, below the pools' locks
+ * that a refill takes under a->lock) holds every one of them across fork. */
+static pthread_mutex_t arenas_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct tp_arena *arenas; /* concurrent arenas (arenas_lock) */
+static pthread_once_t arenas_once = PTHREAD_ONCE_INIT;
+
+static void arenas_fork_prepare(void) {
+  pthread_mutex_lock(&arenas_lock);
+  for (struct tp_arena *a = arenas; a; a = a->reg_next) pthread_mutex_lock(&a->lock);
+}
+static void arenas_fork_release(void) {
+  for (struct tp_arena *a = arenas; a; a = a->reg_next) pthread_mutex_unlock(&a->lock);
+  pthread_mutex_unlock(&arenas_lock);
+}
+static void arenas_init_once(void) {
+  tp__fork_register(TP__FORK_RANK_ARENAS, arenas_fork_prepare, arenas_fork_release,
+                    arenas_fork_release);
+}
+
+static void arenas_link(struct tp_arena *a) {
+  pthread_once(&arenas_once, arenas_init_once);
+  pthread_mutex_lock(&arenas_lock);
+  a->reg_prev = NULL;
+  a->reg_next = arenas;
+  if (arenas) arenas->reg_prev = a;
+  arenas = a;
+  pthread_mutex_unlock(&arenas_lock);
+}
+
+static void arenas_unlink(struct tp_arena *a) {
+  pthread_mutex_lock(&arenas_lock);
+  if (a->reg_prev) a->reg_prev->reg_next = a->reg_next; else arenas = a->reg_next;
+  if (a->reg_next) a->reg_next->reg_prev = a->reg_prev;
+  pthread_mutex_unlock(&arenas_lock);
+}
 
 /* ---- chunk pools, one per chunk size ------------------------------------ */
 
@@ -145,6 +189,20 @@ static tp_pool *chunk_pool(size_t size) {
 }
 
 /* ---- helpers ---------------------------------------------------------------- */
+
+/* A generation no arena in this process has had: marks carry it, so a mark
+ * from a destroyed arena never matches a new arena at the same address,
+ * nor one from before a reset. Each thread takes blocks of 2^16 from one
+ * counter (one shared atomic per 65536 creates/resets); 0 is never used. */
+static uint64_t generation_source = 1;
+static uint64_t next_generation(void) {
+  static __thread uint64_t next, end;
+  if (next == end) {
+    next = __atomic_fetch_add(&generation_source, (uint64_t)1 << 16, __ATOMIC_RELAXED);
+    end = next + ((uint64_t)1 << 16);
+  }
+  return next++;
+}
 
 static inline char *chunk_data(struct chunk *c) { return (char *)c + CHUNK_HDR; }
 static inline char *chunk_end(const tp_arena *a, struct chunk *c) {
@@ -374,7 +432,9 @@ static TP_NOINLINE void *rseq_refill(tp_arena *a, size_t n) {
   pthread_mutex_lock(&a->lock);
   struct chunk *c = concurrent_chunk_locked(a);
   pthread_mutex_unlock(&a->lock);
-  if (!c) return NULL;
+  /* No chunk (max_bytes, or the pool is out of memory): what is left of
+   * the shared region (the first chunk's tail, at first) may still fit. */
+  if (!c) return shared_alloc(a, n);
   char *optr, *oend;
   char *p = region_install_rseq(a->head.regions, chunk_data(c), chunk_end(a, c), n, &optr, &oend);
   /* relaxed: a statistic; no second trip through the lock per refill. */
@@ -390,7 +450,8 @@ static TP_NOINLINE void *cas_alloc(tp_arena *a, size_t n) {
   if (!region_lock(r)) return shared_alloc(a, n);
   char *p = range_alloc(a, &r->ptr, &r->end, n, false); /* a refill keeps r */
   region_unlock(r);
-  return p;
+  /* No chunk for the region: the shared region may still have room. */
+  return p ? p : shared_alloc(a, n);
 }
 
 static void *concurrent_alloc(tp_arena *a, size_t n) {
@@ -534,6 +595,7 @@ tp_arena *tp_arena_create(const tp_arena_config *cfg) {
   a->first = a->cur = c;
   a->nchunks = 1;
   a->held = a->high_water = cs;
+  a->generation = next_generation();
   pthread_mutex_init(&a->lock, NULL);
   char *from = (char *)tp__round_up((uintptr_t)(a + 1), 16);
   if (a->flags & TP_ARENA_CONCURRENT) {
@@ -551,9 +613,14 @@ tp_arena *tp_arena_create(const tp_arena_config *cfg) {
     }
     memset(raw, 0, bytes); /* sentinels and empty regions refuse */
     a->head.regions = raw + REGION_SENTINEL_BYTES;
+    /* The rest of the first chunk is the shared region's first range, so
+     * an arena whose max_bytes allows one chunk still allocates. */
+    a->sptr = from;
+    a->send = chunk_end(a, c);
     /* The inline bump (arena.h) cannot unpoison: off under ASan, as the
      * plain fast path is. */
     a->head.inline_max = a->rseq && !TP_ASAN ? a->small_max : 0;
+    arenas_link(a);
   } else {
     *bump_ptr(a) = from;
     *bump_end(a) = chunk_end(a, c);
@@ -593,6 +660,7 @@ void tp_arena_destroy(tp_arena *a) {
   release_large(a, NULL);
   give_list(a, a->cur);
   give_list(a, a->spare);
+  if (a->flags & TP_ARENA_CONCURRENT) arenas_unlink(a);
   if (a->head.regions) free(a->head.regions - REGION_SENTINEL_BYTES);
   pthread_mutex_destroy(&a->lock);
   tp_pool *pool = a->chunks;
@@ -728,13 +796,14 @@ void tp_arena_reset(tp_arena *a) {
   a->cur = a->first;
   a->retired_used = 0;
   a->wasted = 0;
-  a->generation++;
+  a->generation = next_generation();
   a->resets++;
   char *from = alloc_start(a, a->first);
   TP_POISON(from, (size_t)(chunk_end(a, a->first) - from));
   if (a->flags & TP_ARENA_CONCURRENT) {
     memset(a->head.regions, 0, (size_t)a->ncpu << REGION_SHIFT);
-    a->sptr = a->send = NULL;
+    a->sptr = from;
+    a->send = chunk_end(a, a->first);
     return;
   }
   *bump_ptr(a) = from;
@@ -766,8 +835,10 @@ int tp_arena_read_stats(const tp_arena *ca, tp_arena_stats *out) {
     if (a->sptr && a->send > a->sptr) room += (size_t)(a->send - a->sptr);
     size_t spares = 0;
     for (struct chunk *k = a->spare; k; k = k->next) spares++;
-    /* Chunks in regions: all but the first (the arena) and the spares. */
-    size_t data = (a->nchunks - 1 - spares) * (a->chunk_size - CHUNK_HDR);
+    /* Chunks in regions: all but the first (the arena) and the spares;
+     * plus the first chunk's tail, the shared region's first range. */
+    size_t data = (a->nchunks - 1 - spares) * (a->chunk_size - CHUNK_HDR) +
+                  (size_t)(chunk_end(a, a->first) - alloc_start(a, a->first));
     out->allocated = data - room - out->wasted + a->large_bytes;
     pthread_mutex_unlock(&a->lock);
     return 0;

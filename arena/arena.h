@@ -115,7 +115,8 @@ TP_API int tp_arena_on_reset(tp_arena *a, void (*fn)(void *arg), void *arg);
  * nothing). Rewinding frees everything allocated after the mark and runs
  * the cleanups registered after it; a mark is valid until the arena is
  * reset or rewound to an earlier mark (invalid marks are ignored, and abort
- * in debug builds). Marks from before a reset, from another arena, or past
+ * in debug builds). Marks from before a reset, from another arena (also a
+ * destroyed one whose memory a new arena reuses), or past
  * the arena's current end are always caught; one made invalid by a rewind
  * to an earlier mark is caught only while the arena has not grown past its
  * position again (it then rewinds to that position: still safe). */

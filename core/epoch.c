@@ -54,6 +54,7 @@
 #include <urcu/list.h>
 #include <urcu/urcu-memb.h>
 
+#include "core/blocking_internal.h"
 #include "core/debug_internal.h"
 #include "core/fork_internal.h"
 #include "core/options_internal.h"
@@ -67,6 +68,7 @@
 #include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
+#include "core/lockorder_internal.h" /* last: wraps the pthread_mutex calls */
 
 #define SEG_CAP 254
 #define REPORT_BYTES (64 * 1024)
@@ -134,8 +136,14 @@ static uint64_t nthreads;
 
 /* Reclaimer state (state_lock unless noted). */
 /* The reclaimer and the watchdog run for the life of the process (they are
- * never stopped; fork's child starts its own on demand). */
+ * never stopped; fork's child starts its own on demand). reclaimer_running
+ * is written under state_lock and read without it by retire (relaxed: a
+ * retire that sees it clear takes state_lock to start the thread).
+ * inline_cycle: no reclaimer thread could be started and a barrier runs a
+ * cycle on its own thread; meanwhile no thread is started (one cycle runs
+ * at a time: reclaim_cycle's walk relies on it). */
 static bool reclaimer_running;
+static bool inline_cycle;
 static int sleeping;           /* atomic: read by retiring threads */
 static bool kicked;
 static uint64_t cycles_started, cycles_done;
@@ -315,7 +323,12 @@ static void thread_exit(void *arg) {
 
 /* ---- grace periods -------------------------------------------------------- */
 
+/* A grace period waits for other threads' read sections (and for gp_lock,
+ * held by another grace period): a blocking section for the collector
+ * (core/blocking_internal.h), so an attached thread waiting here never
+ * holds up a collection that a reader it waits for is parked in. */
 static void grace_period(void) {
+  tp__blocking_enter();
   pthread_mutex_lock(&gp_lock);
   pthread_mutex_lock(&state_lock);
   gp_active = true;
@@ -328,6 +341,7 @@ static void grace_period(void) {
     pthread_cond_signal(&watch_cv);
   }
   pthread_mutex_unlock(&state_lock);
+  tp__lo_wait(TP__LO_WAIT_GRACE_PERIOD, NULL);
   urcu_memb_synchronize_rcu();
   tsan_acquire(&tsan_sync);
   pthread_mutex_lock(&state_lock);
@@ -335,6 +349,7 @@ static void grace_period(void) {
   pthread_mutex_unlock(&state_lock);
   __atomic_fetch_add(&n_gp, 1, __ATOMIC_RELAXED);
   pthread_mutex_unlock(&gp_lock);
+  tp__blocking_leave();
 }
 
 /* synchronize and barrier would wait for themselves inside a section, and
@@ -364,21 +379,36 @@ int tp_epoch_synchronize(void) {
  * sweeper returns what stays unused.
  *
  * The first queue_new creates them, so a process that never retires maps
- * neither. Every other use is of a queue, hence after a queue_new:
- * pthread_once orders the creation before the creating thread links its
- * queue under registry_lock, and the lock before any other thread finds
- * it. A pool that could not be created stays NULL: tp_pool_get(NULL)
- * returns NULL, so queue_new fails. */
-static pthread_once_t pools_once = PTHREAD_ONCE_INIT;
+ * neither. Each is published with a CAS from NULL (a racing creator
+ * destroys its own copy); a creation that fails leaves it NULL, queue_new
+ * fails with ENOMEM, and the next queue_new tries again (once memory is
+ * back, retires work again: a pthread_once here would keep failing for the
+ * life of the process). Every other use is of a queue, hence after a
+ * successful queue_new: the CAS (acquire/release) orders the creation
+ * before the creating thread links its queue under registry_lock, and the
+ * lock before any other thread finds it. */
 static tp_pool *queue_pool, *seg_pool;
 
-static void pools_init(void) {
+/* *slot, created on first need; NULL (errno ENOMEM) when it cannot be. */
+static tp_pool *internal_pool(tp_pool **slot, const tp_pool_config *cfg, size_t align,
+                              size_t cache_bytes) {
+  tp_pool *p = __atomic_load_n(slot, __ATOMIC_ACQUIRE);
+  if (TP_LIKELY(p != NULL)) return p;
+  if (!(p = tp__pool_create(cfg, align, cache_bytes))) return NULL;
+  tp_pool *expect = NULL;
+  if (__atomic_compare_exchange_n(slot, &expect, p, false, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE))
+    return p;
+  tp_pool_destroy(p); /* another thread's copy won */
+  return expect;
+}
+
+static bool pools_init(void) {
   tp_pool_config qc = {.name = "epoch-queues", .obj_size = sizeof(struct queue),
                        .align = TP_CACHELINE};
   tp_pool_config sc = {.name = "epoch-segments", .obj_size = sizeof(struct seg)};
   /* Small CPU caches: a queue is taken once per thread. */
-  queue_pool = tp__pool_create(&qc, TP_CACHELINE, 4 * sizeof(struct queue));
-  seg_pool = tp__pool_create(&sc, 16, 4 * sizeof(struct seg));
+  return internal_pool(&queue_pool, &qc, TP_CACHELINE, 4 * sizeof(struct queue)) &&
+         internal_pool(&seg_pool, &sc, 16, 4 * sizeof(struct seg));
 }
 
 static struct seg *seg_new(void) {
@@ -388,7 +418,7 @@ static struct seg *seg_new(void) {
 }
 
 static struct queue *queue_new(void) {
-  pthread_once(&pools_once, pools_init);
+  if (!pools_init()) return NULL;
   struct queue *q = tp_pool_get(queue_pool);
   struct seg *s = seg_new();
   if (!q || !s) {
@@ -431,9 +461,14 @@ static void queue_consume(struct queue *q, uint64_t upto) {
 }
 
 /* Counts a finished queue's totals as dead (caller holds registry_lock, so
- * stats count it once); the memory is freed by queue_free, outside it. */
+ * stats count it once); the memory is freed by queue_free, outside it.
+ * The published tail, never the owner's tail_local: retire advances
+ * tail_local before it publishes tail, so after a fork between the two the
+ * child's orphaned queue has tail_local one ahead of what was published
+ * (and consumed); counting it would leave pending at 1 forever. */
 static void queue_retire_counts(struct queue *q) {
-  __atomic_fetch_add(&dead_retired, q->tail_local, __ATOMIC_RELAXED);
+  __atomic_fetch_add(&dead_retired, __atomic_load_n(&q->tail, __ATOMIC_RELAXED),
+                     __ATOMIC_RELAXED);
   __atomic_fetch_add(&dead_freed, q->head, __ATOMIC_RELAXED);
 }
 
@@ -469,7 +504,9 @@ static uint64_t pending_entries(void) {
  * period it walks from that head without registry_lock (callbacks take pool
  * locks, which rank below it) and reaches exactly the queues it
  * snapshotted: queue_new only pushes in front of the head, and only this
- * function, on the one reclaimer thread, unlinks (after the walk), so the
+ * function unlinks (after the walk), and it runs on one thread at a time
+ * (the reclaimer, or a barrier's inline cycle when no reclaimer could be
+ * started: ensure_running_locked starts none while one runs), so the
  * nodes from the remembered head on and their `next` links stay as the
  * snapshot saw them. Every queue is covered, so a finished cycle has run
  * every retire published before it started (what tp_epoch_barrier counts). */
@@ -608,23 +645,38 @@ static void *watchdog_main(void *arg) {
   return NULL;
 }
 
-/* Starts the background threads on first need. Caller holds state_lock. */
-static void ensure_running_locked(void) {
-  if (reclaimer_running) return;
+/* Starts the background threads on first need. 0, or -EAGAIN when the
+ * reclaimer thread cannot be started (or a barrier runs a cycle inline
+ * because it could not). Caller holds state_lock. */
+static int ensure_running_locked(void) {
+  if (reclaimer_running) return 0;
+  if (inline_cycle) return -EAGAIN;
   pthread_t reclaimer, watchdog;
-  if (tp__thread_create_quiet(&reclaimer, reclaimer_main, NULL) != 0) return;
+  if (tp__thread_create_quiet(&reclaimer, reclaimer_main, NULL) != 0) return -EAGAIN;
   pthread_detach(reclaimer);
   /* Without a watchdog stalls go unreported; reclamation still works. */
   if (tp__thread_create_quiet(&watchdog, watchdog_main, NULL) == 0) pthread_detach(watchdog);
-  reclaimer_running = true;
+  __atomic_store_n(&reclaimer_running, true, __ATOMIC_RELAXED);
+  return 0;
 }
 
+/* Wakes the reclaimer (starting it if need be). A reclaimer that cannot
+ * start is reported by retire and handled by barrier, not here. */
 static void kick_reclaimer(void) {
   pthread_mutex_lock(&state_lock);
   ensure_running_locked();
   kicked = true;
   pthread_cond_signal(&reclaim_cv);
   pthread_mutex_unlock(&state_lock);
+}
+
+/* retire: no reclaimer runs (first retire, or first after fork): start it
+ * before queuing anything, so nothing is queued that nobody would free. */
+static TP_NOINLINE int start_reclaimer(void) {
+  pthread_mutex_lock(&state_lock);
+  int rc = ensure_running_locked();
+  pthread_mutex_unlock(&state_lock);
+  return rc;
 }
 
 /* ---- retire ------------------------------------------------------------------- */
@@ -665,7 +717,13 @@ static int retire(void *obj, size_t bytes, void (*fn)(void *, void *), void *arg
       return -ENOMEM;
     }
     self.q = q;
-    kick_reclaimer(); /* starts it */
+  }
+  /* No reclaimer, and none can be started (thread limit, memory): refuse
+   * rather than queue what nobody would ever free. */
+  if (TP_UNLIKELY(!__atomic_load_n(&reclaimer_running, __ATOMIC_RELAXED)) &&
+      start_reclaimer() != 0) {
+    errno = EAGAIN;
+    return -EAGAIN;
   }
   /* The cap: one shared relaxed load, written rarely. A callback never
    * waits (it runs under consume_lock, often on the reclaimer itself, which
@@ -737,13 +795,48 @@ int tp_epoch_barrier(void) {
     pthread_mutex_unlock(&state_lock);
     return 0; /* nothing was ever retired */
   }
-  ensure_running_locked();
+  if (ensure_running_locked() != 0) {
+    /* No reclaimer thread (it cannot start: thread limit, memory, or a
+     * forked child that may not start threads): run a cycle here, one at a
+     * time, with no thread started meanwhile. The queued retires were
+     * issued before the call, so one cycle runs them all. */
+    if (inline_cycle) {
+      pthread_mutex_unlock(&state_lock);
+      tp__blocking_enter();
+      pthread_mutex_lock(&state_lock);
+      while (inline_cycle) pthread_cond_wait(&progress_cv, &state_lock);
+      pthread_mutex_unlock(&state_lock);
+      tp__blocking_leave();
+      pthread_mutex_lock(&state_lock);
+    }
+    if (!reclaimer_running) {
+      inline_cycle = true;
+      pthread_mutex_unlock(&state_lock);
+      reclaim_cycle();
+      pthread_mutex_lock(&state_lock);
+      inline_cycle = false;
+      pthread_cond_broadcast(&progress_cv);
+      pthread_mutex_unlock(&state_lock);
+      return 0;
+    }
+  }
   /* A cycle that starts after this point snapshots every retire issued
    * before the call; wait for one to finish. */
   uint64_t target = cycles_started + 1;
   kicked = true;
   pthread_cond_signal(&reclaim_cv);
-  while (cycles_done < target) pthread_cond_wait(&progress_cv, &state_lock);
+  if (cycles_done < target) {
+    /* A blocking section for the collector, outside state_lock (the hooks
+     * take heap locks, which rank below it). */
+    pthread_mutex_unlock(&state_lock);
+    tp__blocking_enter();
+    pthread_mutex_lock(&state_lock);
+    tp__lo_wait(TP__LO_WAIT_GRACE_PERIOD, &state_lock);
+    while (cycles_done < target) pthread_cond_wait(&progress_cv, &state_lock);
+    pthread_mutex_unlock(&state_lock);
+    tp__blocking_leave();
+    return 0;
+  }
   pthread_mutex_unlock(&state_lock);
   return 0;
 }
@@ -759,8 +852,7 @@ int tp_pool_retire(tp_pool *p, void *obj) {
     errno = EINVAL;
     return -EINVAL;
   }
-  if (TP_UNLIKELY(tp__slab_of(p, obj)->pool != p))
-    tp__fatal("tp_pool_retire", obj, "pointer is not from this pool");
+  tp__pool_check_owner(p, obj, "tp_pool_retire");
   if (TP_UNLIKELY(!__atomic_load_n(&p->epoch_used, __ATOMIC_RELAXED)))
     __atomic_store_n(&p->epoch_used, true, __ATOMIC_RELAXED);
   return tp_epoch_retire_sized(obj, p->stride, pool_put_cb, p);
@@ -888,7 +980,8 @@ static void fork_child_state(void) {
     unlist_locked(t); /* as thread_exit would have done */
   }
   if (self.listed) self.tid = (pid_t)syscall(SYS_gettid);
-  reclaimer_running = false;
+  __atomic_store_n(&reclaimer_running, false, __ATOMIC_RELAXED);
+  inline_cycle = false;
   kicked = false;
   /* A cycle the parent's reclaimer had started never finishes here: a
    * barrier waiting for cycles_done to pass it would wait forever. */

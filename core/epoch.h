@@ -167,7 +167,9 @@ TP_API int tp_epoch_synchronize(void);
 /* Calls fn(obj, arg) after a grace period, on the reclaimer thread (or, past
  * the cap, on the calling thread). `bytes` is what the cap counts (the
  * plain form counts 64). 0; -EINVAL (NULL fn); -EDEADLK over the cap inside
- * a read section (the object is not retired); -ENOMEM. */
+ * a read section (the object is not retired); -ENOMEM; -EAGAIN when no
+ * reclaimer thread runs and none can be started (thread limit, memory):
+ * the object is not retired, nothing is queued that nobody would free. */
 TP_API int tp_epoch_retire(void *obj, void (*fn)(void *obj, void *arg), void *arg);
 TP_API int tp_epoch_retire_sized(void *obj, size_t bytes,
                                  void (*fn)(void *obj, void *arg), void *arg);
@@ -177,7 +179,9 @@ TP_API int tp_epoch_retire_sized(void *obj, size_t bytes,
 TP_API int tp_pool_retire(tp_pool *p, void *obj);
 
 /* Waits until the callback of every retire issued (by any thread) before the
- * call has run. 0; -EDEADLK inside a read section or a retire callback. */
+ * call has run. 0; -EDEADLK inside a read section or a retire callback.
+ * Never waits for a reclaimer that cannot start: it then runs the pending
+ * callbacks on the calling thread (so tp_pool_destroy never hangs either). */
 TP_API int tp_epoch_barrier(void);
 
 /* "membarrier" (liburcu memb with sys_membarrier), or "mb" when the kernel

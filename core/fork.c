@@ -5,6 +5,7 @@
 #include "core/debug_internal.h"
 
 #include <pthread.h>
+#include "core/lockorder_internal.h" /* last: wraps the pthread_mutex calls */
 
 #define MAX_HOOKS 16
 

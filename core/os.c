@@ -4,6 +4,7 @@
 #define _GNU_SOURCE
 #include "core/os_internal.h"
 #include "core/debug_internal.h"
+#include "core/fault_internal.h"
 
 #include <errno.h>
 #include <signal.h>
@@ -28,7 +29,8 @@ size_t tp__os_page_size(void) {
   return p;
 }
 
-void *tp__os_map(size_t size, size_t align) {
+/* Maps `size` bytes aligned to `align` with extra mmap flags; no counting. */
+static void *map_aligned(size_t size, size_t align, int flags) {
   size_t page = tp__os_page_size();
   if (align < page) align = page;
   if (size == 0 || (size & (page - 1)) || !tp__is_pow2(align) ||
@@ -38,30 +40,43 @@ void *tp__os_map(size_t size, size_t align) {
   }
   /* Over-map by align - page, then trim both ends to the aligned span. */
   size_t span = size + (align > page ? align - page : 0);
-  char *raw = mmap(NULL, span, PROT_READ | PROT_WRITE,
-                   MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  char *raw = tp__mmap(NULL, span, PROT_READ | PROT_WRITE,
+                   MAP_PRIVATE | MAP_ANONYMOUS | flags, -1, 0);
   if (raw == MAP_FAILED) {
     errno = ENOMEM;
     return NULL;
   }
   char *p = (char *)(((uintptr_t)raw + align - 1) & ~(uintptr_t)(align - 1));
-  if (p > raw) munmap(raw, (size_t)(p - raw));
+  if (p > raw) tp__munmap(raw, (size_t)(p - raw));
   char *end = p + size, *raw_end = raw + span;
-  if (raw_end > end) munmap(end, (size_t)(raw_end - end));
-  tp__counter_add(&tp__os.mapped, (int64_t)size);
+  if (raw_end > end) tp__munmap(end, (size_t)(raw_end - end));
   return p;
+}
+
+void *tp__os_map(size_t size, size_t align) {
+  void *p = map_aligned(size, align, 0);
+  if (p) tp__counter_add(&tp__os.mapped, (int64_t)size);
+  return p;
+}
+
+void *tp__os_reserve(size_t size, size_t align) {
+  return map_aligned(size, align, MAP_NORESERVE);
+}
+
+void tp__os_unreserve(void *p, size_t size) {
+  if (p && size) tp__munmap(p, size);
 }
 
 void tp__os_unmap(void *p, size_t size) {
   if (!p || !size) return;
-  if (munmap(p, size) == 0) {
+  if (tp__munmap(p, size) == 0) {
     tp__counter_add(&tp__os.mapped, -(int64_t)size);
     tp__counter_add(&tp__os.returned, (int64_t)size);
   }
 }
 
 int tp__os_decommit(void *p, size_t size) {
-  if (madvise(p, size, MADV_DONTNEED) != 0) return -errno;
+  if (tp__madvise(p, size, MADV_DONTNEED) != 0) return -errno;
   tp__counter_add(&tp__os.returned, (int64_t)size);
   return 0;
 }
@@ -109,7 +124,7 @@ int tp__thread_create_quiet(pthread_t *out, void *(*fn)(void *), void *arg) {
   sigfillset(&all);
   pthread_sigmask(SIG_SETMASK, &all, &old);
   /* The new thread inherits the all-blocked mask; ours is restored. */
-  int rc = pthread_create(out, NULL, fn, arg);
+  int rc = tp__pthread_create(out, NULL, fn, arg);
   pthread_sigmask(SIG_SETMASK, &old, NULL);
   return -rc;
 }

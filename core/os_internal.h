@@ -3,9 +3,10 @@
  *
  * tidepool's memory comes from tp__os_map (anonymous mmap) so that the
  * process-wide view in tp_read_stats() can be kept with a few relaxed
- * atomic counters instead of a walk over every structure. Two reservations
- * are mapped directly and counted as they are touched: the magazine range
- * (pool/depot.c) and the read-only zero region (core/percpu.c).
+ * atomic counters instead of a walk over every structure. Two kinds of
+ * reservation are mapped otherwise and counted as they are touched: the
+ * magazine segments (pool/depot.c, tp__os_reserve) and the read-only zero
+ * region (core/percpu.c).
  */
 #ifndef TIDEPOOL_OS_INTERNAL_H
 #define TIDEPOOL_OS_INTERNAL_H
@@ -20,6 +21,13 @@
  * of two >= the page size). NULL + errno ENOMEM on failure.
  * Counts `size` in tp__os_mapped. Safe to call concurrently. */
 void *tp__os_map(size_t size, size_t align);
+/* Reserves `size` bytes aligned to `align` (MAP_NORESERVE: touched pages
+ * are committed on demand) without counting them anywhere: for callers that
+ * count what they use (the magazine segments). NULL + errno ENOMEM.
+ * Safe to call concurrently. */
+void *tp__os_reserve(size_t size, size_t align);
+/* Unmaps what tp__os_reserve returned (uncounted). */
+void tp__os_unreserve(void *p, size_t size);
 /* Unmaps what tp__os_map returned. Safe to call concurrently. */
 void tp__os_unmap(void *p, size_t size);
 /* Gives the pages back to the OS but keeps the range mapped (reads then see

@@ -18,6 +18,7 @@
 #include "core/percpu_internal.h"
 #include "core/debug_internal.h"
 #include "core/options_internal.h"
+#include "core/fault_internal.h"
 #include "core/os_internal.h"
 
 #include <errno.h>
@@ -41,7 +42,7 @@ static pthread_once_t info_once = PTHREAD_ONCE_INIT;
 static unsigned possible_cpus(void) {
   /* rseq's cpu_id ranges over the possible CPUs: "0-3", "0", "0-1,4-7". */
   unsigned n = 0;
-  FILE *f = fopen("/sys/devices/system/cpu/possible", "re");
+  FILE *f = tp__fopen("/sys/devices/system/cpu/possible", "re");
   if (f) {
     char buf[256];
     if (fgets(buf, sizeof buf, f)) {
@@ -80,10 +81,25 @@ static void percpu_init(void) {
     info.fence = membarrier_call(MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED_RSEQ,
                                  0, 0) == 0;
   }
-  size_t bytes = (size_t)(info.ncpu + TP__PCACHE_SENTINELS) * TP__PCACHE_STRIDE;
-  char *z = mmap(NULL, bytes, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-  if (z == MAP_FAILED) tp__fatal("tp__percpu", NULL, "cannot map the zero region");
-  info.zero_base = z + TP__PCACHE_SENTINELS * TP__PCACHE_STRIDE;
+}
+
+char *tp__pcache_zero_base(void) {
+  static char *zero_base; /* CAS from NULL; racing mappers unmap their copy */
+  char *z = __atomic_load_n(&zero_base, __ATOMIC_ACQUIRE);
+  if (z) return z;
+  size_t bytes = tp__pcache_region_bytes();
+  char *raw = tp__mmap(NULL, bytes, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (raw == MAP_FAILED) {
+    errno = ENOMEM;
+    return NULL;
+  }
+  z = raw + TP__PCACHE_SENTINELS * TP__PCACHE_STRIDE;
+  char *expect = NULL;
+  if (__atomic_compare_exchange_n(&zero_base, &expect, z, false, __ATOMIC_ACQ_REL,
+                                  __ATOMIC_ACQUIRE))
+    return z;
+  tp__munmap(raw, bytes);
+  return expect;
 }
 
 const struct tp__percpu_info *tp__percpu(void) {

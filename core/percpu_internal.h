@@ -25,10 +25,14 @@ struct tp__percpu_info {
   unsigned ncpu;       /* blocks per region: the number of possible CPUs */
   bool rseq;           /* rseq mode (else percpu-cas) */
   bool fence;          /* membarrier(PRIVATE_EXPEDITED_RSEQ, FLAG_CPU) works */
-  char *zero_base;     /* read-only all-zero region: every operation misses */
 };
 /* Initialized once, on first use of anything per-CPU (pthread_once). */
 const struct tp__percpu_info *tp__percpu(void);
+
+/* The read-only all-zero region (every operation on it misses), mapped on
+ * first call; NULL + ENOMEM if it cannot be (a later call tries again).
+ * Safe to call concurrently. */
+char *tp__pcache_zero_base(void);
 
 /* Maps a region of blocks for ncpu CPUs (plus the sentinels), every block
  * with bounds for `limit` objects. Returns the base (block 0) or NULL+errno. */

@@ -57,6 +57,7 @@
 #include "gc/heap_internal.h"
 
 #include "core/debug_internal.h"
+#include "core/fault_internal.h"
 #include "core/os_internal.h"
 #include "pool/pool_internal.h"
 
@@ -65,6 +66,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include "core/lockorder_internal.h" /* last: wraps the pthread_mutex calls */
 
 struct marker {
   tp_heap *h;
@@ -175,7 +177,7 @@ static void push_overflow(struct marker *mk, struct tp__region *r, struct tp__la
 
 static TP_NOINLINE void check_push_slow(struct marker *mk, uintptr_t p) {
   size_t cap = mk->cap * 2;
-  uintptr_t *st = realloc(mk->st, cap * sizeof *st);
+  uintptr_t *st = tp__realloc(mk->st, cap * sizeof *st);
   if (!st) tp__fatal("tp_heap_collect", NULL, "checkmark: out of memory");
   mk->st = st;
   mk->cap = cap;
@@ -464,7 +466,7 @@ static void visit_roots(struct marker *mk) {
 static bool finq_push(tp_heap *h, void *obj) {
   if (h->finq_n == h->finq_cap) {
     size_t cap = h->finq_cap ? h->finq_cap * 2 : 64;
-    void **v = malloc(cap * sizeof *v);
+    void **v = tp__malloc(cap * sizeof *v);
     if (!v) return false;
     for (size_t i = 0; i < h->finq_n; i++) v[i] = h->finq[(h->finq_head + i) % h->finq_cap];
     free(h->finq);
@@ -484,7 +486,7 @@ static bool finq_push(tp_heap *h, void *obj) {
 static void checkmark(tp_heap *h) {
   struct marker mk = {.h = h, .lo = h->lo, .span = h->hi - h->lo, .check = true};
   mk.cap = 4096;
-  mk.st = malloc(mk.cap * sizeof *mk.st);
+  mk.st = tp__malloc(mk.cap * sizeof *mk.st);
   if (!mk.st) {
     fprintf(stderr, "tidepool: tp_heap_collect: checkmark skipped (out of memory)\n");
     return;
@@ -639,6 +641,7 @@ static void park_locked(tp_heap *h, tp__mut *m, char *sp) {
   uint64_t epoch = h->stw_epoch;
   m->scan_lo = sp;
   m->state = TP__MS_PARKED;
+  tp__lo_wait(TP__LO_WAIT_COLLECTION, &h->sp_lock);
   pthread_cond_broadcast(&h->cv_parked);
   while (h->stw_epoch == epoch || __atomic_load_n(&h->stw, __ATOMIC_RELAXED))
     pthread_cond_wait(&h->cv_resume, &h->sp_lock);

@@ -42,7 +42,9 @@
 #define _GNU_SOURCE
 #include "gc/heap_internal.h"
 
+#include "core/blocking_internal.h"
 #include "core/debug_internal.h"
+#include "core/fault_internal.h"
 #include "core/fork_internal.h"
 #include "core/options_internal.h"
 #include "core/os_internal.h"
@@ -52,6 +54,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+#include "core/lockorder_internal.h" /* last: wraps the pthread_mutex calls */
 
 
 /* What an orphaned record's heap field points at: never a real heap, and
@@ -76,10 +81,13 @@ static void thread_exit(void *arg);
 static void fork_prepare(void);
 static void fork_parent(void);
 static void fork_child(void);
+static void other_layer_wait_enter(void);
+static void other_layer_wait_leave(void);
 
 static void gc_init_once(void) {
   pthread_key_create(&exit_key, thread_exit);
   tp__fork_register(TP__FORK_RANK_HEAPS, fork_prepare, fork_parent, fork_child);
+  tp__blocking_hooks_set(other_layer_wait_enter, other_layer_wait_leave);
 }
 
 static void init_conds(tp_heap *h) {
@@ -312,30 +320,40 @@ static tp__mut *find_mut(tp_heap *h) {
   return NULL;
 }
 
-/* The calling thread's stack: [lo, hi). */
+/* The top (highest address) of the calling thread's stack, or NULL.
+ *
+ * The main thread's comes from __libc_stack_end (ld.so's record of where
+ * the initial stack ended when main's caller started: every frame of the
+ * thread lies below it), because pthread_getattr_np finds the main
+ * thread's stack by reading /proc/self/maps, which fails when the process
+ * is out of file descriptors. Other threads' stacks are known to glibc
+ * without opening anything. */
+extern void *__libc_stack_end;
+
 static char *stack_top(void) {
+  if (getpid() == (pid_t)syscall(SYS_gettid) && __libc_stack_end)
+    return (char *)tp__round_up((uintptr_t)__libc_stack_end, sizeof(void *));
   pthread_attr_t a;
   void *addr = NULL;
   size_t size = 0;
-  if (pthread_getattr_np(pthread_self(), &a) == 0) {
+  if (tp__pthread_getattr_np(pthread_self(), &a) == 0) {
     pthread_attr_getstack(&a, &addr, &size);
     pthread_attr_destroy(&a);
   }
-  if (!addr) /* glibc always knows a thread's stack; scanning needs it */
-    tp__fatal("tp_heap_attach", NULL, "cannot find the thread's stack");
-  return (char *)addr + size;
+  return addr ? (char *)addr + size : NULL;
 }
 
 /* Creates the calling thread's record for h (detached). NULL + ENOMEM. */
 static tp__mut *create_mut(tp_heap *h) {
-  tp__mut *m = calloc(1, sizeof *m);
+  char *hi = stack_top();
+  tp__mut *m = hi ? tp__calloc(1, sizeof *m) : NULL;
   if (!m) {
-    errno = ENOMEM;
+    errno = ENOMEM; /* no memory, or the stack could not be found */
     return NULL;
   }
   m->heap = h;
   m->tid = pthread_self();
-  m->stack_hi = stack_top();
+  m->stack_hi = hi;
   m->state = TP__MS_DETACHED;
   if (!tls_key_set) {
     pthread_setspecific(exit_key, (void *)1);
@@ -356,6 +374,7 @@ static tp__mut *create_mut(tp_heap *h) {
 
 /* Waits until no collection is running (sp_lock held; releases nothing). */
 static void wait_world_locked(tp_heap *h) {
+  tp__lo_wait(TP__LO_WAIT_COLLECTION, &h->sp_lock);
   while (__atomic_load_n(&h->stw, __ATOMIC_RELAXED))
     pthread_cond_wait(&h->cv_resume, &h->sp_lock);
 }
@@ -365,6 +384,7 @@ static void attach_record(tp_heap *h, tp__mut *m) {
   pthread_mutex_lock(&h->sp_lock);
   wait_world_locked(h);
   m->state = TP__MS_RUNNING;
+  tp__lo_hold(m);
   m->attach_depth = 1;
   m->blocking_depth = 0;
   tp__counter_add(&h->nthreads, 1);
@@ -383,6 +403,7 @@ static void detach_record(tp_heap *h, tp__mut *m) {
     if (!__atomic_load_n(&h->stw, __ATOMIC_RELAXED)) {
       tp__gc_retire_tlab(h, m);
       m->state = TP__MS_DETACHED;
+      tp__lo_drop(m);
       m->attach_depth = 0;
       m->blocking_depth = 0;
       tp__counter_add(&h->nthreads, -1);
@@ -467,6 +488,7 @@ blocking_enter_inner(tp_heap *h, tp__mut *m, char *caller_sp) {
     m->nspill = n;
     m->scan_lo = caller_sp;
     m->state = TP__MS_BLOCKING;
+    tp__lo_drop(m);
     pthread_cond_broadcast(&h->cv_parked);
   }
   pthread_mutex_unlock(&h->sp_lock);
@@ -484,10 +506,7 @@ TP_NOINLINE void tp_heap_blocking_enter(tp_heap *h) {
       blocking_enter_inner(h, m, (char *)__builtin_frame_address(0) + 2 * sizeof(void *)));
 }
 
-void tp_heap_blocking_leave(tp_heap *h) {
-  if (!h) return;
-  tp__mut *m = find_mut(h);
-  if (!m || !m->attach_depth || !m->blocking_depth) return;
+static void blocking_leave_mut(tp_heap *h, tp__mut *m) {
   if (m->blocking_depth > 1) {
     m->blocking_depth--;
     return;
@@ -496,8 +515,47 @@ void tp_heap_blocking_leave(tp_heap *h) {
   wait_world_locked(h);
   m->blocking_depth = 0;
   m->state = TP__MS_RUNNING;
+  tp__lo_hold(m);
   m->nspill = 0;
   pthread_mutex_unlock(&h->sp_lock);
+}
+
+void tp_heap_blocking_leave(tp_heap *h) {
+  if (!h) return;
+  tp__mut *m = find_mut(h);
+  if (!m || !m->attach_depth || !m->blocking_depth) return;
+  blocking_leave_mut(h, m);
+}
+
+/* Waits in other layers (epoch grace periods and barriers, through
+ * core/blocking_internal.h) are blocking sections of every heap the thread
+ * is attached to. Without this an attached thread W waiting for a grace
+ * period held up a collection forever when the reader R it waited for was
+ * parked by that collection (at a safepoint, or in its heap exit handler
+ * while still inside a read section): R waits for the collector, the
+ * collector for W, W for R. The records of the calling thread only (its
+ * tls_list); a record whose heap is gone is skipped. */
+static TP_NOINLINE void other_layer_wait_enter_inner(char *caller_sp) {
+  for (tp__mut *m = tls_list; m; m = m->tnext) {
+    if (__atomic_load_n(&m->owner, __ATOMIC_ACQUIRE) != TP__OWNER_ALIVE || !m->attach_depth)
+      continue;
+    if (m->blocking_depth) m->blocking_depth++;
+    else blocking_enter_inner(m->heap, m, caller_sp);
+  }
+}
+
+static TP_NOINLINE void other_layer_wait_enter(void) {
+  TP__WITH_REGS_SPILLED(
+      other_layer_wait_enter_inner((char *)__builtin_frame_address(0) + 2 * sizeof(void *)));
+}
+
+static void other_layer_wait_leave(void) {
+  for (tp__mut *m = tls_list; m; m = m->tnext) {
+    if (__atomic_load_n(&m->owner, __ATOMIC_ACQUIRE) != TP__OWNER_ALIVE || !m->attach_depth ||
+        !m->blocking_depth)
+      continue;
+    blocking_leave_mut(m->heap, m);
+  }
 }
 
 /* ---- allocation ---------------------------------------------------------------- */
@@ -729,7 +787,7 @@ static bool register_finalizer(tp_heap *h, void *obj) {
   pthread_mutex_lock(&h->lock);
   if (h->nfin == h->fin_cap) {
     size_t cap = h->fin_cap ? h->fin_cap * 2 : 64;
-    void **v = realloc(h->fin_objs, cap * sizeof *v);
+    void **v = tp__realloc(h->fin_objs, cap * sizeof *v);
     if (!v) {
       pthread_mutex_unlock(&h->lock);
       errno = ENOMEM;
@@ -846,7 +904,7 @@ static size_t root_hash(void **slot, size_t cap) {
 
 /* Rebuilds the root table with capacity cap. false on ENOMEM. */
 static bool roots_rehash(tp_heap *h, size_t cap) {
-  void ***t = calloc(cap, sizeof *t);
+  void ***t = tp__calloc(cap, sizeof *t);
   if (!t) return false;
   for (size_t i = 0; i < h->roots_cap; i++) {
     void **s = h->roots[i];
@@ -929,7 +987,7 @@ int tp_root_add_range(tp_heap *h, void *start, size_t len) {
     if (h->ranges[i].start == (uintptr_t)start) rc = -EEXIST;
   if (!rc && h->nranges == h->ranges_cap) {
     size_t cap = h->ranges_cap ? h->ranges_cap * 2 : 8;
-    struct tp__range *v = realloc(h->ranges, cap * sizeof *v);
+    struct tp__range *v = tp__realloc(h->ranges, cap * sizeof *v);
     if (!v) {
       rc = -ENOMEM;
     } else {
@@ -968,7 +1026,7 @@ tp_weak *tp_weak_new(tp_heap *h, void *obj) {
     errno = EINVAL;
     return NULL;
   }
-  tp_weak *w = malloc(sizeof *w);
+  tp_weak *w = tp__malloc(sizeof *w);
   if (!w) {
     errno = ENOMEM;
     return NULL;

@@ -23,6 +23,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include "core/lockorder_internal.h" /* last: wraps the pthread_mutex calls */
 
 /* What retain_bytes SIZE_MAX (TP_SWEEPER_CONFIG_DEFAULT's) stands for. */
 #define DEFAULT_RETAIN ((size_t)4 << 20)

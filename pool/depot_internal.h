@@ -4,8 +4,8 @@
  *
  * A magazine is a 4 KiB block holding up to TP__MAG_CAP object pointers.
  * A pool's depot is a stack of full magazines; one process-wide stack holds
- * empty ones. Magazines live in one reserved address range and are never
- * unmapped, so a thread may read a magazine's link after another thread has
+ * empty ones. Magazines live in 2 MiB segments reserved as they are first
+ * needed (see depot.c) and are never unmapped, so a thread may read a magazine's link after another thread has
  * popped it (type-stable memory); the stacks use a 64-bit head of
  * (tag << 32 | index) and bump the tag on every successful CAS, so a
  * pop that read a stale link fails its CAS instead of corrupting the stack
@@ -36,8 +36,9 @@ typedef struct tp__mag_stack {
   uint64_t head; /* tag << 32 | index of the top magazine (0 = empty) */
 } tp__mag_stack;
 
-/* A magazine from the empty stack, or a fresh one; NULL + ENOMEM when the
- * reserved range is used up. Safe to call concurrently. */
+/* A magazine from the empty stack, or a fresh one; NULL + ENOMEM when no
+ * segment can be mapped for it (address-space limit, strict overcommit) or
+ * 2^20 magazines exist. Safe to call concurrently. */
 tp__mag *tp__mag_new(void);
 /* Gives a magazine back to the empty stack. Safe to call concurrently. */
 void tp__mag_free(tp__mag *m);

@@ -20,6 +20,7 @@
 #define _GNU_SOURCE
 #include "pool/pool_internal.h"
 #include "core/debug_internal.h"
+#include "core/fault_internal.h"
 #include "core/fork_internal.h"
 #include "core/os_internal.h"
 
@@ -27,6 +28,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include "core/lockorder_internal.h" /* last: wraps the pthread_mutex calls */
 
 /* ---- the process-wide registry ----------------------------------------- */
 
@@ -74,75 +76,6 @@ size_t tp__pool_foreach(void (*fn)(tp_pool *, void *), void *arg) {
   pthread_mutex_unlock(&tp__pool_pass_lock);
   return n;
 }
-
-/* ---- debug: which slabs exist (foreign-pointer checks) ----------------- */
-#if TP_DEBUG
-/* Open addressing, slab address -> pool; debug builds only. */
-static pthread_mutex_t slabset_lock = PTHREAD_MUTEX_INITIALIZER;
-static uintptr_t *slabset_key;
-static tp_pool **slabset_val;
-static size_t slabset_cap, slabset_n;
-#define SLABSET_TOMB ((uintptr_t)1)
-
-static size_t slabset_hash(uintptr_t k, size_t cap) {
-  return (size_t)((k >> 12) * 0x9e3779b97f4a7c15ull) & (cap - 1);
-}
-static void slabset_put_locked(uintptr_t k, tp_pool *v);
-static void slabset_grow(void) {
-  size_t old = slabset_cap;
-  uintptr_t *ok = slabset_key;
-  tp_pool **ov = slabset_val;
-  slabset_cap = old ? old * 2 : 1024;
-  slabset_key = calloc(slabset_cap, sizeof *slabset_key);
-  slabset_val = calloc(slabset_cap, sizeof *slabset_val);
-  if (!slabset_key || !slabset_val) tp__fatal("tp_pool", NULL, "debug slab set: out of memory");
-  slabset_n = 0;
-  for (size_t i = 0; i < old; i++)
-    if (ok[i] > SLABSET_TOMB) slabset_put_locked(ok[i], ov[i]);
-  free(ok);
-  free(ov);
-}
-static void slabset_put_locked(uintptr_t k, tp_pool *v) {
-  if ((slabset_n + 1) * 2 > slabset_cap) slabset_grow();
-  size_t i = slabset_hash(k, slabset_cap);
-  while (slabset_key[i] > SLABSET_TOMB) i = (i + 1) & (slabset_cap - 1);
-  slabset_key[i] = k;
-  slabset_val[i] = v;
-  slabset_n++;
-}
-static void slabset_add(void *slab, tp_pool *p) {
-  pthread_mutex_lock(&slabset_lock);
-  slabset_put_locked((uintptr_t)slab, p);
-  pthread_mutex_unlock(&slabset_lock);
-}
-static tp_pool *slabset_find_locked(uintptr_t k, size_t *at) {
-  if (!slabset_cap) return NULL;
-  size_t i = slabset_hash(k, slabset_cap);
-  while (slabset_key[i]) {
-    if (slabset_key[i] == k) {
-      if (at) *at = i;
-      return slabset_val[i];
-    }
-    i = (i + 1) & (slabset_cap - 1);
-  }
-  return NULL;
-}
-static void slabset_del(void *slab) {
-  pthread_mutex_lock(&slabset_lock);
-  size_t at;
-  if (slabset_find_locked((uintptr_t)slab, &at)) {
-    slabset_key[at] = SLABSET_TOMB;
-    slabset_val[at] = NULL;
-  }
-  pthread_mutex_unlock(&slabset_lock);
-}
-static tp_pool *slabset_owner(const void *slab) {
-  pthread_mutex_lock(&slabset_lock);
-  tp_pool *p = slabset_find_locked((uintptr_t)slab, NULL);
-  pthread_mutex_unlock(&slabset_lock);
-  return p;
-}
-#endif
 
 /* ---- layout ------------------------------------------------------------ */
 
@@ -214,28 +147,40 @@ static inline void *finish_get(tp_pool *p, void *obj) {
 
 /* Checks and prepares an object the application gives back. */
 static void check_put(tp_pool *p, void *obj, const char *func) {
+  /* Any build: the slab is live and names p, obj is on an object boundary
+   * (a wild pointer is refused before its slab header is read). */
+  tp__pool_check_owner(p, obj, func);
 #if TP_DEBUG
-  tp_slab *s = (tp_slab *)((uintptr_t)obj & ~(uintptr_t)(p->slab_size - 1));
-  if (slabset_owner(s) != p)
-    tp__fatal(func, obj, "pointer is not from this pool");
-  if ((char *)obj < s->data || (size_t)((char *)obj - s->data) % p->stride ||
-      obj_index(p, s, obj) >= s->carved)
+  tp_slab *s = tp__slab_of(p, obj);
+  if (obj_index(p, s, obj) >= s->carved)
     tp__fatal(func, obj, "pointer is not an object of this pool");
   size_t i = obj_index(p, s, obj);
   uint64_t bit = 1ull << (i & 63);
   if (!(__atomic_fetch_and(&s->out_bits[i / 64], ~bit, __ATOMIC_RELAXED) & bit))
     tp__fatal(func, obj, "double put (object is not out)");
   fill_poison(p, obj);
-#else
-  /* The cheap check: the slab header names its pool. */
-  if (TP_UNLIKELY(tp__slab_of(p, obj)->pool != p))
-    tp__fatal(func, obj, "pointer is not from this pool");
 #endif
   if (p->extras) {
     TP_POISON(obj, p->stride);
     VALGRIND_MEMPOOL_FREE(p, obj);
   }
   TP_TSAN_RELEASE(obj);
+}
+
+void tp__pool_owner_fatal(const tp_pool *p, const void *obj, const char *func) {
+  tp_slab *s = tp__slab_of(p, obj);
+  if (tp__slabmap_has(s) && s->pool == p)
+    tp__fatal(func, obj, "pointer is not an object of this pool");
+  tp__fatal(func, obj, "pointer is not from this pool");
+}
+
+/* A batch leaving a CPU cache (flushed to the depot or the slabs, drained
+ * by the sweeper or a scavenge). The inline put does not check the owner,
+ * so a foreign pointer put there is caught here, before anything counts or
+ * moves it: the abort names it instead of corrupting two pools. */
+static void check_batch(const tp_pool *p, void *const *objs, unsigned n) {
+  for (unsigned i = 0; i < n; i++)
+    tp__pool_check_owner(p, objs[i], "tp_pool_put (object leaving the CPU cache)");
 }
 
 /* ---- slabs (under p->lock) ---------------------------------------------- */
@@ -278,13 +223,17 @@ static tp_slab *slab_new(tp_pool *p) {
   }
   tp_slab *s = tp__os_map(p->slab_size, p->slab_size);
   if (!s) return NULL;
+  if (tp__slabmap_add(s) != 0) {
+    tp__os_unmap(s, p->slab_size);
+    errno = ENOMEM;
+    return NULL;
+  }
   s->pool = p;
   s->capacity = p->capacity;
   s->data = (char *)s + p->data_off;
   s->stamp_ms = tp__now_ms_coarse();
 #if TP_DEBUG
   s->out_bits = s->free_bits + bitmap_words(p->capacity);
-  slabset_add(s, p);
 #endif
   s->all_next = p->all;
   if (p->all) p->all->all_prev = s;
@@ -422,6 +371,7 @@ static tp__mag *depot_get(tp_pool *p) {
 static unsigned drain_cpu(tp_pool *p, unsigned c, void **buf, uint64_t stamp_ms) {
   int n = tp__pcache_drain(p->caches, c, buf);
   if (n <= 0) return 0;
+  check_batch(p, buf, (unsigned)n);
   tp__counter_add(&p->removed_internal, n);
   central_free(p, buf, (unsigned)n, stamp_ms);
   return (unsigned)n;
@@ -433,10 +383,10 @@ static unsigned drain_cpu(tp_pool *p, unsigned c, void **buf, uint64_t stamp_ms)
  * sends every call here, which then runs them itself). */
 static inline bool fast_path_on(const tp_pool *p) { return p->head.fast_base == p->caches; }
 
-/* Drains every CPU cache and the depot into the slabs (max_bytes reached:
+/* Drains every CPU cache and the depot into the slabs (out of memory:
  * objects sitting in other CPUs' caches are the only ones left). */
 size_t tp__pool_scavenge(tp_pool *p) {
-  void **buf = malloc(TP__PCACHE_SLOTS * sizeof(void *));
+  void **buf = tp__malloc(TP__PCACHE_SLOTS * sizeof(void *));
   size_t moved = 0;
   if (buf) {
     for (unsigned c = 0; c < p->ncpu; c++) moved += drain_cpu(p, c, buf, 0);
@@ -462,7 +412,10 @@ static unsigned refill(tp_pool *p, tp__mag **mp) {
   m = tp__mag_new();
   if (!m) return 0;
   unsigned n = central_alloc(p, m->obj, p->batch);
-  if (n == 0 && errno == ENOMEM && p->max_bytes && tp__pool_scavenge(p))
+  /* Out of memory (max_bytes, or the OS refused a slab): free objects may
+   * still sit in other CPUs' caches or the depot; bring them back and try
+   * once more before failing. */
+  if (n == 0 && errno == ENOMEM && tp__pool_scavenge(p))
     n = central_alloc(p, m->obj, p->batch);
   if (n == 0) {
     int e = errno;
@@ -523,6 +476,7 @@ void tp__pool_put_slow(tp_pool *p, void *obj) {
    * and a full batch (TP__MAG_CAP) plus obj would write past the magazine. */
   unsigned want = p->batch < TP__MAG_CAP ? p->batch : TP__MAG_CAP - 1;
   unsigned k = tp__pcache_pop_n(p->caches, m->obj, want);
+  check_batch(p, m->obj, k);
   tp__counter_add(&p->removed_internal, k);
   if (tp__pcache_push_n(p->caches, &obj, 1) != 1) {
     TP_ASSERT(k < TP__MAG_CAP);
@@ -674,13 +628,17 @@ tp_pool *tp__pool_create(const tp_pool_config *cfg, size_t max_align, size_t cac
   pthread_mutex_init(&p->lock, NULL);
   pthread_mutex_init(&p->stats_lock, NULL);
 
-  p->removals_seen = calloc(p->ncpu, sizeof(uint64_t));
-  p->removals_wraps = calloc(p->ncpu, sizeof(uint64_t));
-  p->sweep_word = calloc(p->ncpu, sizeof(uint64_t));
-  p->sweep_since_ms = calloc(p->ncpu, sizeof(uint64_t));
+  p->removals_seen = tp__calloc(p->ncpu, sizeof(uint64_t));
+  p->removals_wraps = tp__calloc(p->ncpu, sizeof(uint64_t));
+  p->sweep_word = tp__calloc(p->ncpu, sizeof(uint64_t));
+  p->sweep_since_ms = tp__calloc(p->ncpu, sizeof(uint64_t));
   p->caches = tp__pcache_region_new(p->cache_cap);
+  /* The inline fast path runs only where it does the whole job. */
+  p->extras = TP_DEBUG || TP_ASAN || TP_VG_RUNNING() || (p->flags & TP_POOL_ZERO);
+  bool fast_on = pi->rseq && !p->extras && !TP_TSAN;
+  char *zero = fast_on ? NULL : tp__pcache_zero_base();
   if (!p->removals_seen || !p->removals_wraps || !p->sweep_word ||
-      !p->sweep_since_ms || !p->caches) {
+      !p->sweep_since_ms || !p->caches || (!fast_on && !zero)) {
     tp__pcache_region_free(p->caches);
     free(p->removals_seen);
     free(p->removals_wraps);
@@ -693,16 +651,13 @@ tp_pool *tp__pool_create(const tp_pool_config *cfg, size_t max_align, size_t cac
     return NULL;
   }
 
-  /* The inline fast path runs only where it does the whole job. */
-  p->extras = TP_DEBUG || TP_ASAN || TP_VG_RUNNING() || (p->flags & TP_POOL_ZERO);
-  bool fast_on = pi->rseq && !p->extras && !TP_TSAN;
   p->head.self = p;
   if (fast_on) {
     p->head.fast_base = p->caches;
     p->head.slab_mask = ~(uintptr_t)(size - 1);
     p->head.owner_bias = 0;
   } else {
-    p->head.fast_base = pi->zero_base;
+    p->head.fast_base = zero;
     p->head.slab_mask = 0;
     p->head.owner_bias = (uintptr_t)&p->head.self;
   }
@@ -730,9 +685,7 @@ static void slab_release(tp_pool *p, tp_slab *s) {
       p->dtor(obj, p->arg);
     }
   }
-#if TP_DEBUG
-  slabset_del(s);
-#endif
+  tp__slabmap_del(s);
   TP_UNPOISON(s->data, (size_t)p->capacity * p->stride);
   tp__counter_add(&tp__os.resident, -(int64_t)s->resident);
   tp__os_unmap(s, p->slab_size);
@@ -849,7 +802,7 @@ size_t tp__pool_sweep(tp_pool *p, uint64_t now_ms, uint64_t decay_ms, size_t *re
       continue;
     }
     if (tp__pcache_count(w) == 0 || now_ms - p->sweep_since_ms[c] < decay_ms) continue;
-    if (!buf && !(buf = malloc(TP__PCACHE_SLOTS * sizeof(void *)))) break;
+    if (!buf && !(buf = tp__malloc(TP__PCACHE_SLOTS * sizeof(void *)))) break;
     if (drain_cpu(p, c, buf, p->sweep_since_ms[c])) tp__counter_add(&tp__caches_drained, 1);
     p->sweep_word[c] = tp__pcache_peek(p->caches, c);
   }

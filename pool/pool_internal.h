@@ -8,6 +8,7 @@
 #include <tidepool/pool.h>
 #include "core/percpu_internal.h"
 #include "pool/depot_internal.h"
+#include "pool/slabmap_internal.h"
 
 #include <pthread.h>
 #include <stdbool.h>
@@ -94,6 +95,22 @@ struct tp_pool {
 
 static inline tp_slab *tp__slab_of(const tp_pool *p, const void *obj) {
   return (tp_slab *)((uintptr_t)obj & ~(uintptr_t)(p->slab_size - 1));
+}
+
+/* Aborts: obj is not an object of p (names what is wrong). */
+TP_COLD __attribute__((noreturn)) void tp__pool_owner_fatal(const tp_pool *p, const void *obj,
+                                                            const char *func);
+
+/* Aborts with "tidepool: FUNC(OBJ): pointer is not from this pool" unless
+ * obj lies on an object boundary of a live slab of p. A wild pointer
+ * (malloc'd, a small integer, a slab given back) is refused by the slab map
+ * before its slab header is read. Any thread; a few loads. */
+static inline void tp__pool_check_owner(const tp_pool *p, const void *obj, const char *func) {
+  const tp_slab *s = tp__slab_of(p, obj);
+  if (TP_UNLIKELY(!tp__slabmap_has(s) || s->pool != p || (const char *)obj < s->data ||
+                  (size_t)((const char *)obj - s->data) % p->stride ||
+                  (size_t)((const char *)obj - s->data) / p->stride >= s->capacity))
+    tp__pool_owner_fatal(p, obj, func);
 }
 
 /* Internal pool creation: like tp_pool_create, but `align` may be up to
