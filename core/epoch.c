@@ -147,6 +147,7 @@ static uint64_t nthreads;
 static bool reclaimer_running;
 static bool inline_cycle;
 static bool watchdog_running; /* state_lock */
+static bool forked_child;     /* this process is a fork child (state_lock) */
 static int sleeping;           /* atomic: read by retiring threads */
 static bool kicked;
 static uint64_t cycles_started, cycles_done;
@@ -380,8 +381,10 @@ static void grace_period(void) {
   pthread_mutex_lock(&gp_lock);
   pthread_mutex_lock(&state_lock);
   /* The watchdog watches every grace period, the first included (not only
-   * those after the first retire). */
-  ensure_watchdog_locked();
+   * those after the first retire). Except in a TSan build's forked child:
+   * TSan cannot start threads there (a grace period must still work; the
+   * watchdog then starts with the reclaimer, as a retire would need). */
+  if (!(TP_TSAN && forked_child)) ensure_watchdog_locked();
   gp_active = true;
   gp_seq++;
   gp_start_ms = tp__now_ms_coarse();
@@ -1065,6 +1068,7 @@ static void fork_child_state(void) {
   __atomic_store_n(&reclaimer_running, false, __ATOMIC_RELAXED);
   inline_cycle = false;
   watchdog_running = false;
+  forked_child = true;
   kicked = false;
   /* A cycle the parent's reclaimer had started never finishes here: a
    * barrier waiting for cycles_done to pass it would wait forever. */
