@@ -20,7 +20,7 @@ fi
 # those of //:public_headers — the only ones in the runfiles; the list lives
 # in BUILD alone.
 root=$PWD
-mapfile -t headers < <(cd "$root" && find -L core pool arena gc -name '*.h' ! -name '*_internal.h' | sort)
+mapfile -t headers < <(cd "$root" && find -L core epoch pool arena gc -name '*.h' ! -name '*_internal.h' | sort)
 ((${#headers[@]})) || { echo "install: no headers in $root" >&2; exit 1; }
 version=$(sed -n 's/^#define TP_VERSION_STRING "\(.*\)"/\1/p' "$root/core/common.h")
 
