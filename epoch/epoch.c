@@ -50,14 +50,14 @@
  */
 #define _GNU_SOURCE
 #include <tidepool/epoch.h>
-#include <tidepool/pool.h>
 #include <urcu/list.h>
 #include <urcu/urcu-memb.h>
 
+#include "core/blocks_internal.h"
 #include "core/debug_internal.h"
 #include "core/fork_internal.h"
 #include "core/os_internal.h"
-#include "pool/pool_internal.h"
+#include "epoch/epoch_internal.h"
 
 #include <errno.h>
 #include <linux/membarrier.h>
@@ -365,42 +365,29 @@ int tp_epoch_synchronize(void) {
 
 /* ---- queues --------------------------------------------------------------- */
 
-/* Queues and segments come from two internal pools (queue_pool, seg_pool),
- * not malloc: threads that come and go (each queue is freed by the
- * reclaimer after its thread exits) leave no fragmentation behind, and the
- * sweeper returns what stays unused.
- *
- * The first queue_new creates them, so a process that never retires maps
- * neither. Every other use is of a queue, hence after a queue_new:
- * pthread_once orders the creation before the creating thread links its
- * queue under registry_lock, and the lock before any other thread finds
- * it. A pool that could not be created stays NULL: tp_pool_get(NULL)
- * returns NULL, so queue_new fails. */
-static pthread_once_t pools_once = PTHREAD_ONCE_INIT;
-static tp_pool *queue_pool, *seg_pool;
-
-static void pools_init(void) {
-  tp_pool_config qc = {.name = "epoch-queues", .obj_size = sizeof(struct queue),
-                       .align = TP_CACHELINE};
-  tp_pool_config sc = {.name = "epoch-segments", .obj_size = sizeof(struct seg)};
-  /* Small CPU caches: a queue is taken once per thread. */
-  queue_pool = tp__pool_create(&qc, TP_CACHELINE, 4 * sizeof(struct queue));
-  seg_pool = tp__pool_create(&sc, 16, 4 * sizeof(struct seg));
-}
+/* Queues and segments come from two block caches of core
+ * (core/blocks_internal.h), not malloc and not a pool (epoch sits below the
+ * pool layer): threads that come and go (each queue is freed by the
+ * reclaimer after its thread exits) reuse each other's blocks, and a burst
+ * of retires leaves at most `keep` segments mapped after it drains. A segment
+ * is two pages (SEG_CAP entries fill it); a queue takes one page. */
+_Static_assert(sizeof(struct seg) <= 8192, "a segment fits its block");
+_Static_assert(sizeof(struct queue) <= 4096, "a queue fits its block");
+static tp__blocks queue_blocks = TP__BLOCKS_INIT(4096, 8);
+static tp__blocks seg_blocks = TP__BLOCKS_INIT(8192, 32);
 
 static struct seg *seg_new(void) {
-  struct seg *s = tp_pool_get(seg_pool);
+  struct seg *s = tp__blocks_get(&seg_blocks);
   if (s) s->next = NULL;
   return s;
 }
 
 static struct queue *queue_new(void) {
-  pthread_once(&pools_once, pools_init);
-  struct queue *q = tp_pool_get(queue_pool);
+  struct queue *q = tp__blocks_get(&queue_blocks);
   struct seg *s = seg_new();
   if (!q || !s) {
-    tp_pool_put(queue_pool, q); /* a NULL object is a no-op */
-    tp_pool_put(seg_pool, s);
+    tp__blocks_put(&queue_blocks, q); /* a NULL block is a no-op */
+    tp__blocks_put(&seg_blocks, s);
     return NULL;
   }
   memset(q, 0, sizeof *q);
@@ -422,7 +409,7 @@ static void queue_consume(struct queue *q, uint64_t upto) {
     if (q->cidx == SEG_CAP) {
       /* acquire: pairs with the producer's release store of next. */
       struct seg *next = __atomic_load_n(&q->chead->next, __ATOMIC_ACQUIRE);
-      tp_pool_put(seg_pool, q->chead);
+      tp__blocks_put(&seg_blocks, q->chead);
       q->chead = next;
       q->cidx = 0;
     }
@@ -444,10 +431,10 @@ static void queue_retire_counts(struct queue *q) {
   __atomic_fetch_add(&dead_freed, q->head, __ATOMIC_RELAXED);
 }
 
-/* Not under registry_lock (50): pool puts take pool locks (30). */
+/* Not under registry_lock: nothing needs it, and the unmaps are syscalls. */
 static void queue_free(struct queue *q) {
-  tp_pool_put(seg_pool, q->chead);
-  tp_pool_put(queue_pool, q);
+  tp__blocks_put(&seg_blocks, q->chead);
+  tp__blocks_put(&queue_blocks, q);
 }
 
 /* ---- the reclaimer ---------------------------------------------------------- */
@@ -657,7 +644,8 @@ static int over_cap(struct queue *q) {
   return 0;
 }
 
-/* nowait: internal retires (the sweeper's slabs) never wait at the cap. */
+/* nowait: internal retires (the sweeper's slabs, tp__epoch_retire_nowait)
+ * never wait at the cap. */
 static int retire(void *obj, size_t bytes, void (*fn)(void *, void *), void *arg,
                   bool nowait) {
   if (TP_UNLIKELY(!fn)) {
@@ -755,45 +743,8 @@ int tp_epoch_barrier(void) {
   return 0;
 }
 
-/* ---- pools -------------------------------------------------------------------- */
-
-static void pool_put_cb(void *obj, void *arg) { tp_pool_put(arg, obj); }
-
-/* No shared atomic here: the pool is only marked once, the first time it is
- * retired into (tp_pool_destroy then waits with a barrier). */
-int tp_pool_retire(tp_pool *p, void *obj) {
-  if (!p || !obj) {
-    errno = EINVAL;
-    return -EINVAL;
-  }
-  if (TP_UNLIKELY(tp__slab_of(p, obj)->pool != p))
-    tp__fatal("tp_pool_retire", obj, "pointer is not from this pool");
-  if (TP_UNLIKELY(!__atomic_load_n(&p->epoch_used, __ATOMIC_RELAXED)))
-    __atomic_store_n(&p->epoch_used, true, __ATOMIC_RELAXED);
-  return tp_epoch_retire_sized(obj, p->stride, pool_put_cb, p);
-}
-
-void tp__epoch_pool_quiesce(tp_pool *p) {
-  /* Every retire of p was issued before this call (destroy runs alone), so
-   * one barrier runs them all, the sweeper's slab retires included. */
-  if (tp_epoch_barrier() != 0)
-    tp__fatal("tp_pool_destroy", p,
-              "the pool was retired into and the caller is inside a read section "
-              "or a retire callback: its retires cannot be waited for here");
-}
-
-static void slab_cb(void *obj, void *arg) {
-  (void)arg;
-  tp__pool_slab_retired(obj);
-}
-
-void tp__epoch_retire_slab(tp_slab *s, size_t bytes) {
-  /* Called by the sweeper under its pass lock: must not wait (lock order). */
-  if (retire(s, bytes, slab_cb, NULL, true) != 0) {
-    /* Out of memory for the queue: give the pages back now and leave the
-     * address range mapped (a reader may still touch it; it reads zeros). */
-    tp__os_decommit(s, bytes);
-  }
+int tp__epoch_retire_nowait(void *obj, size_t bytes, void (*fn)(void *, void *), void *arg) {
+  return retire(obj, bytes, fn, arg, true);
 }
 
 /* ---- stats -------------------------------------------------------------------- */

@@ -15,7 +15,8 @@
  *   use(c);                               tp_pool_retire(cfg_pool, old);
  *   tp_epoch_leave();
  *
- * Retires are batched per thread (no call_rcu per object): a retire appends
+ * tp_pool_retire (a pool put after a grace period) is declared in
+ * <tidepool/pool.h>. Retires are batched per thread (no call_rcu per object): a retire appends
  * to the calling thread's queue (a few stores, no atomic read-modify-write)
  * and a background reclaimer runs grace periods and callbacks, woken by the
  * backlog (and every `interval_ms` while anything is pending).
@@ -71,8 +72,6 @@
 #ifdef __cplusplus
 extern "C" {
 #endif
-
-typedef struct tp_pool tp_pool;
 
 typedef struct tp_epoch_config {
   size_t retire_cap;     /* bytes retired and not yet freed; 0 = default
@@ -171,10 +170,6 @@ TP_API int tp_epoch_synchronize(void);
 TP_API int tp_epoch_retire(void *obj, void (*fn)(void *obj, void *arg), void *arg);
 TP_API int tp_epoch_retire_sized(void *obj, size_t bytes,
                                  void (*fn)(void *obj, void *arg), void *arg);
-
-/* tp_pool_put(p, obj) after a grace period. Same errors as tp_epoch_retire;
- * on an error the object is still the caller's. */
-TP_API int tp_pool_retire(tp_pool *p, void *obj);
 
 /* Waits until the callback of every retire issued (by any thread) before the
  * call has run. 0; -EDEADLK inside a read section or a retire callback. */

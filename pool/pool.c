@@ -750,7 +750,7 @@ void tp_pool_destroy(tp_pool *p) {
   pthread_mutex_unlock(&tp__pool_pass_lock);
   /* relaxed: the caller's own synchronization (destroy runs alone) makes
    * every earlier retire into p, and its store of epoch_used, visible. */
-  if (__atomic_load_n(&p->epoch_used, __ATOMIC_RELAXED)) tp__epoch_pool_quiesce(p);
+  if (__atomic_load_n(&p->epoch_used, __ATOMIC_RELAXED)) tp__pool_epoch_quiesce(p);
 
   /* No other thread may use p now, so the caches are read without fences. */
   uint64_t cached = 0;
@@ -905,7 +905,7 @@ size_t tp__pool_release_empty(tp_pool *p, uint64_t now_ms, uint64_t decay_ms, si
     if (__atomic_load_n(&p->epoch_used, __ATOMIC_RELAXED)) {
       /* An epoch reader may still hold a pointer into the slab from before
        * its objects were retired: give it back after a grace period. */
-      tp__epoch_retire_slab(s, p->slab_size);
+      tp__pool_retire_slab(s, p->slab_size);
     } else {
       slab_release(p, s);
     }

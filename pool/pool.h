@@ -107,6 +107,13 @@ TP_API void tp_pool_put_bulk(tp_pool *p, void *const *objs, size_t n);
  * Safe to call concurrently. */
 TP_API int tp_pool_read_stats(const tp_pool *p, tp_pool_stats *out);
 
+/* tp_pool_put(p, obj) after an epoch grace period (<tidepool/epoch.h>):
+ * for an object readers may still hold inside a read section. Same errors
+ * as tp_epoch_retire; on an error the object is still the caller's. A
+ * pointer from another pool aborts with a message. Safe to call
+ * concurrently. */
+TP_API int tp_pool_retire(tp_pool *p, void *obj);
+
 /* Slow paths of the inline functions below (not API). */
 TP_API void *tp__pool_get_slow(tp_pool *p);
 TP_API void tp__pool_put_slow(tp_pool *p, void *obj);

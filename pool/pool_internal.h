@@ -1,6 +1,6 @@
 /*
  * Internal: the pool's structures, shared by pool.c, the sweeper, the
- * arena chunk pools and the epoch code.
+ * arena chunk pools and the epoch glue (pool/retire.c).
  */
 #ifndef TIDEPOOL_POOL_INTERNAL_H
 #define TIDEPOOL_POOL_INTERNAL_H
@@ -119,11 +119,11 @@ extern uint64_t tp__caches_drained;
  * pool is destroyed meanwhile). Returns how many pools it visited. */
 size_t tp__pool_foreach(void (*fn)(tp_pool *, void *), void *arg);
 
-/* Epoch hooks (epoch.c): wait until no retire of p is pending; retire a
- * slab the sweeper detached (unmapped after a grace period, then
+/* Pools on epochs (pool/retire.c): wait until no retire of p is pending;
+ * retire a slab the sweeper detached (unmapped after a grace period, then
  * tp__pool_slab_retired runs). */
-void tp__epoch_pool_quiesce(tp_pool *p);
-void tp__epoch_retire_slab(tp_slab *s, size_t bytes);
+void tp__pool_epoch_quiesce(tp_pool *p);
+void tp__pool_retire_slab(tp_slab *s, size_t bytes);
 void tp__pool_slab_retired(tp_slab *s);
 
 /* Step 3 of tp__pool_sweep alone: gives back slabs with nothing out that
