@@ -48,6 +48,7 @@
 #define TIDEPOOL_ARENA_H
 
 #include <tidepool/common.h>
+#include <tidepool/detail/rseq.h> /* the inline fast paths */
 #include <tidepool/percpu.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -153,7 +154,7 @@ struct tp__arena_head {
  * region has no room (an empty region, end == 0, has none; so do the
  * sentinels below region 0 that an unregistered thread's cpu_id -1/-2
  * lands on). Linearization point: the commit store of ptr. Safe to call
- * concurrently from any number of threads (see <tidepool/percpu.h> for why
+ * concurrently from any number of threads (see <tidepool/detail/rseq.h> for why
  * a sequence that commits had the region to itself).
  */
 TP_INLINE char *tp__arena_region_bump(char *regions, size_t n) {

@@ -2,7 +2,8 @@
  * Epochs: thread registration, per-thread retire queues, the reclaimer and
  * the stall watchdog, on liburcu's memb flavour.
  *
- * Algorithm. Read sections are liburcu's (inline in epoch.h). Each thread
+ * Algorithm. Read sections are liburcu's (detail/epoch_inline.h: inline in
+ * programs that opt in, else behind the calls tp_epoch_enter/leave here). Each thread
  * that retires owns a queue: a singly linked chain of segments with one
  * producer (the thread) and one consumer at a time (the reclaimer, or the
  * thread itself past the cap, serialized by the queue's consumer lock).
@@ -50,6 +51,7 @@
  */
 #define _GNU_SOURCE
 #include <tidepool/epoch.h>
+#include <tidepool/detail/epoch_inline.h>
 #include <urcu/list.h>
 #include <urcu/urcu-memb.h>
 
@@ -116,6 +118,10 @@ struct thread_state {
 };
 
 static __thread struct thread_state self;
+
+/* The read side's registration flag (detail/epoch_inline.h): set with
+ * self.urcu_registered, by the thread itself. */
+__thread int tp__epoch_registered;
 
 static pthread_once_t epoch_once = PTHREAD_ONCE_INIT;
 static pthread_key_t exit_key;
@@ -243,12 +249,21 @@ int tp_epoch_register_thread(void) {
     urcu_memb_register_thread();
     self.reader = &URCU_TLS(urcu_memb_reader);
     self.urcu_registered = true;
+    tp__epoch_registered = 1;
     pthread_mutex_unlock(&registry_lock);
   }
   return 0;
 }
 
 void tp__epoch_register_slow(void) { tp_epoch_register_thread(); }
+
+/* The read side for programs that do not opt in to the inline one
+ * (epoch.h): the same inline code, one call away. */
+void tp_epoch_enter(void) { tp__epoch_enter_inline(); }
+void tp_epoch_leave(void) { tp__epoch_leave_inline(); }
+int tp_epoch_in_section(void) { return tp__epoch_in_section_inline(); }
+void tp__publish(void *ptr_addr, void *value) { tp__publish_inline(*(void **)ptr_addr, value); }
+void *tp__deref(const void *ptr_addr) { return tp__deref_inline(*(void *const *)ptr_addr); }
 
 /* TSan builds (epoch.h): a leave releases, the end of a grace period
  * acquires `tsan_sync`, so TSan sees that what a reader did inside a
@@ -305,12 +320,13 @@ static void thread_exit(void *arg) {
   struct thread_state *t = arg;
   if (t->urcu_registered) {
     /* Leave any open section so no grace period waits for a dead thread. */
-    while (tp_epoch_in_section()) tp__epoch_read_unlock_tsan();
+    while (tp__epoch_in_section_inline()) tp__epoch_read_unlock_tsan();
   }
   pthread_mutex_lock(&registry_lock);
   if (t->urcu_registered) {
     urcu_memb_unregister_thread();
     t->urcu_registered = false;
+    tp__epoch_registered = 0; /* thread_exit runs on the exiting thread */
   }
   unlist_locked(t);
   pthread_mutex_unlock(&registry_lock);
@@ -348,7 +364,7 @@ static void grace_period(void) {
  * in a callback: there consume_lock (12) is held, so taking gp_lock (10)
  * would invert the lock order, and the caller may be the reclaimer. */
 static int refuse_wait(void) {
-  if (tp_epoch_in_section() || self.in_callback) {
+  if (tp__epoch_in_section_inline() || self.in_callback) {
     errno = EDEADLK;
     return -EDEADLK;
   }
@@ -625,7 +641,7 @@ static void kick_reclaimer(void) {
 
 /* Past the cap: wait for a grace period here and free our own backlog. */
 static int over_cap(struct queue *q) {
-  if (tp_epoch_in_section()) {
+  if (tp__epoch_in_section_inline()) {
     __atomic_fetch_add(&n_cap_failures, 1, __ATOMIC_RELAXED);
     if (TP_DEBUG)
       tp__fatal("tp_epoch_retire", NULL,
@@ -787,7 +803,7 @@ int tp_epoch_read_stats(tp_epoch_stats *out) {
  * locks would be copied held). liburcu's call_rcu threads (if the
  * application uses call_rcu) are paused as its documentation asks. */
 static void fork_prepare_gp(void) {
-  if (!tp_epoch_in_section()) {
+  if (!tp__epoch_in_section_inline()) {
     pthread_mutex_lock(&gp_lock);
   } else {
     /* fork() inside a read section: a grace period in progress may be

@@ -2,7 +2,7 @@
  * <tidepool/pool.h> — fixed-size object pools on per-CPU caches.
  *
  * A pool hands out objects of one size. Free objects live in three tiers:
- * a bounded cache per CPU (rseq, no atomics: see <tidepool/percpu.h>), a
+ * a bounded cache per CPU (rseq, no atomics: see <tidepool/detail/rseq.h>), a
  * lock-free depot of full batches shared by all CPUs, and the slabs the
  * objects were carved from. A get or put touches only the calling CPU's
  * cache unless it is empty or full; then one whole batch moves between the
@@ -32,6 +32,7 @@
 #define TIDEPOOL_POOL_H
 
 #include <tidepool/common.h>
+#include <tidepool/detail/rseq.h> /* the inline fast paths */
 #include <tidepool/percpu.h>
 #include <stddef.h>
 #include <stdint.h>
