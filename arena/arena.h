@@ -150,7 +150,8 @@ struct tp__arena_head {
 
 /*
  * Bumps the calling CPU's region at `regions` by n (a multiple of 16) in one
- * rseq sequence. ~11 instructions, one branch, no atomic. NULL when the
+ * rseq sequence: 10 instructions from arming rseq_cs to the commit
+ * (objdump), one branch, no atomic. NULL when the
  * region has no room (an empty region, end == 0, has none; so do the
  * sentinels below region 0 that an unregistered thread's cpu_id -1/-2
  * lands on). Linearization point: the commit store of ptr. Safe to call
@@ -193,9 +194,12 @@ TP_INLINE void *tp__arena_alloc_miss(tp_arena *a, size_t size) {
  * Allocates size bytes, 16-byte aligned. NULL + errno (EINVAL for a NULL
  * arena, ENOMEM). Size 0 (and everything that does not fit) takes the slow
  * path.
- * Plain arena: ~8 instructions, one branch to leave it, no atomic.
- * Concurrent arena: that branch, then one size test and the region bump
- * (~11 instructions, one branch, no atomic; see tp__arena_region_bump).
+ * Plain arena (gcc 12 -O2, objdump, as a function of its own, ret
+ * included): 13 instructions for a variable size, 10 for a constant one;
+ * two branches (NULL arena, room), no atomic.
+ * Concurrent arena: those, then one size test and the region bump
+ * (10 instructions from arming rseq_cs to the commit, one branch, no
+ * atomic; see tp__arena_region_bump).
  * Safe to call concurrently on a TP_ARENA_CONCURRENT arena only.
  */
 TP_INLINE void *tp_arena_alloc(tp_arena *a, size_t size) {
