@@ -138,4 +138,28 @@ uint64_t tp__pool_bytes_mapped(const tp_pool *p);
  * slabs (fenced, safe while other threads run). Returns objects moved. */
 size_t tp__pool_scavenge(tp_pool *p);
 
+/* ---- shared by the pool's files (pool.c, lifecycle.c, sweep.c) ---- */
+
+/* free_bits words for n objects. */
+static inline size_t tp__pool_bitmap_words(uint32_t n) { return (n + 63) / 64; }
+/* Objects a slab of `size` holds with `stride`/`align` (and where its data
+ * starts, *data_off), or 0. */
+uint32_t tp__pool_slab_capacity(size_t size, size_t stride, size_t align, size_t *data_off);
+/* Returns n objects to their slabs, stamping them with stamp_ms (takes
+ * p->lock). */
+void tp__pool_central_free(tp_pool *p, void *const *objs, unsigned n, uint64_t stamp_ms);
+/* Drains CPU c's cache into the slabs (buf: room for a cache), stamping
+ * the slabs with stamp_ms. Returns how many objects moved. */
+unsigned tp__pool_drain_cpu(tp_pool *p, unsigned c, void **buf, uint64_t stamp_ms);
+/* The depot's counters follow a batch in (+1) or out (-1). */
+void tp__pool_depot_count(tp_pool *p, const tp__mag *m, int sign);
+/* Takes s off the avail list; caller holds p->lock. */
+void tp__pool_avail_remove(tp_pool *p, tp_slab *s);
+/* Sets the bytes of s counted as resident; caller holds p->lock. */
+void tp__pool_set_resident(tp_pool *p, tp_slab *s, size_t bytes);
+/* Runs the dtor over every constructed object of s and unmaps it. */
+void tp__pool_slab_release(tp_pool *p, tp_slab *s);
+/* Debug builds only: forgets slab s in the set of every pool's slabs. */
+void tp__pool_slabset_del(void *slab);
+
 #endif /* TIDEPOOL_POOL_INTERNAL_H */
