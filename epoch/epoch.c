@@ -62,6 +62,7 @@
 #include "epoch/epoch_internal.h"
 
 #include <errno.h>
+#include <stdio.h>
 #include <linux/membarrier.h>
 #include <stdlib.h>
 #include <string.h>
@@ -165,6 +166,7 @@ static void *cfg_on_stall_arg;
 static bool have_membarrier;
 
 static void thread_exit(void *arg);
+static int epoch_check_all(void);
 static void fork_prepare_gp(void);
 static void fork_parent_gp(void);
 static void fork_child_gp(void);
@@ -506,6 +508,8 @@ static void reclaim_cycle(void) {
     for (struct queue *q = first; q; q = q->next)
       if (q->head < q->snap) queue_consume(q, q->snap);
     pthread_mutex_unlock(&consume_lock);
+    /* Debug builds: every queue is whole after a cycle. */
+    if (TP_DEBUG && epoch_check_all() != 0) tp__fatal("reclaimer", NULL, "tp_epoch_check failed");
     /* Free the queues of exited threads once they are empty: unlink them
      * under the registry lock, free them after it. */
     struct queue *dead = NULL;
@@ -795,6 +799,67 @@ int tp_epoch_read_stats(tp_epoch_stats *out) {
   out->cap_failures = __atomic_load_n(&n_cap_failures, __ATOMIC_RELAXED);
   out->stalls = __atomic_load_n(&n_stalls, __ATOMIC_RELAXED);
   return 0;
+}
+
+/* ---- validity check ------------------------------------------------------------ */
+
+static int check_report(const char *what, const void *at) {
+  fprintf(stderr, "tidepool: tp_epoch_check: %s (%p)\n", what, at);
+  errno = EINVAL;
+  return -EINVAL;
+}
+
+/* One retire queue (caller holds consume_lock, so head, chead and cidx are
+ * stable; the tail is read with acquire, so the entries below it are
+ * visible): head <= tail, and the entries [head, tail) are reachable from
+ * the consumer's segment through published next links, each with a
+ * callback. */
+static int queue_check(const struct queue *q) {
+  uint64_t tail = __atomic_load_n(&q->tail, __ATOMIC_ACQUIRE);
+  uint64_t head = __atomic_load_n(&q->head, __ATOMIC_RELAXED);
+  if (head > tail) return check_report("retire queue: head past tail", q);
+  if (!q->chead) return check_report("retire queue: no consumer segment", q);
+  if (q->cidx > SEG_CAP) return check_report("retire queue: consumer index past its segment", q);
+  const struct seg *sg = q->chead;
+  uint32_t idx = q->cidx;
+  for (uint64_t n = head; n < tail; n++) {
+    if (idx == SEG_CAP) {
+      sg = __atomic_load_n(&sg->next, __ATOMIC_ACQUIRE);
+      if (!sg) return check_report("retire queue: published entry past the last segment", q);
+      idx = 0;
+    }
+    if (!sg->e[idx].fn) return check_report("retire queue: entry without a callback", &sg->e[idx]);
+    idx++;
+  }
+  return 0;
+}
+
+/* Every retire queue and the thread registry. Not from a retire callback
+ * (consume_lock is held there). */
+static int epoch_check_all(void) {
+  int rc = 0;
+  pthread_mutex_lock(&consume_lock);
+  pthread_mutex_lock(&registry_lock);
+  uint64_t n = 0;
+  const struct thread_state *prev = NULL;
+  for (const struct thread_state *t = threads; t && !rc; prev = t, t = t->next) {
+    if (t->prev != prev) rc = check_report("thread registry: prev link broken", t);
+    else if (++n > nthreads) rc = check_report("thread registry longer than nthreads", t);
+  }
+  if (!rc && n != nthreads) rc = check_report("thread registry shorter than nthreads", threads);
+  for (const struct queue *q = queues; q && !rc; q = q->next) rc = queue_check(q);
+  pthread_mutex_unlock(&registry_lock);
+  pthread_mutex_unlock(&consume_lock);
+  return rc;
+}
+
+int tp_epoch_check(void) {
+  init();
+  if (self.in_callback) {
+    errno = EDEADLK;
+    return -EDEADLK;
+  }
+  return epoch_check_all();
 }
 
 /* ---- fork ----------------------------------------------------------------------- */

@@ -167,6 +167,14 @@ TP_API const char *tp_epoch_mode(void);
  * a snapshot. Safe to call concurrently. */
 TP_API int tp_epoch_read_stats(tp_epoch_stats *out);
 
+/* Checks the epoch's structures: every retire queue (head <= tail, the
+ * pending entries reachable through published segment links, each with a
+ * callback) and the thread registry. 0; -EINVAL (errno) with a message on
+ * stderr naming what is broken; -EDEADLK from a retire callback. Safe to
+ * call concurrently (it takes the consumer and registry locks). Debug
+ * builds run it after every reclaim cycle. */
+TP_API int tp_epoch_check(void);
+
 #ifdef __cplusplus
 }
 #endif

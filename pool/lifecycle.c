@@ -221,6 +221,8 @@ void tp_pool_destroy(tp_pool *p) {
   /* relaxed: the caller's own synchronization (destroy runs alone) makes
    * every earlier retire into p, and its store of epoch_used, visible. */
   if (__atomic_load_n(&p->epoch_used, __ATOMIC_RELAXED)) tp__pool_epoch_quiesce(p);
+  /* Debug builds: the structures are whole when the pool goes away. */
+  if (TP_DEBUG && tp_pool_check(p) != 0) tp__fatal("tp_pool_destroy", p, "tp_pool_check failed");
 
   /* No other thread may use p now, so the caches are read without fences. */
   uint64_t cached = 0;

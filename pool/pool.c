@@ -321,6 +321,10 @@ void tp__pool_central_free(tp_pool *p, void *const *objs, unsigned n, uint64_t s
     } else if (!s->on_avail) {
       avail_push_front(p, s);
     }
+    if (TP_DEBUG) {
+      const char *why = tp__pool_slab_invalid(p, s);
+      if (why) tp__fatal("tp_pool_put", s, why);
+    }
   }
   tp__counter_add(&p->used_total, -(int64_t)n);
   pthread_mutex_unlock(&p->lock);

@@ -115,6 +115,15 @@ TP_API int tp_pool_read_stats(const tp_pool *p, tp_pool_stats *out);
  * concurrently. */
 TP_API int tp_pool_retire(tp_pool *p, void *obj);
 
+/* Checks the pool's structures: its slabs and slab lists, its CPU cache
+ * blocks and its depot (the invariants of pool_internal.h; pool/check.c
+ * lists them). 0, or -EINVAL (errno) with a message on stderr naming what
+ * is broken, also for a NULL pool. For tests and debugging: call it while
+ * no other thread uses the pool (the caches and the depot are read without
+ * stopping anyone); it takes the pool's lock. Debug builds run it in
+ * tp_pool_destroy and check each slab they return objects to. */
+TP_API int tp_pool_check(tp_pool *p);
+
 /* Slow paths of the inline functions below (not API). */
 TP_API void *tp__pool_get_slow(tp_pool *p);
 TP_API void tp__pool_put_slow(tp_pool *p, void *obj);

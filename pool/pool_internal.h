@@ -159,6 +159,9 @@ void tp__pool_avail_remove(tp_pool *p, tp_slab *s);
 void tp__pool_set_resident(tp_pool *p, tp_slab *s, size_t bytes);
 /* Runs the dtor over every constructed object of s and unmaps it. */
 void tp__pool_slab_release(tp_pool *p, tp_slab *s);
+/* The slab invariant (check.c): NULL, or what is broken. Caller holds
+ * p->lock. */
+const char *tp__pool_slab_invalid(const tp_pool *p, const tp_slab *s);
 /* Debug builds only: forgets slab s in the set of every pool's slabs. */
 void tp__pool_slabset_del(void *slab);
 
