@@ -81,6 +81,19 @@ uint32_t tp__pool_slab_capacity(size_t size, size_t stride, size_t align,
 
 /* ---- create / destroy ------------------------------------------------------ */
 
+/* Frees the pool's own memory (its CPU cache region, per-CPU arrays, locks,
+ * the struct): the end of destroy, and of a create that ran out of memory. */
+static void pool_free(tp_pool *p) {
+  tp__pcache_region_free(p->caches);
+  free(p->removals_seen);
+  free(p->removals_wraps);
+  free(p->sweep_word);
+  free(p->sweep_since_ms);
+  pthread_mutex_destroy(&p->lock);
+  pthread_mutex_destroy(&p->stats_lock);
+  free(p);
+}
+
 tp_pool *tp__pool_create(const tp_pool_config *cfg, size_t max_align, size_t cache_bytes) {
   pthread_once(&pool_once, pool_init_once);
   if (!cfg || cfg->obj_size == 0 || cfg->obj_size > TP__OBJ_SIZE_MAX ||
@@ -151,14 +164,7 @@ tp_pool *tp__pool_create(const tp_pool_config *cfg, size_t max_align, size_t cac
   p->caches = tp__pcache_region_new(p->cache_cap);
   if (!p->removals_seen || !p->removals_wraps || !p->sweep_word ||
       !p->sweep_since_ms || !p->caches) {
-    tp__pcache_region_free(p->caches);
-    free(p->removals_seen);
-    free(p->removals_wraps);
-    free(p->sweep_word);
-    free(p->sweep_since_ms);
-    pthread_mutex_destroy(&p->lock);
-    pthread_mutex_destroy(&p->stats_lock);
-    free(p);
+    pool_free(p);
     errno = ENOMEM;
     return NULL;
   }
@@ -242,13 +248,6 @@ void tp_pool_destroy(tp_pool *p) {
     tp__pool_slab_release(p, s);
   }
   VALGRIND_DESTROY_MEMPOOL(p);
-  tp__pcache_region_free(p->caches);
-  free(p->removals_seen);
-  free(p->removals_wraps);
-  free(p->sweep_word);
-  free(p->sweep_since_ms);
-  pthread_mutex_destroy(&p->lock);
-  pthread_mutex_destroy(&p->stats_lock);
-  free(p);
+  pool_free(p);
 }
 
