@@ -127,6 +127,14 @@ TP_API void tp_arena_rewind(tp_arena *a, tp_arena_mark m);
  * first), gives the rest back to the chunk pool. */
 TP_API void tp_arena_reset(tp_arena *a);
 
+/* Checks the arena's structures: its chunk list (current to first), its
+ * spares and chunk count, each chunk's recorded use, a plain arena's bump
+ * pointer, its large-allocation list. 0, or -EINVAL (errno) with a message
+ * on stderr naming what is broken, also for NULL. For tests and debugging;
+ * not concurrently with allocations (a concurrent arena's shared state is
+ * read under its lock). Debug builds run it at every reset. */
+TP_API int tp_arena_check(tp_arena *a);
+
 /* 0, or -EINVAL (errno). */
 TP_API int tp_arena_read_stats(const tp_arena *a, tp_arena_stats *out);
 

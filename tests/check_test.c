@@ -1,5 +1,5 @@
 /*
- * The validity checks (tp_pool_check, tp_epoch_check): they pass on
+ * The validity checks (tp_pool_check, tp_epoch_check, tp_arena_check): they pass on
  * structures the library built, while other threads work (epoch), and
  * they find a broken one — a CPU cache holding another pool's object,
  * which the inline put does not catch by default. Linked twice: with the
@@ -128,11 +128,32 @@ static void epoch_checks_pass_while_retiring(void **state) {
   assert_int_equal(in_callback_rc, -EDEADLK);
 }
 
+static void arena_checks_pass(void **state) {
+  (void)state;
+  assert_int_equal(tp_arena_check(NULL), -EINVAL);
+  for (int conc = 0; conc < 2; conc++) {
+    tp_arena_config cfg = {.chunk_size = 8192, .keep_bytes = 16384,
+                           .flags = conc ? TP_ARENA_CONCURRENT : 0};
+    tp_arena *a = tp_arena_create(&cfg);
+    assert_non_null(a);
+    assert_int_equal(tp_arena_check(a), 0);
+    for (int round = 0; round < 3; round++) {
+      for (int i = 0; i < 2000; i++) assert_non_null(tp_arena_alloc(a, (size_t)(i % 200) + 1));
+      assert_non_null(tp_arena_alloc(a, 100000)); /* a large allocation */
+      assert_int_equal(tp_arena_check(a), 0);
+      tp_arena_reset(a);
+      assert_int_equal(tp_arena_check(a), 0);
+    }
+    tp_arena_destroy(a);
+  }
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(pool_checks_pass),
       cmocka_unit_test(pool_check_finds_foreign_object),
       cmocka_unit_test(epoch_checks_pass_while_retiring),
+      cmocka_unit_test(arena_checks_pass),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
