@@ -257,7 +257,9 @@ int tp_epoch_register_thread(void) {
   return 0;
 }
 
-void tp__epoch_register_slow(void) { tp_epoch_register_thread(); }
+/* Cold and out of line: inlined into tp_epoch_enter it would give the
+ * out-of-line fast path a stack frame. */
+TP_COLD void tp__epoch_register_slow(void) { tp_epoch_register_thread(); }
 
 /* The read side for programs that do not opt in to the inline one
  * (epoch.h): the same inline code, one call away. */
