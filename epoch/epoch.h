@@ -116,8 +116,9 @@ TP_API int tp_epoch_register_thread(void);
 /*
  * Begins a read section; nestable. A call into libtidepool (see "Inline
  * read side" above): a registration test, then liburcu's read lock (a load
- * and a store of thread-local data). Safe to call concurrently; never
- * blocks.
+ * and a store of thread-local data): 16 instructions with the return, 19
+ * for tp_epoch_leave (gcc 12 -O2, objdump). Safe to call concurrently;
+ * never blocks.
  */
 TP_API void tp_epoch_enter(void);
 
