@@ -43,10 +43,12 @@ static void mag_init(void) {
                  MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
   if (b == MAP_FAILED || l == MAP_FAILED || k == MAP_FAILED)
     tp__fatal("tp__mag_init", NULL, "cannot reserve magazine space");
-  mag_base = b;
   mag_link = l;
   mag_cold = k;
   __atomic_store_n(&mag_fresh, 1, __ATOMIC_RELAXED);
+  /* release: tp__mag_trim, which does not run the once, reads mag_base
+   * (acquire) and then the arrays written above. */
+  __atomic_store_n(&mag_base, (char *)b, __ATOMIC_RELEASE);
 }
 
 static inline tp__mag *mag_at(uint32_t i) {
@@ -136,7 +138,8 @@ tp__mag *tp__mag_new(void) {
 }
 
 size_t tp__mag_trim(unsigned keep) {
-  if (!mag_base) return 0;
+  /* acquire: pairs with mag_init's release; no magazine exists before. */
+  if (!__atomic_load_n(&mag_base, __ATOMIC_ACQUIRE)) return 0;
   /* A magazine is decommitted only while detached (nobody can be filling
    * it). Detach the stack, put the `keep` on top straight back so
    * tp__mag_new still finds warm ones during the system calls, decommit
