@@ -1,9 +1,12 @@
 /*
  * bench/epoch_workloads.c — epoch workloads (issue 4), tidepool worker only.
  * The "implementations" compared here are synchronization schemes:
- *   tp      tp_epoch_enter/leave, tp_pool_retire / tp_epoch_retire
- *   urcu    liburcu memb used directly: inline urcu_memb_read_lock
- *           (_LGPL_SOURCE), urcu_memb_call_rcu
+ *   tp      tp_epoch_enter/leave as users get them by default (calls into
+ *           libtidepool), tp_pool_retire / tp_epoch_retire
+ *   urcu    liburcu memb used directly: its inline read lock/unlock (the
+ *           static header), urcu_memb_call_rcu
+ * The opt-in inline read side (_LGPL_SOURCE) is measured against liburcu
+ * in bench/epoch_inline_workloads.c (read_pair_inline).
  *   rwlock  pthread_rwlock_t (readers rdlock; writers wrlock and free at once)
  *
  *   read_pair        enter+leave of an empty read section, one thread
@@ -21,12 +24,12 @@
  * tp_epoch_register_thread(), which is urcu_memb_register_thread() plus
  * tidepool's bookkeeping; what is measured is liburcu's own code.
  */
-#define _LGPL_SOURCE 1
 #include "bench/alloc.h"
 
 #if BENCH_HAVE_EPOCH
 
 #include <pthread.h>
+#include <urcu/static/urcu-memb.h> /* liburcu's inline read side */
 #include <urcu/urcu-memb.h>
 #include <urcu/rculfhash.h>
 
@@ -46,8 +49,8 @@ static pthread_rwlock_t rwlock = PTHREAD_RWLOCK_INITIALIZER;
 
 static inline void tp_rl(void) { tp_epoch_enter(); }
 static inline void tp_ru(void) { tp_epoch_leave(); }
-static inline void urcu_rl(void) { urcu_memb_read_lock(); }
-static inline void urcu_ru(void) { urcu_memb_read_unlock(); }
+static inline void urcu_rl(void) { _urcu_memb_read_lock(); }
+static inline void urcu_ru(void) { _urcu_memb_read_unlock(); }
 static inline void rw_rl(void) { pthread_rwlock_rdlock(&rwlock); }
 static inline void rw_ru(void) { pthread_rwlock_unlock(&rwlock); }
 

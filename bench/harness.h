@@ -69,8 +69,10 @@ BENCH_INLINE void bench_spin_wait(unsigned *spins) {
 /* Runs body(arg, i) on n threads (i = 0..n-1). init(arg, i), if given,
  * runs first on each thread and is not timed. Returns the span in ns from
  * the first thread's start to the last thread's end (all threads start
- * together after a barrier). Returns 0 and sets *err if a thread cannot
- * be created. */
+ * together after a barrier). Returns 0 and sets *err when out of memory;
+ * a thread that cannot be created aborts the worker (the threads already
+ * started wait at the barrier for it), which the driver reports as a failed
+ * case. */
 double bench_run_threads(int n, void (*init)(void *arg, int i), void (*body)(void *arg, int i),
                          void *arg, bench_out *err);
 

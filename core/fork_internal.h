@@ -1,22 +1,38 @@
 /*
- * Internal: fork() support. Each module registers its handlers once with a
- * rank; before fork, prepare handlers run in ascending rank (so locks are
- * taken in the library's lock order), after it parent/child handlers run in
- * descending rank. One pthread_atfork registration serves them all.
+ * Internal: fork() support and the library's one lock order.
  *
- * Lock order (rank): epoch grace-period lock (10) < epoch consume lock (12)
- * < sweeper start/stop (18) < sweeper pass lock (20) < concurrent arena locks (25) <
- * pool registry and pool slab locks (30) <
- * collector heaps (40) < epoch registry and reclaimer state (50).
- */
-/*
+ * Each module registers its fork handlers once with a rank; before fork,
+ * prepare handlers run in ascending rank (so locks are taken in the lock
+ * order), after it parent/child handlers run in descending rank. One
+ * pthread_atfork registration serves them all.
+ *
  * The ranks are the lock order for normal operation too: code holding a
- * lock of rank r may only take locks of higher rank. In particular pool
- * locks (30) rank below collector heaps (40): heap code must not call into
- * a pool (tp_pool_get/put) while it holds a heap lock; and epoch callbacks
- * (run under the consume lock, 12) may take pool and heap locks. The full
- * table, lock by lock, with the cross-module waits, is in core/lockorder.c;
- * debug builds check every acquisition against it.
+ * lock of rank r may only take locks of higher rank. The list, outermost
+ * first (layer in brackets):
+ *
+ *   10 EPOCH_GP        [epoch] around every liburcu synchronize
+ *   12 EPOCH_CONSUME   [epoch] held while retire callbacks run; a callback
+ *                      reaches any layer above epoch (pool put, arena free)
+ *   18 SWEEPER_CTL     [pool]  sweeper start/stop
+ *   20 SWEEPER         [pool]  the pass lock (no pool destroyed in a pass)
+ *   25 ARENAS          [arena] the concurrent-arena registry and each
+ *                              concurrent arena's refill lock (a refill takes
+ *                              pool locks under it)
+ *   30 POOLS           [pool]  pool registry and each pool's slab lock
+ *   40 HEAPS           [gc]    collector heaps (heap code must not call a
+ *                              pool while it holds one)
+ *   50 EPOCH_STATE     [epoch] thread/queue registry, reclaimer state: taken
+ *                              by a retire from any layer, never held across
+ *                              a call out of epoch
+ *   60 CORE_BLOCKS     [core]  the block cache (core/blocks.c): a leaf
+ *
+ * Locks of a lower layer are leaves (50, 60) except epoch's two outer
+ * locks, which are held while epoch runs code of the layers above it
+ * (callbacks), so they rank before every lock those layers take.
+ *
+ * The full table, lock by lock, with the cross-module waits (epoch grace
+ * periods from attached heap threads, heap parking, fork handlers), is in
+ * core/lockorder.c; debug builds check every acquisition against it.
  */
 #ifndef TIDEPOOL_FORK_INTERNAL_H
 #define TIDEPOOL_FORK_INTERNAL_H
@@ -30,6 +46,7 @@ enum {
   TP__FORK_RANK_POOLS = 30,
   TP__FORK_RANK_HEAPS = 40,
   TP__FORK_RANK_EPOCH_STATE = 50,
+  TP__FORK_RANK_CORE_BLOCKS = 60,
 };
 
 /* Registers handlers (any may be NULL). Call once per module, from its

@@ -10,7 +10,6 @@
 #include "core/lockorder_internal.h"
 #include "core/debug_internal.h"
 
-#include <tidepool/epoch.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -181,7 +180,7 @@ void tp__lo_hold(const void *key) {
 
 void tp__lo_drop(const void *key) { pop(key); }
 
-void tp__lo_wait(enum tp__lo_wait_kind kind, const pthread_mutex_t *cv_mutex) {
+void tp__lo_wait(enum tp__lo_wait_kind kind, const pthread_mutex_t *cv_mutex, bool in_section) {
   static const struct held section = {NULL, TP__LO_RANK_SECTION, "an epoch read section",
                                       NULL, "core/epoch.h", 0, 1};
   const char *what = kind == TP__LO_WAIT_GRACE_PERIOD ? "waiting for an epoch grace period"
@@ -190,7 +189,7 @@ void tp__lo_wait(enum tp__lo_wait_kind kind, const pthread_mutex_t *cv_mutex) {
    * section (readers take everything above); parking may hold a read
    * section and the handshake lock it sleeps on, nothing else. */
   int limit = kind == TP__LO_WAIT_GRACE_PERIOD ? TP__LO_RANK_SECTION : TP__LO_RANK_MUTATOR;
-  if (tp_epoch_in_section() && TP__LO_RANK_SECTION >= limit)
+  if (in_section && TP__LO_RANK_SECTION >= limit)
     violation(what, limit, "", 0, &section);
   for (int i = 0; i < nheld; i++) {
     const struct held *h = &held[i];

@@ -33,6 +33,7 @@
 
 #include <tidepool/common.h>
 #include <pthread.h>
+#include <stdbool.h>
 
 #ifndef TP_DEBUG
 #define TP_DEBUG 0
@@ -64,7 +65,9 @@ int tp__lo_unlock(pthread_mutex_t *m);
 int tp__lo_init(pthread_mutex_t *m, const pthread_mutexattr_t *a);
 /* Checks a cross-module wait against what the thread holds (except the
  * mutex of the condition variable the wait sleeps on, which may be NULL). */
-void tp__lo_wait(enum tp__lo_wait_kind kind, const pthread_mutex_t *cv_mutex);
+/* in_section: the caller is inside an epoch read section (the caller says
+ * so: core sits below the epoch layer). */
+void tp__lo_wait(enum tp__lo_wait_kind kind, const pthread_mutex_t *cv_mutex, bool in_section);
 /* The heap-mutator "lock" (one per thread and heap, keyed by `key`). */
 void tp__lo_hold(const void *key);
 void tp__lo_drop(const void *key);
@@ -79,7 +82,7 @@ void tp__lo_drop(const void *key);
 #define pthread_mutex_unlock(m) tp__lo_unlock(m)
 #define pthread_mutex_init(m, a) tp__lo_init((m), (a))
 #else
-#define tp__lo_wait(kind, cv_mutex) ((void)(kind), (void)(cv_mutex))
+#define tp__lo_wait(kind, cv_mutex, in_section) ((void)(kind), (void)(cv_mutex), (void)(in_section))
 #define tp__lo_hold(key) ((void)(key))
 #define tp__lo_drop(key) ((void)(key))
 #endif

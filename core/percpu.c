@@ -1,9 +1,10 @@
 /*
  * Per-CPU blocks: mode selection, regions, batch moves, drains, fences.
  *
- * The single-object fast paths are inline in percpu.h; this file holds what
- * is too long to inline. The argument for the rseq sequences is in
- * percpu.h; this file adds the fallback and the batch sequences.
+ * The single-object fast paths are inline in <tidepool/detail/rseq.h>; this
+ * file holds what is too long to inline. The argument for the rseq
+ * sequences is in that header; this file adds the fallback and the batch
+ * sequences.
  *
  * Fallback (percpu-cas). A block is taken with one CAS that sets
  * TP__PCACHE_BUSY in its commit word (acquire) and given back with one store

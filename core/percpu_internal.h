@@ -1,5 +1,6 @@
 /*
- * Internal: the per-CPU machinery behind <tidepool/percpu.h>.
+ * Internal: the per-CPU machinery behind <tidepool/percpu.h> and the inline
+ * sequences of <tidepool/detail/rseq.h>.
  *
  * Synchronization table for one pool's blocks (rseq mode):
  *
@@ -18,8 +19,10 @@
 #ifndef TIDEPOOL_PERCPU_INTERNAL_H
 #define TIDEPOOL_PERCPU_INTERNAL_H
 
+#include <tidepool/detail/rseq.h>
 #include <tidepool/percpu.h>
 #include <stdbool.h>
+#include <sys/rseq.h>
 
 struct tp__percpu_info {
   unsigned ncpu;       /* blocks per region: the number of possible CPUs */

@@ -25,13 +25,16 @@ fi
 # those of //:public_headers — the only ones in the runfiles; the list lives
 # in BUILD alone.
 root=$PWD
-mapfile -t headers < <(cd "$root" && find -L core pool arena gc -name '*.h' ! -name '*_internal.h' | sort)
+# LAYER/x.h installs as tidepool/x.h, LAYER/detail/y.h as tidepool/detail/y.h,
+# the umbrella tidepool.h as tidepool/tidepool.h.
+mapfile -t headers < <(cd "$root" && { find -L core epoch pool arena gc -name '*.h' ! -name '*_internal.h'; ls tidepool.h; } | sort)
 ((${#headers[@]})) || { echo "install: no headers in $root" >&2; exit 1; }
 version=$(sed -n 's/^#define TP_VERSION_STRING "\(.*\)"/\1/p' "$root/core/common.h")
 
 mkdir -p "$prefix/include/tidepool" "$prefix/lib/pkgconfig" "$prefix/lib/cmake/tidepool"
 for h in "${headers[@]}"; do
-  install -m 0644 "$root/$h" "$prefix/include/tidepool/$(basename "$h")"
+  dest=${h#*/}
+  install -D -m 0644 "$root/$h" "$prefix/include/tidepool/$dest"
 done
 install -m 0644 "$root/dist/libtidepool.a" "$prefix/lib/libtidepool.a"
 install -m 0755 "$root/dist/libtidepool.so" "$prefix/lib/libtidepool.so.$version"

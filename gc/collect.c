@@ -54,6 +54,8 @@
  * overflows; it clears them again when done.
  */
 #define _GNU_SOURCE
+#include <tidepool/epoch.h>
+
 #include "gc/heap_internal.h"
 
 #include "core/debug_internal.h"
@@ -641,7 +643,7 @@ static void park_locked(tp_heap *h, tp__mut *m, char *sp) {
   uint64_t epoch = h->stw_epoch;
   m->scan_lo = sp;
   m->state = TP__MS_PARKED;
-  tp__lo_wait(TP__LO_WAIT_COLLECTION, &h->sp_lock);
+  tp__lo_wait(TP__LO_WAIT_COLLECTION, &h->sp_lock, tp_epoch_in_section());
   pthread_cond_broadcast(&h->cv_parked);
   while (h->stw_epoch == epoch || __atomic_load_n(&h->stw, __ATOMIC_RELAXED))
     pthread_cond_wait(&h->cv_resume, &h->sp_lock);

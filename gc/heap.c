@@ -40,6 +40,8 @@
  * never while the other side may still touch it.
  */
 #define _GNU_SOURCE
+#include <tidepool/epoch.h>
+
 #include "gc/heap_internal.h"
 
 #include "core/blocking_internal.h"
@@ -374,7 +376,7 @@ static tp__mut *create_mut(tp_heap *h) {
 
 /* Waits until no collection is running (sp_lock held; releases nothing). */
 static void wait_world_locked(tp_heap *h) {
-  tp__lo_wait(TP__LO_WAIT_COLLECTION, &h->sp_lock);
+  tp__lo_wait(TP__LO_WAIT_COLLECTION, &h->sp_lock, tp_epoch_in_section());
   while (__atomic_load_n(&h->stw, __ATOMIC_RELAXED))
     pthread_cond_wait(&h->cv_resume, &h->sp_lock);
 }

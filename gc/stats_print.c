@@ -20,7 +20,7 @@
 
 #include "arena/chunk_pools_internal.h"
 #include "gc/heap_internal.h"
-#include "gc/sweeper_internal.h"
+#include "pool/sweeper_internal.h"
 #include "pool/pool_internal.h"
 
 #include <errno.h>

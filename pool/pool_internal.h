@@ -1,6 +1,6 @@
 /*
  * Internal: the pool's structures, shared by pool.c, the sweeper, the
- * arena chunk pools and the epoch code.
+ * arena chunk pools and the epoch glue (pool/retire.c).
  */
 #ifndef TIDEPOOL_POOL_INTERNAL_H
 #define TIDEPOOL_POOL_INTERNAL_H
@@ -136,11 +136,11 @@ extern uint64_t tp__caches_drained;
  * pool is destroyed meanwhile). Returns how many pools it visited. */
 size_t tp__pool_foreach(void (*fn)(tp_pool *, void *), void *arg);
 
-/* Epoch hooks (epoch.c): wait until no retire of p is pending; retire a
- * slab the sweeper detached (unmapped after a grace period, then
+/* Pools on epochs (pool/retire.c): wait until no retire of p is pending;
+ * retire a slab the sweeper detached (unmapped after a grace period, then
  * tp__pool_slab_retired runs). */
-void tp__epoch_pool_quiesce(tp_pool *p);
-void tp__epoch_retire_slab(tp_slab *s, size_t bytes);
+void tp__pool_epoch_quiesce(tp_pool *p);
+void tp__pool_retire_slab(tp_slab *s, size_t bytes);
 void tp__pool_slab_retired(tp_slab *s);
 
 /* Step 3 of tp__pool_sweep alone: gives back slabs with nothing out that
@@ -154,5 +154,30 @@ uint64_t tp__pool_bytes_mapped(const tp_pool *p);
 /* Moves every object out of every CPU cache and the depot back to the
  * slabs (fenced, safe while other threads run). Returns objects moved. */
 size_t tp__pool_scavenge(tp_pool *p);
+
+/* ---- shared by the pool's files (pool.c, lifecycle.c, sweep.c) ---- */
+
+/* free_bits words for n objects. */
+static inline size_t tp__pool_bitmap_words(uint32_t n) { return (n + 63) / 64; }
+/* Objects a slab of `size` holds with `stride`/`align` (and where its data
+ * starts, *data_off), or 0. */
+uint32_t tp__pool_slab_capacity(size_t size, size_t stride, size_t align, size_t *data_off);
+/* Returns n objects to their slabs, stamping them with stamp_ms (takes
+ * p->lock). */
+void tp__pool_central_free(tp_pool *p, void *const *objs, unsigned n, uint64_t stamp_ms);
+/* Drains CPU c's cache into the slabs (buf: room for a cache), stamping
+ * the slabs with stamp_ms. Returns how many objects moved. */
+unsigned tp__pool_drain_cpu(tp_pool *p, unsigned c, void **buf, uint64_t stamp_ms);
+/* The depot's counters follow a batch in (+1) or out (-1). */
+void tp__pool_depot_count(tp_pool *p, const tp__mag *m, int sign);
+/* Takes s off the avail list; caller holds p->lock. */
+void tp__pool_avail_remove(tp_pool *p, tp_slab *s);
+/* Sets the bytes of s counted as resident; caller holds p->lock. */
+void tp__pool_set_resident(tp_pool *p, tp_slab *s, size_t bytes);
+/* Runs the dtor over every constructed object of s and unmaps it. */
+void tp__pool_slab_release(tp_pool *p, tp_slab *s);
+/* The slab invariant (check.c): NULL, or what is broken. Caller holds
+ * p->lock. */
+const char *tp__pool_slab_invalid(const tp_pool *p, const tp_slab *s);
 
 #endif /* TIDEPOOL_POOL_INTERNAL_H */

@@ -11,6 +11,9 @@
 # Each binary must run, be linked with the library it asked for, and carry
 # the start-up options (TIDEPOOL_SHOW_STATS=1 prints the table at exit; a
 # bad value gives one line on stderr) — in a static link too.
+# With nm it also checks the epoch read side: without the opt-in the program
+# calls libtidepool and references no liburcu inline symbol; with
+# _LGPL_SOURCE it inlines liburcu's read side.
 set -euo pipefail
 tmp="${TEST_TMPDIR:-$(mktemp -d)}"
 prefix="$tmp/prefix"
@@ -53,6 +56,35 @@ check_binary() {
 # Shared (the default when both exist).
 cc -std=c11 -Wall -Werror "$src/demo.c" $(pkg-config --cflags --libs tidepool) -o "$out/demo_shared"
 check_binary "$out/demo_shared" shared
+
+# The epoch read side: by default the program calls libtidepool for it and
+# references none of liburcu's inline read side (LGPL-2.1); with the opt-in
+# (_LGPL_SOURCE before the include) it inlines liburcu's read lock/unlock,
+# which reference liburcu's thread-local reader and grace-period counter.
+urcu_inline='urcu_memb_reader|urcu_memb_gp|urcu_memb_read_lock|urcu_memb_read_unlock'
+tp_calls='tp_epoch_enter|tp_epoch_leave|tp__deref|tp__publish'
+syms=$(nm "$out/demo_shared")
+echo "default build, read-side symbols:"; grep -E " ($tp_calls|$urcu_inline)\b" <<<"$syms" || true
+for s in tp_epoch_enter tp_epoch_leave tp__deref tp__publish; do
+  grep -qE "^ +U $s\b" <<<"$syms" || fail "demo_shared does not call $s"
+done
+if grep -E "\b($urcu_inline)\b" <<<"$syms"; then
+  fail "demo_shared references liburcu's inline read side without the opt-in"
+fi
+cc -std=c11 -Wall -Werror -D_LGPL_SOURCE "$src/demo.c" $(pkg-config --cflags --libs tidepool) \
+  -o "$out/demo_inline"
+LD_LIBRARY_PATH="$prefix/lib" "$out/demo_inline"
+syms=$(nm "$out/demo_inline")
+echo "opt-in build (_LGPL_SOURCE), read-side symbols:"; grep -E " ($tp_calls|$urcu_inline)\b" <<<"$syms" || true
+grep -qE "^ +U urcu_memb_reader\b" <<<"$syms" || {
+  echo "demo_inline does not inline liburcu's read side (no urcu_memb_reader)" >&2
+  exit 1
+}
+if grep -E "^ +U ($tp_calls)\b" <<<"$syms"; then
+  echo "demo_inline calls libtidepool for its read side despite the opt-in" >&2
+  exit 1
+fi
+
 # Static.
 cc -std=c11 -Wall -Werror "$src/demo.c" -static-libgcc \
   $(pkg-config --cflags tidepool) "$prefix/lib/libtidepool.a" \

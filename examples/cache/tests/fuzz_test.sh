@@ -9,7 +9,14 @@ archive=$1; shift
 tmp=${TEST_TMPDIR:-$(mktemp -d)}
 mkdir -p "$tmp/inc/tidepool" "$tmp/corpus"
 srcs=()
-while [[ $1 != -- ]]; do cp "$1" "$tmp/inc/tidepool/"; shift; done
+mkdir -p "$tmp/inc/tidepool/detail"
+while [[ $1 != -- ]]; do
+  case $1 in
+    */detail/*) cp "$1" "$tmp/inc/tidepool/detail/" ;;
+    *) cp "$1" "$tmp/inc/tidepool/" ;;
+  esac
+  shift
+done
 shift
 for f in "$@"; do
   case $f in

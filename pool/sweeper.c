@@ -16,7 +16,7 @@
 #include "core/debug_internal.h"
 #include "core/fork_internal.h"
 #include "core/os_internal.h"
-#include "gc/sweeper_internal.h"
+#include "pool/sweeper_internal.h"
 #include "pool/pool_internal.h"
 
 #include <errno.h>

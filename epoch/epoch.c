@@ -2,7 +2,8 @@
  * Epochs: thread registration, per-thread retire queues, the reclaimer and
  * the stall watchdog, on liburcu's memb flavour.
  *
- * Algorithm. Read sections are liburcu's (inline in epoch.h). Each thread
+ * Algorithm. Read sections are liburcu's (detail/epoch_inline.h: inline in
+ * programs that opt in, else behind the calls tp_epoch_enter/leave here). Each thread
  * that retires owns a queue: a singly linked chain of segments with one
  * producer (the thread) and one consumer at a time (the reclaimer, or the
  * thread itself past the cap, serialized by the queue's consumer lock).
@@ -50,19 +51,21 @@
  */
 #define _GNU_SOURCE
 #include <tidepool/epoch.h>
-#include <tidepool/pool.h>
+#include <tidepool/detail/epoch_inline.h>
 #include <urcu/list.h>
 #include <urcu/urcu-memb.h>
 
 #include "core/blocking_internal.h"
+#include "core/blocks_internal.h"
 #include "core/debug_internal.h"
 #include "core/fork_internal.h"
 #include "core/options_internal.h"
 #include "core/os_internal.h"
-#include "pool/pool_internal.h"
+#include "epoch/epoch_internal.h"
 
 #include <errno.h>
 #include <link.h>
+#include <stdio.h>
 #include <linux/membarrier.h>
 #include <stdlib.h>
 #include <string.h>
@@ -124,6 +127,10 @@ struct thread_state {
 
 static __thread struct thread_state self;
 
+/* The read side's registration flag (detail/epoch_inline.h): set with
+ * self.urcu_registered, by the thread itself. */
+__thread int tp__epoch_registered;
+
 static pthread_once_t epoch_once = PTHREAD_ONCE_INIT;
 static pthread_key_t exit_key;
 static pthread_mutex_t gp_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -174,6 +181,7 @@ static void *cfg_on_stall_arg;
 static bool have_membarrier;
 
 static void thread_exit(void *arg);
+static int epoch_check_all(void);
 static void fork_prepare_gp(void);
 static void fork_parent_gp(void);
 static void fork_child_gp(void);
@@ -284,12 +292,23 @@ int tp_epoch_register_thread(void) {
     }
     self.reader = &URCU_TLS(urcu_memb_reader);
     self.urcu_registered = true;
+    tp__epoch_registered = 1;
     pthread_mutex_unlock(&registry_lock);
   }
   return 0;
 }
 
-void tp__epoch_register_slow(void) { tp_epoch_register_thread(); }
+/* Cold and out of line: inlined into tp_epoch_enter it would give the
+ * out-of-line fast path a stack frame. */
+TP_COLD void tp__epoch_register_slow(void) { tp_epoch_register_thread(); }
+
+/* The read side for programs that do not opt in to the inline one
+ * (epoch.h): the same inline code, one call away. */
+void tp_epoch_enter(void) { tp__epoch_enter_inline(); }
+void tp_epoch_leave(void) { tp__epoch_leave_inline(); }
+int tp_epoch_in_section(void) { return tp__epoch_in_section_inline(); }
+void tp__publish(void *ptr_addr, void *value) { tp__publish_inline(*(void **)ptr_addr, value); }
+void *tp__deref(const void *ptr_addr) { return tp__deref_inline(*(void *const *)ptr_addr); }
 
 /* TSan builds (epoch.h): a leave releases, the end of a grace period
  * acquires `tsan_sync`, so TSan sees that what a reader did inside a
@@ -351,11 +370,12 @@ static void thread_exit(void *arg) {
   bool ours = t->urcu_owned && URCU_TLS(urcu_memb_reader).registered;
   if (ours) {
     /* Leave any open section so no grace period waits for a dead thread. */
-    while (tp_epoch_in_section()) tp__epoch_read_unlock_tsan();
+    while (tp__epoch_in_section_inline()) tp__epoch_read_unlock_tsan();
   }
   pthread_mutex_lock(&registry_lock);
   if (ours) urcu_memb_unregister_thread();
   t->urcu_registered = t->urcu_owned = false;
+  tp__epoch_registered = 0; /* thread_exit runs on the exiting thread */
   unlist_locked(t);
   pthread_mutex_unlock(&registry_lock);
   bool had_queue = t->q != NULL;
@@ -389,7 +409,7 @@ static void grace_period(void) {
     pthread_cond_signal(&watch_cv);
   }
   pthread_mutex_unlock(&state_lock);
-  tp__lo_wait(TP__LO_WAIT_GRACE_PERIOD, NULL);
+  tp__lo_wait(TP__LO_WAIT_GRACE_PERIOD, NULL, tp_epoch_in_section());
   urcu_memb_synchronize_rcu();
   tsan_acquire(&tsan_sync);
   pthread_mutex_lock(&state_lock);
@@ -404,7 +424,7 @@ static void grace_period(void) {
  * in a callback: there consume_lock (12) is held, so taking gp_lock (10)
  * would invert the lock order, and the caller may be the reclaimer. */
 static int refuse_wait(void) {
-  if (tp_epoch_in_section() || self.in_callback) {
+  if (tp__epoch_in_section_inline() || self.in_callback) {
     errno = EDEADLK;
     return -EDEADLK;
   }
@@ -421,57 +441,29 @@ int tp_epoch_synchronize(void) {
 
 /* ---- queues --------------------------------------------------------------- */
 
-/* Queues and segments come from two internal pools (queue_pool, seg_pool),
- * not malloc: threads that come and go (each queue is freed by the
- * reclaimer after its thread exits) leave no fragmentation behind, and the
- * sweeper returns what stays unused.
- *
- * The first queue_new creates them, so a process that never retires maps
- * neither. Each is published with a CAS from NULL (a racing creator
- * destroys its own copy); a creation that fails leaves it NULL, queue_new
- * fails with ENOMEM, and the next queue_new tries again (once memory is
- * back, retires work again: a pthread_once here would keep failing for the
- * life of the process). Every other use is of a queue, hence after a
- * successful queue_new: the CAS (acquire/release) orders the creation
- * before the creating thread links its queue under registry_lock, and the
- * lock before any other thread finds it. */
-static tp_pool *queue_pool, *seg_pool;
-
-/* *slot, created on first need; NULL (errno ENOMEM) when it cannot be. */
-static tp_pool *internal_pool(tp_pool **slot, const tp_pool_config *cfg, size_t align,
-                              size_t cache_bytes) {
-  tp_pool *p = __atomic_load_n(slot, __ATOMIC_ACQUIRE);
-  if (TP_LIKELY(p != NULL)) return p;
-  if (!(p = tp__pool_create(cfg, align, cache_bytes))) return NULL;
-  tp_pool *expect = NULL;
-  if (__atomic_compare_exchange_n(slot, &expect, p, false, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE))
-    return p;
-  tp_pool_destroy(p); /* another thread's copy won */
-  return expect;
-}
-
-static bool pools_init(void) {
-  tp_pool_config qc = {.name = "epoch-queues", .obj_size = sizeof(struct queue),
-                       .align = TP_CACHELINE};
-  tp_pool_config sc = {.name = "epoch-segments", .obj_size = sizeof(struct seg)};
-  /* Small CPU caches: a queue is taken once per thread. */
-  return internal_pool(&queue_pool, &qc, TP_CACHELINE, 4 * sizeof(struct queue)) &&
-         internal_pool(&seg_pool, &sc, 16, 4 * sizeof(struct seg));
-}
+/* Queues and segments come from two block caches of core
+ * (core/blocks_internal.h), not malloc and not a pool (epoch sits below the
+ * pool layer): threads that come and go (each queue is freed by the
+ * reclaimer after its thread exits) reuse each other's blocks, and a burst
+ * of retires leaves at most `keep` segments mapped after it drains. A segment
+ * is two pages (SEG_CAP entries fill it); a queue takes one page. */
+_Static_assert(sizeof(struct seg) <= 8192, "a segment fits its block");
+_Static_assert(sizeof(struct queue) <= 4096, "a queue fits its block");
+static tp__blocks queue_blocks = TP__BLOCKS_INIT(4096, 8);
+static tp__blocks seg_blocks = TP__BLOCKS_INIT(8192, 32);
 
 static struct seg *seg_new(void) {
-  struct seg *s = tp_pool_get(seg_pool);
+  struct seg *s = tp__blocks_get(&seg_blocks);
   if (s) s->next = NULL;
   return s;
 }
 
 static struct queue *queue_new(void) {
-  if (!pools_init()) return NULL;
-  struct queue *q = tp_pool_get(queue_pool);
+  struct queue *q = tp__blocks_get(&queue_blocks);
   struct seg *s = seg_new();
   if (!q || !s) {
-    tp_pool_put(queue_pool, q); /* a NULL object is a no-op */
-    tp_pool_put(seg_pool, s);
+    tp__blocks_put(&queue_blocks, q); /* a NULL block is a no-op */
+    tp__blocks_put(&seg_blocks, s);
     return NULL;
   }
   memset(q, 0, sizeof *q);
@@ -493,7 +485,7 @@ static void queue_consume(struct queue *q, uint64_t upto) {
     if (q->cidx == SEG_CAP) {
       /* acquire: pairs with the producer's release store of next. */
       struct seg *next = __atomic_load_n(&q->chead->next, __ATOMIC_ACQUIRE);
-      tp_pool_put(seg_pool, q->chead);
+      tp__blocks_put(&seg_blocks, q->chead);
       q->chead = next;
       q->cidx = 0;
     }
@@ -520,10 +512,10 @@ static void queue_retire_counts(struct queue *q) {
   __atomic_fetch_add(&dead_freed, q->head, __ATOMIC_RELAXED);
 }
 
-/* Not under registry_lock (50): pool puts take pool locks (30). */
+/* Not under registry_lock: nothing needs it, and the unmaps are syscalls. */
 static void queue_free(struct queue *q) {
-  tp_pool_put(seg_pool, q->chead);
-  tp_pool_put(queue_pool, q);
+  tp__blocks_put(&seg_blocks, q->chead);
+  tp__blocks_put(&queue_blocks, q);
 }
 
 /* ---- the reclaimer ---------------------------------------------------------- */
@@ -582,6 +574,8 @@ static void reclaim_cycle(void) {
     for (struct queue *q = first; q; q = q->next)
       if (q->head < q->snap) queue_consume(q, q->snap);
     pthread_mutex_unlock(&consume_lock);
+    /* Debug builds: every queue is whole after a cycle. */
+    if (TP_DEBUG && epoch_check_all() != 0) tp__fatal("reclaimer", NULL, "tp_epoch_check failed");
     /* Free the queues of exited threads once they are empty: unlink them
      * under the registry lock, free them after it. */
     struct queue *dead = NULL;
@@ -742,7 +736,7 @@ static TP_NOINLINE int start_reclaimer(void) {
 
 /* Past the cap: wait for a grace period here and free our own backlog. */
 static int over_cap(struct queue *q) {
-  if (tp_epoch_in_section()) {
+  if (tp__epoch_in_section_inline()) {
     __atomic_fetch_add(&n_cap_failures, 1, __ATOMIC_RELAXED);
     if (TP_DEBUG)
       tp__fatal("tp_epoch_retire", NULL,
@@ -761,7 +755,8 @@ static int over_cap(struct queue *q) {
   return 0;
 }
 
-/* nowait: internal retires (the sweeper's slabs) never wait at the cap. */
+/* nowait: internal retires (the sweeper's slabs, tp__epoch_retire_nowait)
+ * never wait at the cap. */
 static int retire(void *obj, size_t bytes, void (*fn)(void *, void *), void *arg,
                   bool nowait) {
   if (TP_UNLIKELY(!fn)) {
@@ -890,7 +885,7 @@ int tp_epoch_barrier(void) {
     pthread_mutex_unlock(&state_lock);
     tp__blocking_enter();
     pthread_mutex_lock(&state_lock);
-    tp__lo_wait(TP__LO_WAIT_GRACE_PERIOD, &state_lock);
+    tp__lo_wait(TP__LO_WAIT_GRACE_PERIOD, &state_lock, tp_epoch_in_section());
     while (cycles_done < target) pthread_cond_wait(&progress_cv, &state_lock);
     pthread_mutex_unlock(&state_lock);
     tp__blocking_leave();
@@ -900,44 +895,8 @@ int tp_epoch_barrier(void) {
   return 0;
 }
 
-/* ---- pools -------------------------------------------------------------------- */
-
-static void pool_put_cb(void *obj, void *arg) { tp_pool_put(arg, obj); }
-
-/* No shared atomic here: the pool is only marked once, the first time it is
- * retired into (tp_pool_destroy then waits with a barrier). */
-int tp_pool_retire(tp_pool *p, void *obj) {
-  if (!p || !obj) {
-    errno = EINVAL;
-    return -EINVAL;
-  }
-  tp__pool_check_owner(p, obj, "tp_pool_retire");
-  if (TP_UNLIKELY(!__atomic_load_n(&p->epoch_used, __ATOMIC_RELAXED)))
-    __atomic_store_n(&p->epoch_used, true, __ATOMIC_RELAXED);
-  return tp_epoch_retire_sized(obj, p->stride, pool_put_cb, p);
-}
-
-void tp__epoch_pool_quiesce(tp_pool *p) {
-  /* Every retire of p was issued before this call (destroy runs alone), so
-   * one barrier runs them all, the sweeper's slab retires included. */
-  if (tp_epoch_barrier() != 0)
-    tp__fatal("tp_pool_destroy", p,
-              "the pool was retired into and the caller is inside a read section "
-              "or a retire callback: its retires cannot be waited for here");
-}
-
-static void slab_cb(void *obj, void *arg) {
-  (void)arg;
-  tp__pool_slab_retired(obj);
-}
-
-void tp__epoch_retire_slab(tp_slab *s, size_t bytes) {
-  /* Called by the sweeper under its pass lock: must not wait (lock order). */
-  if (retire(s, bytes, slab_cb, NULL, true) != 0) {
-    /* Out of memory for the queue: give the pages back now and leave the
-     * address range mapped (a reader may still touch it; it reads zeros). */
-    tp__os_decommit(s, bytes);
-  }
+int tp__epoch_retire_nowait(void *obj, size_t bytes, void (*fn)(void *, void *), void *arg) {
+  return retire(obj, bytes, fn, arg, true);
 }
 
 /* ---- stats -------------------------------------------------------------------- */
@@ -974,13 +933,74 @@ int tp_epoch_read_stats(tp_epoch_stats *out) {
   return 0;
 }
 
+/* ---- validity check ------------------------------------------------------------ */
+
+static int check_report(const char *what, const void *at) {
+  fprintf(stderr, "tidepool: tp_epoch_check: %s (%p)\n", what, at);
+  errno = EINVAL;
+  return -EINVAL;
+}
+
+/* One retire queue (caller holds consume_lock, so head, chead and cidx are
+ * stable; the tail is read with acquire, so the entries below it are
+ * visible): head <= tail, and the entries [head, tail) are reachable from
+ * the consumer's segment through published next links, each with a
+ * callback. */
+static int queue_check(const struct queue *q) {
+  uint64_t tail = __atomic_load_n(&q->tail, __ATOMIC_ACQUIRE);
+  uint64_t head = __atomic_load_n(&q->head, __ATOMIC_RELAXED);
+  if (head > tail) return check_report("retire queue: head past tail", q);
+  if (!q->chead) return check_report("retire queue: no consumer segment", q);
+  if (q->cidx > SEG_CAP) return check_report("retire queue: consumer index past its segment", q);
+  const struct seg *sg = q->chead;
+  uint32_t idx = q->cidx;
+  for (uint64_t n = head; n < tail; n++) {
+    if (idx == SEG_CAP) {
+      sg = __atomic_load_n(&sg->next, __ATOMIC_ACQUIRE);
+      if (!sg) return check_report("retire queue: published entry past the last segment", q);
+      idx = 0;
+    }
+    if (!sg->e[idx].fn) return check_report("retire queue: entry without a callback", &sg->e[idx]);
+    idx++;
+  }
+  return 0;
+}
+
+/* Every retire queue and the thread registry. Not from a retire callback
+ * (consume_lock is held there). */
+static int epoch_check_all(void) {
+  int rc = 0;
+  pthread_mutex_lock(&consume_lock);
+  pthread_mutex_lock(&registry_lock);
+  uint64_t n = 0;
+  const struct thread_state *prev = NULL;
+  for (const struct thread_state *t = threads; t && !rc; prev = t, t = t->next) {
+    if (t->prev != prev) rc = check_report("thread registry: prev link broken", t);
+    else if (++n > nthreads) rc = check_report("thread registry longer than nthreads", t);
+  }
+  if (!rc && n != nthreads) rc = check_report("thread registry shorter than nthreads", threads);
+  for (const struct queue *q = queues; q && !rc; q = q->next) rc = queue_check(q);
+  pthread_mutex_unlock(&registry_lock);
+  pthread_mutex_unlock(&consume_lock);
+  return rc;
+}
+
+int tp_epoch_check(void) {
+  init();
+  if (self.in_callback) {
+    errno = EDEADLK;
+    return -EDEADLK;
+  }
+  return epoch_check_all();
+}
+
 /* ---- fork ----------------------------------------------------------------------- */
 
 /* Rank 10: no grace period may be in progress across fork (liburcu's own
  * locks would be copied held). liburcu's call_rcu threads (if the
  * application uses call_rcu) are paused as its documentation asks. */
 static void fork_prepare_gp(void) {
-  if (!tp_epoch_in_section()) {
+  if (!tp__epoch_in_section_inline()) {
     pthread_mutex_lock(&gp_lock);
   } else {
     /* fork() inside a read section: a grace period in progress may be

@@ -6,6 +6,7 @@
 #define TIDEPOOL_TIDEPOOL_H
 
 #include <tidepool/common.h>
+#include <tidepool/percpu.h>
 #include <tidepool/pool.h>
 #include <tidepool/epoch.h>
 #include <tidepool/arena.h>
