@@ -304,7 +304,17 @@ TP_COLD void tp__epoch_register_slow(void) { tp_epoch_register_thread(); }
 
 /* The read side for programs that do not opt in to the inline one
  * (epoch.h): the same inline code, one call away. */
-void tp_epoch_enter(void) { tp__epoch_enter_inline(); }
+void tp_epoch_enter(void) {
+  /* Mixing with liburcu (docs/epoch.md): the application may have removed
+   * the registration tidepool made (urcu_memb_unregister_thread), which
+   * tidepool's own flag cannot see. liburcu's flag sits on the reader's
+   * line that the read lock below touches anyway: one load and a predicted
+   * branch. (The opt-in inline path does not check it: there the
+   * application calls tp_epoch_register_thread() again after it
+   * unregistered a thread itself.) */
+  if (TP_UNLIKELY(!URCU_TLS(urcu_memb_reader).registered)) tp__epoch_registered = 0;
+  tp__epoch_enter_inline();
+}
 void tp_epoch_leave(void) { tp__epoch_leave_inline(); }
 int tp_epoch_in_section(void) { return tp__epoch_in_section_inline(); }
 void tp__publish(void *ptr_addr, void *value) { tp__publish_inline(*(void **)ptr_addr, value); }
