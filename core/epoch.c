@@ -61,6 +61,7 @@
 #include "pool/pool_internal.h"
 
 #include <errno.h>
+#include <link.h>
 #include <linux/membarrier.h>
 #include <stdlib.h>
 #include <string.h>
@@ -107,10 +108,13 @@ struct queue {
   struct queue *next; /* all queues (registry_lock) */
 };
 
-/* One per thread that used epochs; lives in the thread's TLS. */
+/* One per thread that used epochs; lives in the thread's TLS.
+ * urcu_registered: the thread's liburcu reader is known (watched for
+ * stalls, cleaned up after fork); urcu_owned: tidepool made that
+ * registration (rather than the application) and removes it at exit. */
 struct thread_state {
   pid_t tid;
-  bool listed, urcu_registered, in_callback;
+  bool listed, urcu_registered, urcu_owned, in_callback;
   struct urcu_reader *reader;
   struct queue *q;
   uint64_t reported_gp;
@@ -143,6 +147,8 @@ static uint64_t nthreads;
  * at a time: reclaim_cycle's walk relies on it). */
 static bool reclaimer_running;
 static bool inline_cycle;
+static bool watchdog_running; /* state_lock */
+static bool forked_child;     /* this process is a fork child (state_lock) */
 static int sleeping;           /* atomic: read by retiring threads */
 static bool kicked;
 static uint64_t cycles_started, cycles_done;
@@ -176,8 +182,33 @@ static void fork_prepare_state(void);
 static void fork_parent_state(void);
 static void fork_child_state(void);
 
+/* liburcu-memb's loaded image: [urcu_lo, urcu_hi), spanning its PT_LOAD
+ * segments, where its static reader-registry head lives (reader nodes live
+ * in thread-local storage, never there). Found by the shared object's name,
+ * not by a symbol's address: a non-PIC executable holds copy-relocated
+ * data (urcu_memb_gp) and PLT stubs in its own image. Found once at init
+ * (dl_iterate_phdr takes the loader's lock: not for a fork child handler);
+ * 0, 0 if not found (liburcu linked statically): fork then cleans up only
+ * the readers tidepool knows. */
+static uintptr_t urcu_lo, urcu_hi;
+
+static int find_urcu_image(struct dl_phdr_info *info, size_t size, void *arg) {
+  (void)size;
+  (void)arg;
+  if (!info->dlpi_name || !strstr(info->dlpi_name, "liburcu-memb.so")) return 0;
+  for (int i = 0; i < info->dlpi_phnum; i++) {
+    const ElfW(Phdr) *ph = &info->dlpi_phdr[i];
+    if (ph->p_type != PT_LOAD) continue;
+    uintptr_t lo = info->dlpi_addr + ph->p_vaddr, hi = lo + ph->p_memsz;
+    if (!urcu_lo || lo < urcu_lo) urcu_lo = lo;
+    if (hi > urcu_hi) urcu_hi = hi;
+  }
+  return 1;
+}
+
 static void epoch_init(void) {
   pthread_key_create(&exit_key, thread_exit);
+  dl_iterate_phdr(find_urcu_image, NULL);
   /* The timed waits (reclaimer timer, watchdog) run on CLOCK_MONOTONIC. */
   tp__cond_init_monotonic(&reclaim_cv);
   tp__cond_init_monotonic(&watch_cv);
@@ -244,11 +275,20 @@ static void list_self(void) {
   self.listed = true;
 }
 
+/* Mixing with liburcu (docs/epoch.md): one liburcu registration per
+ * thread, owned by whoever made it. A thread the application registered
+ * first is adopted (watched, never unregistered by tidepool); a thread
+ * whose tidepool registration the application removed
+ * (urcu_memb_unregister_thread) is registered again here, on its next
+ * enter. The test is liburcu's own flag, not ours: ours may be stale. */
 int tp_epoch_register_thread(void) {
   list_self();
-  if (!self.urcu_registered) {
+  if (!self.urcu_registered || !URCU_TLS(urcu_memb_reader).registered) {
     pthread_mutex_lock(&registry_lock);
-    urcu_memb_register_thread();
+    if (!URCU_TLS(urcu_memb_reader).registered) {
+      urcu_memb_register_thread();
+      self.urcu_owned = true;
+    }
     self.reader = &URCU_TLS(urcu_memb_reader);
     self.urcu_registered = true;
     pthread_mutex_unlock(&registry_lock);
@@ -287,6 +327,7 @@ void tp__epoch_unbalanced_leave(void) {
 }
 
 static void kick_reclaimer(void);
+static void ensure_watchdog_locked(void);
 
 /* Adds a queue's unreported bytes to the process-wide pending count. */
 static void report_bytes(struct queue *q) {
@@ -311,15 +352,17 @@ static void unlist_locked(struct thread_state *t) {
 
 static void thread_exit(void *arg) {
   struct thread_state *t = arg;
-  if (t->urcu_registered) {
+  /* Ours to remove: tidepool made the registration and it is still there
+   * (the application may have removed it itself: removing it twice trips
+   * liburcu's assertion). One the application made is the application's. */
+  bool ours = t->urcu_owned && URCU_TLS(urcu_memb_reader).registered;
+  if (ours) {
     /* Leave any open section so no grace period waits for a dead thread. */
     while (tp_epoch_in_section()) tp__epoch_read_unlock_tsan();
   }
   pthread_mutex_lock(&registry_lock);
-  if (t->urcu_registered) {
-    urcu_memb_unregister_thread();
-    t->urcu_registered = false;
-  }
+  if (ours) urcu_memb_unregister_thread();
+  t->urcu_registered = t->urcu_owned = false;
   unlist_locked(t);
   pthread_mutex_unlock(&registry_lock);
   bool had_queue = t->q != NULL;
@@ -338,6 +381,11 @@ static void grace_period(void) {
   tp__blocking_enter();
   pthread_mutex_lock(&gp_lock);
   pthread_mutex_lock(&state_lock);
+  /* The watchdog watches every grace period, the first included (not only
+   * those after the first retire). Except in a TSan build's forked child:
+   * TSan cannot start threads there (a grace period must still work; the
+   * watchdog then starts with the reclaimer, as a retire would need). */
+  if (!(TP_TSAN && forked_child)) ensure_watchdog_locked();
   gp_active = true;
   gp_seq++;
   gp_start_ms = tp__now_ms_coarse();
@@ -503,6 +551,7 @@ static uint64_t pending_entries(void) {
   return n;
 }
 
+
 /* One cycle: snapshot every tail, wait for a grace period, consume below
  * the snapshots, free the empty queues of exited threads.
  *
@@ -658,13 +707,23 @@ static void *watchdog_main(void *arg) {
 static int ensure_running_locked(void) {
   if (reclaimer_running) return 0;
   if (inline_cycle) return -EAGAIN;
-  pthread_t reclaimer, watchdog;
+  pthread_t reclaimer;
   if (tp__thread_create_quiet(&reclaimer, reclaimer_main, NULL) != 0) return -EAGAIN;
   pthread_detach(reclaimer);
-  /* Without a watchdog stalls go unreported; reclamation still works. */
-  if (tp__thread_create_quiet(&watchdog, watchdog_main, NULL) == 0) pthread_detach(watchdog);
+  ensure_watchdog_locked();
   __atomic_store_n(&reclaimer_running, true, __ATOMIC_RELAXED);
   return 0;
+}
+
+/* Starts the stall watchdog on first need (the first grace period or the
+ * reclaimer). Without it stalls go unreported; everything else works, and
+ * the next grace period tries again. Caller holds state_lock. */
+static void ensure_watchdog_locked(void) {
+  if (watchdog_running) return;
+  pthread_t watchdog;
+  if (tp__thread_create_quiet(&watchdog, watchdog_main, NULL) != 0) return;
+  pthread_detach(watchdog);
+  watchdog_running = true;
 }
 
 /* Wakes the reclaimer (starting it if need be). A reclaimer that cannot
@@ -971,24 +1030,63 @@ static void fork_parent_state(void) {
   pthread_mutex_unlock(&state_lock);
   pthread_mutex_unlock(&registry_lock);
 }
+/* Fork's child: takes every liburcu reader but the calling thread's out of
+ * liburcu's registry, the application's own readers (registered with
+ * liburcu only) included, ending their sections. The registry is a
+ * circular list whose head is static in liburcu: it is entered through a
+ * reader tidepool knows, and the head is the one node inside liburcu's
+ * image (readers live in thread-local storage). Returns false (nothing
+ * done) if no entry or no head is found. Caller: fork_child_state, with
+ * registry_lock held and no other thread alive. */
+static bool scrub_urcu_registry(void) {
+  struct urcu_reader *mine = &URCU_TLS(urcu_memb_reader);
+  struct cds_list_head *start = mine->registered ? &mine->node : NULL;
+  for (struct thread_state *t = threads; t && !start; t = t->next)
+    if (t->urcu_registered && t->reader->registered) start = &t->reader->node;
+  if (!start || !urcu_hi) return false;
+  struct cds_list_head *head = NULL, *n = start;
+  do {
+    if ((uintptr_t)n >= urcu_lo && (uintptr_t)n < urcu_hi) head = n;
+    n = n->next;
+  } while (!head && n != start);
+  if (!head) return false;
+  for (n = head->next; n != head;) {
+    struct cds_list_head *next = n->next;
+    struct urcu_reader *r = caa_container_of(n, struct urcu_reader, node);
+    if (r != mine) {
+      r->ctr = 0; /* its section ends: no grace period waits for it */
+      r->registered = 0;
+      cds_list_del(n);
+    }
+    n = next;
+  }
+  return true;
+}
+
 static void fork_child_state(void) {
   /* Only this thread exists now. The others' liburcu reader entries would
    * make every grace period wait for threads that are gone: end their
    * sections and take them out of liburcu's registry (their TLS is still
-   * mapped in the child; no liburcu lock is held, see fork_prepare_gp). */
+   * mapped in the child; no liburcu lock is held, see fork_prepare_gp).
+   * Readers the application registered with liburcu alone are removed too
+   * (scrub_urcu_registry); failing that, the ones tidepool knows. */
+  bool scrubbed = scrub_urcu_registry();
   for (struct thread_state *t = threads, *next; t; t = next) {
     next = t->next;
     if (t == &self) continue;
-    if (t->urcu_registered) {
+    if (t->urcu_registered && !scrubbed && t->reader->registered) {
       t->reader->ctr = 0;
+      t->reader->registered = 0;
       cds_list_del(&t->reader->node);
-      t->urcu_registered = false;
     }
+    t->urcu_registered = t->urcu_owned = false;
     unlist_locked(t); /* as thread_exit would have done */
   }
   if (self.listed) self.tid = (pid_t)syscall(SYS_gettid);
   __atomic_store_n(&reclaimer_running, false, __ATOMIC_RELAXED);
   inline_cycle = false;
+  watchdog_running = false;
+  forked_child = true;
   kicked = false;
   /* A cycle the parent's reclaimer had started never finishes here: a
    * barrier waiting for cycles_done to pass it would wait forever. */

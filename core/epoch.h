@@ -41,6 +41,13 @@
  * across fork (liburcu's locks), and one may be waiting for the forking
  * thread; fork then waits up to stall_ms and aborts with a message.
  *
+ * Mixing with liburcu (docs/epoch.md has the contract): a thread has one
+ * liburcu registration, owned by whoever made it. One the application made
+ * first is used (tp_epoch_register_thread adopts it); one tidepool made
+ * serves the application's liburcu calls too, may be removed by the
+ * application (tidepool registers again on the next enter), and must not be
+ * made again with urcu_memb_register_thread (liburcu asserts).
+ *
  * Thread safety: every function here is safe to call concurrently. tp_epoch_synchronize
  * and tp_epoch_barrier may not be called inside a read section (they return
  * -EDEADLK) nor from a retire callback (-EDEADLK).
@@ -106,8 +113,9 @@ typedef struct tp_epoch_stats {
  * Safe to call concurrently. */
 TP_API int tp_epoch_configure(const tp_epoch_config *cfg);
 
-/* Registers the calling thread (what tp_epoch_enter does on first use).
- * 0 or -errno. Safe to call concurrently. */
+/* Registers the calling thread (what tp_epoch_enter does on first use); a
+ * thread the application registered with liburcu is adopted, not
+ * registered again. 0 or -errno. Safe to call concurrently. */
 TP_API int tp_epoch_register_thread(void);
 TP_API void tp__epoch_register_slow(void);
 TP_API void tp__epoch_unbalanced_leave(void);

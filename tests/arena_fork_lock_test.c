@@ -24,6 +24,7 @@
 #include <signal.h>
 #include <sys/mman.h>
 #include <sys/wait.h>
+#include <stdio.h>
 #include <tidepool/tidepool.h>
 
 #include "tests/test_util.h"
@@ -34,6 +35,16 @@
 
 static int armed, inside;
 
+#if defined(__SANITIZE_THREAD__)
+/* TSan's runtime cannot run under an executable that preempts its mmap
+ * interceptor (it faults in its own shadow setup): the case is skipped
+ * there; the default, ASan and no-rseq configurations run it. */
+#define INTERPOSE 0
+#else
+#define INTERPOSE 1
+#endif
+
+#if INTERPOSE
 void *mmap(void *addr, size_t len, int prot, int flags, int fd, off_t off) {
   static void *(*next)(void *, size_t, int, int, int, off_t);
   if (!next) next = (void *(*)(void *, size_t, int, int, int, off_t))dlsym(RTLD_NEXT, "mmap");
@@ -43,6 +54,7 @@ void *mmap(void *addr, size_t len, int prot, int flags, int fd, off_t off) {
   }
   return next(addr, len, prot, flags, fd, off);
 }
+#endif
 
 static void *large_alloc_thread(void *arg) {
   tp_arena *a = arg;
@@ -52,6 +64,10 @@ static void *large_alloc_thread(void *arg) {
 
 static void fork_while_arena_lock_is_held(void **s) {
   (void)s;
+  if (!INTERPOSE) {
+    printf("TSan build: mmap cannot be interposed; skipped\n");
+    skip();
+  }
   tp_arena *a = tp_arena_create(
       &(tp_arena_config){.chunk_size = CHUNK, .flags = TP_ARENA_CONCURRENT});
   assert_non_null(a);
