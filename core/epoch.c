@@ -442,7 +442,13 @@ int tp_epoch_synchronize(void) {
  * successful queue_new: the CAS (acquire/release) orders the creation
  * before the creating thread links its queue under registry_lock, and the
  * lock before any other thread finds it. */
-static tp_pool *queue_pool, *seg_pool;
+static tp_pool *queue_pool, *seg_pool; /* __atomic: set once by a CAS */
+
+/* relaxed: a queue (or a segment of one) is only used after the queue_new
+ * that saw both pools set (acquire), in this thread or, through
+ * registry_lock, in the one that found the queue. */
+static inline tp_pool *qpool(void) { return __atomic_load_n(&queue_pool, __ATOMIC_RELAXED); }
+static inline tp_pool *spool(void) { return __atomic_load_n(&seg_pool, __ATOMIC_RELAXED); }
 
 /* *slot, created on first need; NULL (errno ENOMEM) when it cannot be. */
 static tp_pool *internal_pool(tp_pool **slot, const tp_pool_config *cfg, size_t align,
@@ -467,18 +473,18 @@ static bool pools_init(void) {
 }
 
 static struct seg *seg_new(void) {
-  struct seg *s = tp_pool_get(seg_pool);
+  struct seg *s = tp_pool_get(spool());
   if (s) s->next = NULL;
   return s;
 }
 
 static struct queue *queue_new(void) {
   if (!pools_init()) return NULL;
-  struct queue *q = tp_pool_get(queue_pool);
+  struct queue *q = tp_pool_get(qpool());
   struct seg *s = seg_new();
   if (!q || !s) {
-    tp_pool_put(queue_pool, q); /* a NULL object is a no-op */
-    tp_pool_put(seg_pool, s);
+    tp_pool_put(qpool(), q); /* a NULL object is a no-op */
+    tp_pool_put(spool(), s);
     return NULL;
   }
   memset(q, 0, sizeof *q);
@@ -500,7 +506,7 @@ static void queue_consume(struct queue *q, uint64_t upto) {
     if (q->cidx == SEG_CAP) {
       /* acquire: pairs with the producer's release store of next. */
       struct seg *next = __atomic_load_n(&q->chead->next, __ATOMIC_ACQUIRE);
-      tp_pool_put(seg_pool, q->chead);
+      tp_pool_put(spool(), q->chead);
       q->chead = next;
       q->cidx = 0;
     }
@@ -529,8 +535,8 @@ static void queue_retire_counts(struct queue *q) {
 
 /* Not under registry_lock (50): pool puts take pool locks (30). */
 static void queue_free(struct queue *q) {
-  tp_pool_put(seg_pool, q->chead);
-  tp_pool_put(queue_pool, q);
+  tp_pool_put(spool(), q->chead);
+  tp_pool_put(qpool(), q);
 }
 
 /* ---- the reclaimer ---------------------------------------------------------- */
