@@ -22,6 +22,11 @@
 //      1 GiB), its RSS read (VmRSS of /proc/PID/status), everything deleted
 //      (each key must answer DELETED) or flushed, and its RSS sampled every
 //      100 ms for --mem-seconds (default 12) from the start of the delete.
+// Besides ops/s it records, per throughput case, the server's CPU time per
+// request (/proc/PID/stat before and after; the loadgen's prefill counted
+// in) and the client's CPU time over its wall time (wait4): on a shared
+// machine these hold up better than ops/s, and a client near 100 % says the
+// client, not the server, set the pace.
 // It prints medians over the repetitions with min..max, the tpcache /
 // memcached ratios (median of the per-repetition ratios: each pair ran close
 // together in time), the targets of issue 13 with MET / MISSED, and writes
@@ -35,6 +40,7 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/types.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -194,6 +200,25 @@ double RssMib(pid_t pid) {
   return NAN;
 }
 
+// CPU time (user + system) a process has used, in seconds; NaN when
+// unreadable. Fields 14 and 15 of /proc/PID/stat, after the command's ")".
+double ProcCpuSec(pid_t pid) {
+  std::string st = ReadFile("/proc/" + std::to_string(pid) + "/stat");
+  size_t rp = st.rfind(')');
+  if (rp == std::string::npos) return NAN;
+  std::istringstream in(st.substr(rp + 2));
+  std::string f;
+  double ut = NAN, stime = NAN;
+  for (int i = 3; in >> f; i++) {
+    if (i == 14) ut = std::atof(f.c_str());
+    if (i == 15) {
+      stime = std::atof(f.c_str());
+      break;
+    }
+  }
+  return (ut + stime) / static_cast<double>(sysconf(_SC_CLK_TCK));
+}
+
 // A loopback port nobody listens on now (a server that loses the race to
 // another process exits, and StartServer tries another).
 int FreePort() {
@@ -284,11 +309,15 @@ pid_t Spawn(const std::vector<std::string>& args, const std::string& log, int cp
 
 // Waits up to `timeout` s for pid; -1 (and SIGKILL) when it did not end,
 // else its wait status.
-int WaitFor(pid_t pid, double timeout) {
+int WaitFor(pid_t pid, double timeout, double* cpu_s = nullptr) {
   double t0 = Now();
   int status = 0;
   for (;;) {
-    pid_t w = waitpid(pid, &status, WNOHANG);
+    struct rusage ru {};
+    pid_t w = wait4(pid, &status, WNOHANG, &ru);
+    if (w == pid && cpu_s)
+      *cpu_s = static_cast<double>(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) +
+               static_cast<double>(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1e6;
     if (w == pid) {
       g_children.erase(pid);
       return status;
@@ -317,15 +346,18 @@ std::string Describe(int status) {
 
 struct Run {
   bool ok = false;
+  double wall_s = 0, cpu_s = NAN;  // the client's wall time and CPU time (user + system)
   std::string out;  // the log's text
   std::string what;
 };
 
 Run RunClient(const Options& o, const std::vector<std::string>& args, const std::string& log, double timeout) {
   unlink(log.c_str());
+  double t0 = Now();
   pid_t pid = Spawn(args, log, o.client_cpu);
-  int st = WaitFor(pid, timeout);
   Run r;
+  int st = WaitFor(pid, timeout, &r.cpu_s);
+  r.wall_s = Now() - t0;
   r.out = ReadFile(log);
   r.ok = st != -1 && WIFEXITED(st) && WEXITSTATUS(st) == 0;
   r.what = Describe(st);
@@ -531,9 +563,10 @@ int main(int argc, char** argv) {
             Server& s = live[k];
             std::string addr = "127.0.0.1:" + std::to_string(s.port);
             std::string log = logs + "/" + s.kind + "_" + wl + (tool ? "_memcaslap" : "_loadgen") + "_r" + std::to_string(r) + ".log";
-            double ops = NAN;
+            double ops = NAN, requests = NAN, cpu0 = ProcCpuSec(s.pid);
+            Run run;
             if (tool == 0) {
-              Run run = RunClient(o,
+              run = RunClient(o,
                                   {o.loadgen, "-s", addr, "-c", std::to_string(o.conns), "-d", Fmt(dur, 2), "-g",
                                    set_only ? "0" : "0.9", "-k", "32", "-v", "100", "-n", std::to_string(o.keys), "-p",
                                    "-S", std::to_string(1000 + r)},
@@ -543,12 +576,13 @@ int main(int argc, char** argv) {
                 failures.push_back(s.kind + " " + wl + " loadgen rep " + std::to_string(r) + ": " + run.what + " (" + log + ")");
               } else {
                 ops = m["ops_per_s"];
+                requests = static_cast<double>(o.keys) + m["gets"] + m["sets"];  // prefill, run, drain
                 for (const char* q : {"p50_us", "p99_us", "p999_us", "max_us"})
                   thr[s.kind][std::string(wl) + "/" + q].push_back(m[q]);
               }
               thr[s.kind][std::string(wl) + "/loadgen"].push_back(ops / 1e3);
             } else {
-              Run run = RunClient(o,
+              run = RunClient(o,
                                   {o.memcaslap_bin, "-s", addr, "-F", set_only ? cfgset : cfg90, "-T", "1", "-c",
                                    std::to_string(o.conns), "-t", std::to_string(static_cast<int>(std::lround(dur))) + "s"},
                                   log, dur + 60);
@@ -558,7 +592,17 @@ int main(int argc, char** argv) {
                 ops = NAN;
               }
               thr[s.kind][std::string(wl) + "/memcaslap"].push_back(ops / 1e3);
+              size_t g = run.out.find("cmd_get: "), st = run.out.find("cmd_set: ");
+              if (!std::isnan(ops) && g != std::string::npos && st != std::string::npos)
+                requests = std::atof(run.out.c_str() + g + 9) + std::atof(run.out.c_str() + st + 9);
             }
+            // CPU time per request the server spent (prefill included), and
+            // how busy the client kept its CPU: near 100 % the client, not
+            // the server, set the pace. Both hold up under a noisy machine
+            // better than ops/s.
+            std::string tn = std::string(wl) + (tool ? "/memcaslap" : "/loadgen");
+            thr[s.kind][tn + "_srv_us"].push_back((ProcCpuSec(s.pid) - cpu0) * 1e6 / requests);
+            thr[s.kind][tn + "_cli_pct"].push_back(100 * run.cpu_s / run.wall_s);
             std::fprintf(stderr, "  rep %d %-6s %-9s %-9s %8.1f k ops/s\n", r, wl, tool ? "memcaslap" : "loadgen",
                          s.kind.c_str(), ops / 1e3);
           }
@@ -680,6 +724,24 @@ int main(int argc, char** argv) {
       std::string w = wl, name = w == "set" ? "set-only" : "90/10 get/set";
       row(name + ", loadgen", MC[w + "/loadgen"], TP[w + "/loadgen"], 1);
       if (o.memcaslap) row(name + ", memcaslap", MC[w + "/memcaslap"], TP[w + "/memcaslap"], 1);
+    }
+    std::snprintf(line, sizeof line, "\n%-34s %27s %27s %18s\n", "server CPU per request, us", "memcached", "tpcache", "tp/mc");
+    t << line;
+    for (const char* wl : kWorkloads) {
+      std::string w = wl, name = w == "set" ? "set-only" : "90/10 get/set";
+      for (int tool = 0; tool < (o.memcaslap ? 2 : 1); tool++) {
+        std::string tn = w + (tool ? "/memcaslap" : "/loadgen");
+        row(name + (tool ? ", memcaslap" : ", loadgen"), MC[tn + "_srv_us"], TP[tn + "_srv_us"], 2);
+      }
+    }
+    std::snprintf(line, sizeof line, "\n%-34s %27s %27s %18s\n", "client CPU busy, % of its run", "memcached", "tpcache", "tp/mc");
+    t << line;
+    for (const char* wl : kWorkloads) {
+      std::string w = wl, name = w == "set" ? "set-only" : "90/10 get/set";
+      for (int tool = 0; tool < (o.memcaslap ? 2 : 1); tool++) {
+        std::string tn = w + (tool ? "/memcaslap" : "/loadgen");
+        row(name + (tool ? ", memcaslap" : ", loadgen"), MC[tn + "_cli_pct"], TP[tn + "_cli_pct"], 0);
+      }
     }
     std::snprintf(line, sizeof line, "\n%-34s %27s %27s %18s\n", "latency (loadgen), us", "memcached", "tpcache", "tp/mc");
     t << line;

@@ -27,6 +27,7 @@
 #include <netinet/tcp.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -111,6 +112,7 @@ static int conn_flush(conn *c) {
 
 static void conn_run(worker *w, conn *c) {
   int reads = 0;
+  bool drained = false; /* a short read: the socket is (very likely) empty */
   for (;;) {
     if (c->out_pending) {
       if (conn_flush(c) < 0) goto close;
@@ -127,12 +129,15 @@ static void conn_run(worker *w, conn *c) {
       if (c->out_pending || c->close_after) continue;
       if (c->rpos != before) continue;
     }
-    if (reads++ >= READS_PER_EVENT) break; /* fairness; level-triggered */
+    /* Level-triggered: after a short read, or enough reads for fairness,
+     * epoll reports whatever arrives next; no read just to see EAGAIN. */
+    if (drained || reads++ >= READS_PER_EVENT) break;
     size_t room;
     char *p = proto_read_space(c, &room);
     if (!p || room == 0) goto close;
     ssize_t n = read(c->fd, p, room);
     if (n > 0) {
+      drained = (size_t)n < room;
       c->rlen += (uint32_t)n;
       TS_ADD(c->ts, bytes_read, (uint64_t)n);
       proto_process(c);

@@ -29,7 +29,7 @@ if nm "$archive" 2>/dev/null | grep -qE '__(asan|tsan)_init'; then
   echo "skipped: libtidepool.a is built with a gcc sanitizer here (run without --config=asan/tsan)"
   exit 0
 fi
-clang-14 -std=c11 -D_GNU_SOURCE -O1 -g -fsanitize=fuzzer,address,undefined \
+clang-14 -std=c11 -O1 -g -fsanitize=fuzzer,address,undefined \
   -fno-sanitize-recover=undefined -I"$tmp/inc" "${srcs[@]}" "$archive" \
   -lurcu-memb -lurcu-cds -lurcu-common -lpthread -o "$tmp/fuzz_proto"
 i=0
@@ -44,6 +44,14 @@ for r in 'get a\r\n' 'set a 0 0 1\r\nx\r\nget a b\r\n' 'gets a\r\ncas a 0 0 1 1\
 done
 seed=${TPCACHE_FUZZ_SEED:-$RANDOM}
 echo "fuzz seed $seed"
+rc=0
 "$tmp/fuzz_proto" -seed="$seed" -max_total_time="${TPCACHE_FUZZ_SECONDS:-20}" -max_len=8192 \
-  -rss_limit_mb=2048 -dict="$dict" -print_final_stats=1 "$tmp/corpus" 2>&1 | tail -25
-exit "${PIPESTATUS[0]}"
+  -rss_limit_mb=2048 -dict="$dict" -print_final_stats=1 "$tmp/corpus" >"$tmp/fuzz.log" 2>&1 || rc=$?
+if [[ $rc -ne 0 ]]; then
+  echo "FAIL: the fuzzer found a crash (exit $rc):"
+  grep -m1 -A40 -E '^==[0-9]+==ERROR|deadly signal|runtime error' "$tmp/fuzz.log" || tail -40 "$tmp/fuzz.log"
+  grep -E '^(artifact_prefix|Test unit written)' "$tmp/fuzz.log" || true
+else
+  grep -E '^(Done|stat::)' "$tmp/fuzz.log"
+fi
+exit "$rc"
