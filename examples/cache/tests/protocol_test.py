@@ -148,9 +148,9 @@ def t_expiry(srv):
     assert c.get("rel100") == b"1" and c.get("abs100") == b"1"
     assert c.get("past") is None and c.get("neg") is None
     assert c.get("rel_long") == b"1"
-    c.set("touched", b"1", expire=1)
+    c.set("touched", b"1", expire=2)   # touched well before it can expire
     assert c.touch("touched", 100) is True
-    time.sleep(2.5)   # the items of expiry 1 are gone after at most 2 s
+    time.sleep(3.5)   # expiry 1 (and an untouched 2) is over by then
     assert c.get("rel") is None and c.get("abs") is None
     assert c.get("absfar") == b"1" and c.get("touched") == b"1"
     # flush_all with a delay
