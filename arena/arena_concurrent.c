@@ -52,17 +52,13 @@ static void arenas_init_once(void) {
 void tp__arena_arenas_link(struct tp_arena *a) {
   pthread_once(&arenas_once, arenas_init_once);
   pthread_mutex_lock(&arenas_lock);
-  a->reg_prev = NULL;
-  a->reg_next = arenas;
-  if (arenas) arenas->reg_prev = a;
-  arenas = a;
+  TP__LIST_PUSH(arenas, a, reg_prev, reg_next);
   pthread_mutex_unlock(&arenas_lock);
 }
 
 void tp__arena_arenas_unlink(struct tp_arena *a) {
   pthread_mutex_lock(&arenas_lock);
-  if (a->reg_prev) a->reg_prev->reg_next = a->reg_next; else arenas = a->reg_next;
-  if (a->reg_next) a->reg_next->reg_prev = a->reg_prev;
+  TP__LIST_UNLINK(arenas, a, reg_prev, reg_next);
   pthread_mutex_unlock(&arenas_lock);
 }
 

@@ -13,6 +13,7 @@
 #include <tidepool/pool.h>
 
 #include "core/debug_internal.h"
+#include "core/list_internal.h"
 #include "core/fork_internal.h"
 #include "core/os_internal.h"
 #include "core/percpu_internal.h"

@@ -25,10 +25,7 @@ void tp__epoch_list_self(void) {
   tp__epoch_self.tid = (pid_t)syscall(SYS_gettid);
   pthread_setspecific(tp__epoch_exit_key, &tp__epoch_self); /* runs thread_exit at exit */
   pthread_mutex_lock(&tp__epoch_registry_lock);
-  tp__epoch_self.prev = NULL;
-  tp__epoch_self.next = tp__epoch_threads;
-  if (tp__epoch_threads) tp__epoch_threads->prev = &tp__epoch_self;
-  tp__epoch_threads = &tp__epoch_self;
+  TP__LIST_PUSH(tp__epoch_threads, &tp__epoch_self, prev, next);
   tp__epoch_nthreads++;
   pthread_mutex_unlock(&tp__epoch_registry_lock);
   tp__epoch_self.listed = true;
@@ -101,8 +98,7 @@ void tp__epoch_unbalanced_leave(void) {
 /* Takes thread t off the registry; whatever its queue still holds is the
  * reclaimer's to run and free. Caller holds registry_lock. */
 void tp__epoch_unlist_locked(struct tp__epoch_thread *t) {
-  if (t->prev) t->prev->next = t->next; else tp__epoch_threads = t->next;
-  if (t->next) t->next->prev = t->prev;
+  TP__LIST_UNLINK(tp__epoch_threads, t, prev, next);
   tp__epoch_nthreads--;
   if (t->q) {
     tp__epoch_report_bytes(t->q);

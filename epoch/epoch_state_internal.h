@@ -18,6 +18,7 @@
 #include "core/blocking_internal.h"
 #include "core/blocks_internal.h"
 #include "core/debug_internal.h"
+#include "core/list_internal.h"
 #include "core/fork_internal.h"
 #include "core/options_internal.h"
 #include "core/os_internal.h"
