@@ -1,5 +1,5 @@
 /*
- * Internal: the arenas' chunk pools, one per chunk size (arena/arena.c),
+ * Internal: the arenas' chunk pools, one per chunk size (arena/arena_chunks.c),
  * for tp_stats_print.
  */
 #ifndef TIDEPOOL_CHUNK_POOLS_INTERNAL_H

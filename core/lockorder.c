@@ -41,8 +41,8 @@ static const struct rank_entry {
      * handlers) under it; no fork handler takes it. */
     {"arena", "&chunk_pools_lock", 1, "arena chunk-pool setup lock", NULL},
     {"fork", "&hooks_lock", 2, "fork handler table lock", NULL},
-    {"epoch", "&gp_lock", 10, "epoch grace-period lock", NULL},
-    {"epoch", "&consume_lock", 12, "epoch consume lock", NULL},
+    {"epoch", "&tp__epoch_gp_lock", 10, "epoch grace-period lock", NULL},
+    {"epoch", "&tp__epoch_consume_lock", 12, "epoch consume lock", NULL},
     /* 15: an epoch read section; 16: an attached heap mutator. */
     {"sweeper", "&ctl_lock", 18, "sweeper start/stop lock", NULL},
     {"pool", "&tp__pool_pass_lock", 20, "sweeper pass lock", NULL},
@@ -55,8 +55,8 @@ static const struct rank_entry {
     {"gc", "&registry_lock", 38, "heap registry lock", NULL},
     {"gc", "&h->lock", 40, "heap lock", NEST_HEAPS},
     {"gc", "&h->sp_lock", 42, "heap handshake lock", NEST_HEAPS},
-    {"epoch", "&registry_lock", 50, "epoch registry lock", NULL},
-    {"epoch", "&state_lock", 52, "epoch reclaimer state lock", NULL},
+    {"epoch", "&tp__epoch_registry_lock", 50, "epoch registry lock", NULL},
+    {"epoch", "&tp__epoch_state_lock", 52, "epoch reclaimer state lock", NULL},
     {"sweeper", "&wake_lock", 60, "sweeper wake-up lock", NULL},
 };
 

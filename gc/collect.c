@@ -58,6 +58,7 @@
 
 #include "gc/heap_internal.h"
 
+#include "core/list_internal.h"
 #include "core/debug_internal.h"
 #include "core/fault_internal.h"
 #include "core/os_internal.h"
@@ -531,8 +532,7 @@ static void sweep(tp_heap *h, uint8_t epoch, struct release *rel) {
     }
     if (nfree == data_lines) {
       /* No live line: the whole region goes back to the pool. */
-      if (r->prev) r->prev->next = r->next; else h->regions = r->next;
-      if (r->next) r->next->prev = r->prev;
+      TP__LIST_UNLINK(h->regions, r, prev, next);
       tp__map_clear_range(h, (uintptr_t)r, h->region_size);
       r->rnext = rel->regions;
       rel->regions = r;
@@ -548,8 +548,7 @@ static void sweep(tp_heap *h, uint8_t epoch, struct release *rel) {
       l->marked = 0;
       continue;
     }
-    if (l->prev) l->prev->next = l->next; else h->large = l->next;
-    if (l->next) l->next->prev = l->prev;
+    TP__LIST_UNLINK(h->large, l, prev, next);
     tp__map_clear_range(h, (uintptr_t)l, l->map_bytes);
     tp__counter_add(&h->nlarge, -1);
     tp__counter_add(&h->large_map_bytes, -(int64_t)l->map_bytes);

@@ -44,6 +44,7 @@
 
 #include "gc/heap_internal.h"
 
+#include "core/list_internal.h"
 #include "core/blocking_internal.h"
 #include "core/debug_internal.h"
 #include "core/fault_internal.h"
@@ -181,9 +182,7 @@ tp_heap *tp_heap_create(const tp_heap_config *cfg) {
   h->magic = TP__HEAP_MAGIC;
 
   pthread_mutex_lock(&registry_lock);
-  h->reg_next = registry;
-  if (registry) registry->reg_prev = h;
-  registry = h;
+  TP__LIST_PUSH(registry, h, reg_prev, reg_next);
   pthread_mutex_unlock(&registry_lock);
   return h;
 }
@@ -213,8 +212,7 @@ void tp_heap_destroy(tp_heap *h) {
   free(fin);
 
   pthread_mutex_lock(&registry_lock);
-  if (h->reg_prev) h->reg_prev->reg_next = h->reg_next; else registry = h->reg_next;
-  if (h->reg_next) h->reg_next->reg_prev = h->reg_prev;
+  TP__LIST_UNLINK(registry, h, reg_prev, reg_next);
   pthread_mutex_unlock(&registry_lock);
 
   /* 2. Weak references read NULL from now on. */
@@ -363,9 +361,7 @@ static tp__mut *create_mut(tp_heap *h) {
   }
   pthread_mutex_lock(&h->lock);
   pthread_mutex_lock(&h->sp_lock);
-  m->next = h->muts;
-  if (h->muts) h->muts->prev = m;
-  h->muts = m;
+  TP__LIST_PUSH(h->muts, m, prev, next);
   pthread_mutex_unlock(&h->sp_lock);
   pthread_mutex_unlock(&h->lock);
   m->tnext = tls_list;
@@ -671,9 +667,7 @@ static struct tp__region *new_region(tp_heap *h, bool *zero) {
   pthread_mutex_lock(&h->lock);
   int rc = tp__map_set_range(h, (uintptr_t)r, h->region_size, r);
   if (rc == 0) {
-    r->next = h->regions;
-    if (h->regions) h->regions->prev = r;
-    h->regions = r;
+    TP__LIST_PUSH(h->regions, r, prev, next);
     tp__counter_add(&h->nregions, 1);
   }
   pthread_mutex_unlock(&h->lock);
@@ -766,9 +760,7 @@ static void *alloc_large(tp_heap *h, tp__mut *m, const tp_type *t, size_t n, siz
   pthread_mutex_lock(&h->lock);
   int rc = tp__map_set_range(h, (uintptr_t)l, map, (void *)((uintptr_t)l | 1));
   if (rc == 0) {
-    l->next = h->large;
-    if (h->large) h->large->prev = l;
-    h->large = l;
+    TP__LIST_PUSH(h->large, l, prev, next);
     tp__counter_add(&h->nlarge, 1);
     tp__counter_add(&h->large_map_bytes, (int64_t)map);
   }
@@ -1042,10 +1034,7 @@ tp_weak *tp_weak_new(tp_heap *h, void *obj) {
   }
   w->heap = h;
   w->target = obj;
-  w->prev = NULL;
-  w->next = h->weaks;
-  if (h->weaks) h->weaks->prev = w;
-  h->weaks = w;
+  TP__LIST_PUSH(h->weaks, w, prev, next);
   pthread_mutex_unlock(&h->lock);
   return w;
 }
@@ -1066,8 +1055,7 @@ void tp_weak_free(tp_weak *w) {
   tp_heap *h = __atomic_load_n(&w->heap, __ATOMIC_RELAXED);
   if (h) {
     pthread_mutex_lock(&h->lock);
-    if (w->prev) w->prev->next = w->next; else h->weaks = w->next;
-    if (w->next) w->next->prev = w->prev;
+    TP__LIST_UNLINK(h->weaks, w, prev, next);
     pthread_mutex_unlock(&h->lock);
   }
   free(w);

@@ -68,6 +68,7 @@
 #include <tidepool/gc.h>
 #include <tidepool/pool.h>
 
+#include "core/list_internal.h"
 #include "core/os_internal.h"
 
 #include <pthread.h>
@@ -297,8 +298,7 @@ static inline void *tp__map_get(const tp_heap *h, uintptr_t a) {
 /* Takes m off h->muts (caller holds what the list's writers hold: h->lock
  * and sp_lock, or is the only thread, after fork). */
 static inline void tp__mut_unlink(tp_heap *h, tp__mut *m) {
-  if (m->prev) m->prev->next = m->next; else h->muts = m->next;
-  if (m->next) m->next->prev = m->prev;
+  TP__LIST_UNLINK(h->muts, m, prev, next);
 }
 
 /* ---- spilling registers for the conservative stack scan ------------------ */

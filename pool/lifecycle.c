@@ -5,6 +5,7 @@
  */
 #define _GNU_SOURCE
 #include "pool/pool_internal.h"
+#include "core/list_internal.h"
 #include "core/debug_internal.h"
 #include "core/fault_internal.h"
 #include "core/fork_internal.h"
@@ -188,9 +189,7 @@ tp_pool *tp__pool_create(const tp_pool_config *cfg, size_t max_align, size_t cac
   VALGRIND_CREATE_MEMPOOL(p, 0, 0);
 
   pthread_mutex_lock(&registry_lock);
-  p->reg_next = registry;
-  if (registry) registry->reg_prev = p;
-  registry = p;
+  TP__LIST_PUSH(registry, p, reg_prev, reg_next);
   pthread_mutex_unlock(&registry_lock);
   return p;
 }
@@ -221,8 +220,7 @@ void tp_pool_destroy(tp_pool *p) {
    * may be working on p), then wait for retires still queued for p. */
   pthread_mutex_lock(&tp__pool_pass_lock);
   pthread_mutex_lock(&registry_lock);
-  if (p->reg_prev) p->reg_prev->reg_next = p->reg_next; else registry = p->reg_next;
-  if (p->reg_next) p->reg_next->reg_prev = p->reg_prev;
+  TP__LIST_UNLINK(registry, p, reg_prev, reg_next);
   pthread_mutex_unlock(&registry_lock);
   pthread_mutex_unlock(&tp__pool_pass_lock);
   /* relaxed: the caller's own synchronization (destroy runs alone) makes

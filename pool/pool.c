@@ -21,6 +21,7 @@
  */
 #define _GNU_SOURCE
 #include "pool/pool_internal.h"
+#include "core/list_internal.h"
 #include "core/debug_internal.h"
 #include "core/fault_internal.h"
 #include "core/fork_internal.h"
@@ -122,23 +123,16 @@ static void check_batch(const tp_pool *p, void *const *objs, unsigned n) {
 
 void tp__pool_avail_remove(tp_pool *p, tp_slab *s) {
   if (!s->on_avail) return;
-  if (s->prev) s->prev->next = s->next; else p->avail_head = s->next;
-  if (s->next) s->next->prev = s->prev; else p->avail_tail = s->prev;
+  TP__LIST2_UNLINK(p->avail_head, p->avail_tail, s, prev, next);
   s->prev = s->next = NULL;
   s->on_avail = false;
 }
 static void avail_push_front(tp_pool *p, tp_slab *s) {
-  s->prev = NULL;
-  s->next = p->avail_head;
-  if (p->avail_head) p->avail_head->prev = s; else p->avail_tail = s;
-  p->avail_head = s;
+  TP__LIST2_PUSH_FRONT(p->avail_head, p->avail_tail, s, prev, next);
   s->on_avail = true;
 }
 static void avail_push_back(tp_pool *p, tp_slab *s) {
-  s->next = NULL;
-  s->prev = p->avail_tail;
-  if (p->avail_tail) p->avail_tail->next = s; else p->avail_head = s;
-  p->avail_tail = s;
+  TP__LIST2_PUSH_BACK(p->avail_head, p->avail_tail, s, prev, next);
   s->on_avail = true;
 }
 
