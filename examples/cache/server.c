@@ -109,8 +109,15 @@ static int conn_flush(conn *c) {
   return 0;
 }
 
+/* Runs a ready connection: writes what is pending, answers every complete
+ * request in the read buffer, reads more. A read that returns less than
+ * the room it was given has drained the socket: once its requests are
+ * answered the connection goes back to epoll (level-triggered, so bytes
+ * that arrive meanwhile report it again) instead of paying a read that
+ * would fail with EAGAIN, like memcached's one read per event. */
 static void conn_run(worker *w, conn *c) {
   int reads = 0;
+  bool drained = false;
   for (;;) {
     if (c->out_pending) {
       if (conn_flush(c) < 0) goto close;
@@ -127,13 +134,14 @@ static void conn_run(worker *w, conn *c) {
       if (c->out_pending || c->close_after) continue;
       if (c->rpos != before) continue;
     }
-    if (reads++ >= READS_PER_EVENT) break; /* fairness; level-triggered */
+    if (drained || reads++ >= READS_PER_EVENT) break; /* fairness; level-triggered */
     size_t room;
     char *p = proto_read_space(c, &room);
     if (!p || room == 0) goto close;
     ssize_t n = read(c->fd, p, room);
     if (n > 0) {
       c->rlen += (uint32_t)n;
+      drained = (size_t)n < room;
       TS_ADD(c->ts, bytes_read, (uint64_t)n);
       proto_process(c);
       if (c->close_now) goto close;
