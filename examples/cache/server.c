@@ -9,7 +9,10 @@
  * and for output only while it has (then its input waits: that bounds what
  * one client can make the server buffer to its read buffer plus OUT_HIGH of
  * responses). Requests are parsed and answered in the order they arrive;
- * responses go out in one writev per batch.
+ * per ready connection one recv of up to a read buffer, the answers to all
+ * of it in one send (sendmsg when they span several blocks), and no second
+ * recv when the first drained the socket: two system calls per request, as
+ * memcached.
  *
  * Nothing blocks a worker: the store's locks are per stripe and held for a
  * few hundred instructions; expired and flushed items are unlinked by the
