@@ -115,8 +115,14 @@ void tp__pool_owner_fatal(const tp_pool *p, const void *obj, const char *func) {
  * so a foreign pointer put there is caught here, before anything counts or
  * moves it: the abort names it instead of corrupting two pools. */
 static void check_batch(const tp_pool *p, void *const *objs, unsigned n) {
-  for (unsigned i = 0; i < n; i++)
+  for (unsigned i = 0; i < n; i++) {
+    /* TSan: the object was handed over through the CPU cache (invisible to
+     * it) by whoever put it (check_put released it): acquire that before
+     * the check reads its slab header, written under p->lock by slab_new
+     * and ordered before the putter's get by the same chain. */
+    TP_TSAN_ACQUIRE(objs[i]);
     tp__pool_check_owner(p, objs[i], "tp_pool_put (object leaving the CPU cache)");
+  }
 }
 
 /* ---- slabs (under p->lock) ---------------------------------------------- */
