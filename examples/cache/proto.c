@@ -942,23 +942,32 @@ static bool meta_collect(conn *c, token *t, size_t start, meta_set *ms, bool wit
   return true;
 }
 
-static void process_mg(conn *c, token *t, size_t nt) {
+/* The common start of mg, md and ma (KEY then flags from token 2): the
+ * key and option-count limits, the flags, their return set. Answers the
+ * error and returns false when the command stops here. flag_err: the line
+ * for bad flags (NULL: the parser's own, as mg answers). */
+static bool meta_begin(conn *c, token *t, size_t nt, meta_flags *of, meta_set *ms,
+                       const char *flag_err) {
   const char *err = "CLIENT_ERROR bad command line format";
   if (nt < 3 || t[1].length > KEY_MAX_LENGTH) {
     out_line(c, err);
-    return;
+    return false;
   }
   if (nt > MFLAG_MAX_OPT_LENGTH) {
     out_line(c, "CLIENT_ERROR options flags are too long");
-    return;
+    return false;
   }
+  if (meta_preparse(t, 2, of, &err) != 0) {
+    out_line(c, flag_err ? flag_err : err);
+    return false;
+  }
+  return meta_collect(c, t, 2, ms, false);
+}
+
+static void process_mg(conn *c, token *t, size_t nt) {
   meta_flags of;
-  if (meta_preparse(t, 2, &of, &err) != 0) {
-    out_line(c, err);
-    return;
-  }
   meta_set ms;
-  if (!meta_collect(c, t, 2, &ms, false)) return;
+  if (!meta_begin(c, t, nt, &of, &ms, NULL)) return;
   const char *key = t[1].value;
   size_t nkey = t[1].length;
   thread_stats *ts = c->ts;
@@ -1094,22 +1103,9 @@ swallow:
 }
 
 static void process_md(conn *c, token *t, size_t nt) {
-  const char *err = "CLIENT_ERROR bad command line format";
-  if (nt < 3 || t[1].length > KEY_MAX_LENGTH) {
-    out_line(c, err);
-    return;
-  }
-  if (nt > MFLAG_MAX_OPT_LENGTH) {
-    out_line(c, "CLIENT_ERROR options flags are too long");
-    return;
-  }
   meta_flags of;
-  if (meta_preparse(t, 2, &of, &err) != 0) {
-    out_line(c, "CLIENT_ERROR invalid or duplicate flag");
-    return;
-  }
   meta_set ms;
-  if (!meta_collect(c, t, 2, &ms, false)) return;
+  if (!meta_begin(c, t, nt, &of, &ms, "CLIENT_ERROR invalid or duplicate flag")) return;
   TS_INC(c->ts, meta_cmds);
   enum store_result r = store_delete(t[1].value, t[1].length, of.has_cas ? of.cas : 0);
   if (r == ST_STORED) {
@@ -1127,22 +1123,9 @@ static void process_md(conn *c, token *t, size_t nt) {
 }
 
 static void process_ma(conn *c, token *t, size_t nt) {
-  const char *err = "CLIENT_ERROR bad command line format";
-  if (nt < 3 || t[1].length > KEY_MAX_LENGTH) {
-    out_line(c, err);
-    return;
-  }
-  if (nt > MFLAG_MAX_OPT_LENGTH) {
-    out_line(c, "CLIENT_ERROR options flags are too long");
-    return;
-  }
   meta_flags of;
-  if (meta_preparse(t, 2, &of, &err) != 0) {
-    out_line(c, "CLIENT_ERROR invalid or duplicate flag");
-    return;
-  }
   meta_set ms;
-  if (!meta_collect(c, t, 2, &ms, false)) return;
+  if (!meta_begin(c, t, nt, &of, &ms, "CLIENT_ERROR invalid or duplicate flag")) return;
   bool incr;
   switch (of.mode) {
     case 0: case 'I': case 'i': case '+': incr = true; break;
