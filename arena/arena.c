@@ -38,9 +38,15 @@ static uint64_t next_generation(void) {
   return next++;
 }
 
+/* held is written by one thread at a time (the owner, or under a->lock in
+ * a concurrent arena) but read without the lock by tp_arena_retire, as a
+ * size hint for the retire cap, while threads that loaded the arena before
+ * it was unpublished may still refill it: a relaxed store and load (no
+ * ordering is needed for a hint; the atomic only makes the read whole). */
 void tp__arena_note_held(tp_arena *a, ssize_t delta) {
-  a->held = (size_t)((ssize_t)a->held + delta);
-  if (a->held > a->high_water) a->high_water = a->held;
+  size_t held = (size_t)((ssize_t)a->held + delta);
+  __atomic_store_n(&a->held, held, __ATOMIC_RELAXED);
+  if (held > a->high_water) a->high_water = held;
 }
 
 bool tp__arena_may_hold(const tp_arena *a, size_t more) {
@@ -214,7 +220,12 @@ tp_arena *tp_arena_create(const tp_arena_config *cfg) {
   if (a->flags & TP_ARENA_CONCURRENT) {
     const struct tp__percpu_info *pi = tp__percpu();
     a->ncpu = pi->ncpu;
-    a->rseq = pi->rseq;
+    /* TSan: the rseq bump is asm TSan cannot see, so a thread bumping in
+     * a region installed by another has no happens-before edge to the
+     * chunk's earlier life (its hand-over through the pool is annotated,
+     * the region pointer is not): TSan builds use the CAS regions, as
+     * pools use their locked path (pool/lifecycle.c). */
+    a->rseq = pi->rseq && !TP_TSAN;
     a->small_max = cs / 4; /* not large; cs / 4 is a multiple of 16 */
     size_t bytes = ((size_t)a->ncpu << REGION_SHIFT) + REGION_SENTINEL_BYTES;
     char *raw = aligned_alloc(2 * TP_CACHELINE, bytes);
@@ -293,7 +304,7 @@ int tp_arena_retire(tp_arena *a) {
     errno = EINVAL;
     return -EINVAL;
   }
-  return tp_epoch_retire_sized(a, a->held, retire_cb, NULL);
+  return tp_epoch_retire_sized(a, __atomic_load_n(&a->held, __ATOMIC_RELAXED), retire_cb, NULL);
 }
 
 int tp_arena_on_reset(tp_arena *a, void (*fn)(void *), void *arg) {

@@ -83,7 +83,8 @@ struct tp_arena {
   struct tp__arena_chunk *spare;       /* kept by reset, used before the pool */
   struct tp__arena_large *large;
   struct tp__arena_cleanup *cleanups;
-  size_t nchunks, nlarge, held, high_water, large_bytes;
+  size_t nchunks, nlarge, high_water, large_bytes;
+  size_t held; /* stored relaxed: tp_arena_retire reads it unlocked */
   size_t wasted; /* concurrent arenas: relaxed atomic adds */
   size_t retired_used; /* bytes used in chunks that stopped being current */
   uint64_t generation, resets;
