@@ -23,6 +23,7 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include "arena/arena_state_internal.h"
+#include "core/trylock_internal.h"
 #include "core/lockorder_internal.h" /* last: wraps the pthread_mutex calls */
 
 /* ---- fork: every concurrent arena's lock -------------------------------- */
@@ -89,15 +90,13 @@ static char *region_install_rseq(char *base, char *from, char *to, size_t n,
   return from;
 }
 
+/* The region's busy word (core/trylock_internal.h): one try, no spinning;
+ * acquire makes the previous holder's ptr/end stores visible. */
 static bool region_lock(struct tp__arena_region *r) {
-  uint64_t z = 0;
-  /* acquire: the previous holder's ptr/end stores are visible. */
-  return __atomic_compare_exchange_n(&r->busy, &z, 1, false, __ATOMIC_ACQUIRE,
-                                     __ATOMIC_RELAXED);
+  uint64_t seen;
+  return tp__busy_try(&r->busy, 1, 1, &seen);
 }
-static void region_unlock(struct tp__arena_region *r) {
-  __atomic_store_n(&r->busy, 0, __ATOMIC_RELEASE);
-}
+static void region_unlock(struct tp__arena_region *r) { tp__busy_give(&r->busy, 0); }
 
 /* A fresh chunk for a concurrent arena, linked at the head of the list as
  * in a plain arena (cur is off the allocation's read-only line). Caller

@@ -21,6 +21,7 @@
 #include "core/options_internal.h"
 #include "core/fault_internal.h"
 #include "core/os_internal.h"
+#include "core/trylock_internal.h"
 
 #include <errno.h>
 #include <linux/membarrier.h>
@@ -149,25 +150,16 @@ unsigned tp__current_cpu(void) {
 
 /* ---- fallback: blocks taken with the BUSY bit -------------------------- */
 
-/* Takes block c: returns its word (without BUSY) or UINT64_MAX if another
- * thread holds it. Retries only while the CAS fails against a free block. */
+/* Takes block c (core/trylock_internal.h, the busy bit inside its commit
+ * word): returns its word (without BUSY) or UINT64_MAX if another thread
+ * holds it. Retries only while the CAS fails against a free block. */
 static uint64_t cas_take(tp__pcache *c) {
-  uint64_t w = __atomic_load_n(&c->word, __ATOMIC_RELAXED);
-  for (int tries = 0; tries < 4; tries++) {
-    if (w & TP__PCACHE_BUSY) return UINT64_MAX;
-    /* acquire: pairs with the release in cas_give, so the slots written by
-     * the last holder are visible to us. */
-    if (__atomic_compare_exchange_n(&c->word, &w, w | TP__PCACHE_BUSY, false,
-                                    __ATOMIC_ACQUIRE, __ATOMIC_RELAXED))
-      return w;
-  }
-  return UINT64_MAX;
+  uint64_t w;
+  return tp__busy_try(&c->word, TP__PCACHE_BUSY, 4, &w) ? w : UINT64_MAX;
 }
 
 /* Gives block c back with its new word; release publishes the slots. */
-static void cas_give(tp__pcache *c, uint64_t w) {
-  __atomic_store_n(&c->word, w, __ATOMIC_RELEASE);
-}
+static void cas_give(tp__pcache *c, uint64_t w) { tp__busy_give(&c->word, w); }
 
 static unsigned cas_pop_n(tp__pcache *c, void **out, unsigned n) {
   uint64_t w = cas_take(c);
