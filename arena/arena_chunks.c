@@ -10,27 +10,64 @@
 /* ---- chunk pools, one per chunk size ------------------------------------ */
 
 #define MAX_CHUNK_POOLS 16
+
+/*
+ * The table of chunk pools. Entries are only ever added, under
+ * chunk_pools_lock; an entry is published by the release store of its pool
+ * pointer, after its size. Lookups take no lock: an acquire load of the
+ * pool pointer, then its size (so every arena create, from any thread, is
+ * one short scan, and a child forked while another thread held the lock
+ * still finds every pool published before the fork).
+ *
+ * Fork: no prepare handler can take chunk_pools_lock, because pools are
+ * created (and register their own fork handlers, under the fork table's
+ * lock) while it is held. A child forked while another thread held it
+ * gets the lock re-initialized (the holder does not exist in the child);
+ * whatever that thread was creating was not published and is not seen.
+ */
 static pthread_mutex_t chunk_pools_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct {
   size_t size;
-  tp_pool *pool;
+  tp_pool *pool; /* NULL: free; published with release */
 } chunk_pools[MAX_CHUNK_POOLS];
 
-tp_pool *tp__arena_chunk_pool(size_t size) {
-  tp_pool *p = NULL;
-  pthread_mutex_lock(&chunk_pools_lock);
+static void chunk_pools_fork_child(void) {
+  pthread_mutex_init(&chunk_pools_lock, NULL);
+}
+static pthread_once_t chunk_pools_once = PTHREAD_ONCE_INIT;
+static void chunk_pools_init_once(void) {
+  tp__fork_register(TP__FORK_RANK_ARENAS, NULL, NULL, chunk_pools_fork_child);
+}
+
+static tp_pool *chunk_pool_find(size_t size, int *free_slot) {
   int i;
-  for (i = 0; i < MAX_CHUNK_POOLS && chunk_pools[i].pool; i++)
-    if (chunk_pools[i].size == size) {
-      p = chunk_pools[i].pool;
-      break;
-    }
+  for (i = 0; i < MAX_CHUNK_POOLS; i++) {
+    /* acquire: pairs with the release store that published the entry, so
+     * its size (written before) is seen. */
+    tp_pool *p = __atomic_load_n(&chunk_pools[i].pool, __ATOMIC_ACQUIRE);
+    if (!p) break;
+    if (chunk_pools[i].size == size) return p;
+  }
+  *free_slot = i;
+  return NULL;
+}
+
+tp_pool *tp__arena_chunk_pool(size_t size) {
+  int i;
+  tp_pool *p = chunk_pool_find(size, &i);
+  if (p) return p;
+  pthread_once(&chunk_pools_once, chunk_pools_init_once);
+  pthread_mutex_lock(&chunk_pools_lock);
+  p = chunk_pool_find(size, &i); /* another thread may have added it */
   if (!p && i < MAX_CHUNK_POOLS) {
     /* CPU caches of 32 chunks (2 MiB at the default size): resets and
      * refills stay on the per-CPU fast path; the sweeper trims what idles. */
     tp_pool_config cfg = {.name = "arena-chunks", .obj_size = size, .align = 64};
     p = tp__pool_create(&cfg, 64, 32 * size);
-    if (p) chunk_pools[i].size = size, chunk_pools[i].pool = p;
+    if (p) {
+      chunk_pools[i].size = size;
+      __atomic_store_n(&chunk_pools[i].pool, p, __ATOMIC_RELEASE); /* publishes */
+    }
   } else if (!p) {
     errno = ENOMEM;
   }
@@ -98,9 +135,10 @@ void tp__arena_large_free(tp_arena *a, struct tp__arena_large *l) {
 
 size_t tp__arena_chunk_pools(tp_pool **pools, size_t *sizes, size_t max) {
   size_t n = 0;
-  pthread_mutex_lock(&chunk_pools_lock);
-  for (; n < MAX_CHUNK_POOLS && chunk_pools[n].pool; n++)
-    if (n < max) pools[n] = chunk_pools[n].pool, sizes[n] = chunk_pools[n].size;
-  pthread_mutex_unlock(&chunk_pools_lock);
+  for (; n < MAX_CHUNK_POOLS; n++) {
+    tp_pool *p = __atomic_load_n(&chunk_pools[n].pool, __ATOMIC_ACQUIRE); /* see find */
+    if (!p) break;
+    if (n < max) pools[n] = p, sizes[n] = chunk_pools[n].size;
+  }
   return n;
 }

@@ -38,7 +38,8 @@ static const struct rank_entry {
   const char *nest; /* see NEST */
 } ranks[] = {
     /* Below the fork table: pools are created (and register their fork
-     * handlers) under it; no fork handler takes it. */
+     * handlers) under it; no fork handler takes it (lookups take no lock,
+     * a forked child re-initializes it: arena/arena_chunks.c). */
     {"arena", "&chunk_pools_lock", 1, "arena chunk-pool setup lock", NULL},
     {"fork", "&hooks_lock", 2, "fork handler table lock", NULL},
     {"epoch", "&tp__epoch_gp_lock", 10, "epoch grace-period lock", NULL},
