@@ -15,6 +15,7 @@
  *
  */
 #define _GNU_SOURCE
+#include <stdatomic.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -44,13 +45,14 @@ static uint64_t next_generation(void) {
  * it was unpublished may still refill it: a relaxed store and load (no
  * ordering is needed for a hint; the atomic only makes the read whole). */
 void tp__arena_note_held(tp_arena *a, ssize_t delta) {
-  size_t held = (size_t)((ssize_t)a->held + delta);
-  __atomic_store_n(&a->held, held, __ATOMIC_RELAXED);
+  size_t held = atomic_load_explicit(&a->held, memory_order_relaxed) + (size_t)delta;
+  atomic_store_explicit(&a->held, held, memory_order_relaxed);
   if (held > a->high_water) a->high_water = held;
 }
 
 bool tp__arena_may_hold(const tp_arena *a, size_t more) {
-  return !a->max_bytes || (a->held <= a->max_bytes && more <= a->max_bytes - a->held);
+  size_t held = atomic_load_explicit(&a->held, memory_order_relaxed);
+  return !a->max_bytes || (held <= a->max_bytes && more <= a->max_bytes - held);
 }
 
 /* A chunk for the arena: a spare kept by reset, else one from the pool.
@@ -88,7 +90,7 @@ static void make_current(tp_arena *a, struct tp__arena_chunk *c, char *from) {
   size_t used = (size_t)(p - tp__arena_alloc_start(a, a->cur));
   a->cur->used = used;
   a->retired_used += used;
-  a->wasted += (size_t)(tp__arena_chunk_end(a, a->cur) - p);
+  tp__arena_stat_add(&a->wasted, (size_t)(tp__arena_chunk_end(a, a->cur) - p));
   c->next = a->cur;
   a->cur = c;
   *tp__arena_bump_ptr(a) = from;
@@ -213,7 +215,8 @@ tp_arena *tp_arena_create(const tp_arena_config *cfg) {
   a->flags = cfg->flags;
   a->first = a->cur = c;
   a->nchunks = 1;
-  a->held = a->high_water = cs;
+  a->high_water = cs;
+  atomic_store_explicit(&a->held, cs, memory_order_relaxed);
   a->generation = next_generation();
   pthread_mutex_init(&a->lock, NULL);
   char *from = (char *)tp__round_up((uintptr_t)(a + 1), 16);
@@ -304,7 +307,7 @@ int tp_arena_retire(tp_arena *a) {
     errno = EINVAL;
     return -EINVAL;
   }
-  return tp_epoch_retire_sized(a, __atomic_load_n(&a->held, __ATOMIC_RELAXED), retire_cb, NULL);
+  return tp_epoch_retire_sized(a, atomic_load_explicit(&a->held, memory_order_relaxed), retire_cb, NULL);
 }
 
 int tp_arena_on_reset(tp_arena *a, void (*fn)(void *), void *arg) {
@@ -374,7 +377,7 @@ void tp_arena_rewind(tp_arena *a, tp_arena_mark m) {
     a->cur = c->next;
     /* The older chunk is current again: undo what make_current counted. */
     a->retired_used -= a->cur->used;
-    a->wasted -= (size_t)(tp__arena_chunk_end(a, a->cur) - tp__arena_alloc_start(a, a->cur)) - a->cur->used;
+    tp__arena_stat_add(&a->wasted, -((size_t)(tp__arena_chunk_end(a, a->cur) - tp__arena_alloc_start(a, a->cur)) - a->cur->used));
     TP_POISON(tp__arena_chunk_data(c), a->chunk_size - CHUNK_HDR);
     c->next = a->spare; /* reused before the pool; reset trims spares */
     a->spare = c;
@@ -421,7 +424,7 @@ void tp_arena_reset(tp_arena *a) {
   a->first->next = NULL;
   a->cur = a->first;
   a->retired_used = 0;
-  a->wasted = 0;
+  atomic_store_explicit(&a->wasted, 0, memory_order_relaxed);
   a->generation = next_generation();
   a->resets++;
   char *from = tp__arena_alloc_start(a, a->first);
@@ -446,8 +449,8 @@ int tp_arena_read_stats(const tp_arena *ca, tp_arena_stats *out) {
   if (a->flags & TP_ARENA_CONCURRENT) pthread_mutex_lock(&a->lock);
   out->chunks = a->nchunks;
   out->large = a->nlarge;
-  out->bytes_held = a->held;
-  out->wasted = __atomic_load_n(&a->wasted, __ATOMIC_RELAXED);
+  out->bytes_held = atomic_load_explicit(&a->held, memory_order_relaxed);
+  out->wasted = atomic_load_explicit(&a->wasted, memory_order_relaxed);
   out->high_water = a->high_water;
   out->resets = a->resets;
   if (a->flags & TP_ARENA_CONCURRENT) {

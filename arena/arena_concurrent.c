@@ -21,6 +21,7 @@
  * the region's busy word, then the arena's mutex: nobody waits for busy.
  */
 #define _GNU_SOURCE
+#include <stdatomic.h>
 #include <errno.h>
 #include "arena/arena_state_internal.h"
 #include "core/trylock_internal.h"
@@ -129,7 +130,7 @@ static char *range_alloc(tp_arena *a, char **pp, char **pe, size_t n, bool locke
     struct tp__arena_chunk *c = concurrent_chunk_locked(a);
     if (!locked) pthread_mutex_unlock(&a->lock);
     if (!c) return NULL;
-    if (p && e > p) __atomic_fetch_add(&a->wasted, (size_t)(e - p), __ATOMIC_RELAXED);
+    if (p && e > p) atomic_fetch_add_explicit(&a->wasted, (size_t)(e - p), memory_order_relaxed);
     p = tp__arena_chunk_data(c);
     __atomic_store_n(pe, tp__arena_chunk_end(a, c), __ATOMIC_RELAXED);
   }
@@ -169,7 +170,7 @@ TP_NOINLINE void *tp__arena_rseq_refill(tp_arena *a, size_t n) {
   char *optr, *oend;
   char *p = region_install_rseq(a->head.regions, tp__arena_chunk_data(c), tp__arena_chunk_end(a, c), n, &optr, &oend);
   /* relaxed: a statistic; no second trip through the lock per refill. */
-  if (optr && oend > optr) __atomic_fetch_add(&a->wasted, (size_t)(oend - optr), __ATOMIC_RELAXED);
+  if (optr && oend > optr) atomic_fetch_add_explicit(&a->wasted, (size_t)(oend - optr), memory_order_relaxed);
   TP_UNPOISON(p, n);
   return p;
 }

@@ -8,6 +8,7 @@
 #ifndef TIDEPOOL_ARENA_STATE_INTERNAL_H
 #define TIDEPOOL_ARENA_STATE_INTERNAL_H
 
+#include <stdatomic.h>
 #include <tidepool/arena.h>
 #include <tidepool/epoch.h>
 #include <tidepool/pool.h>
@@ -84,8 +85,8 @@ struct tp_arena {
   struct tp__arena_large *large;
   struct tp__arena_cleanup *cleanups;
   size_t nchunks, nlarge, high_water, large_bytes;
-  size_t held; /* stored relaxed: tp_arena_retire reads it unlocked */
-  size_t wasted; /* concurrent arenas: relaxed atomic adds */
+  _Atomic size_t held; /* tp_arena_retire reads it unlocked (a size hint) */
+  _Atomic size_t wasted; /* concurrent arenas: relaxed atomic adds; else tp__arena_stat_add */
   size_t retired_used; /* bytes used in chunks that stopped being current */
   uint64_t generation, resets;
   /* Concurrent arenas. */
@@ -114,6 +115,12 @@ static inline struct tp__arena_region *tp__arena_region_of(tp_arena *a, unsigned
 }
 
 /* arena.c */
+/* Adds d (mod 2^64) to a statistic that one thread at a time writes (a
+ * plain arena's owner, or the holder of a->lock) and others may read:
+ * a relaxed load and store, no read-modify-write. */
+static inline void tp__arena_stat_add(_Atomic size_t *v, size_t d) {
+  atomic_store_explicit(v, atomic_load_explicit(v, memory_order_relaxed) + d, memory_order_relaxed);
+}
 void tp__arena_note_held(tp_arena *a, ssize_t delta);
 bool tp__arena_may_hold(const tp_arena *a, size_t more);
 struct tp__arena_chunk *tp__arena_chunk_take(tp_arena *a);

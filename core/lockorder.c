@@ -7,6 +7,7 @@
  * thread computes the same value). The held set is thread-local: a thread
  * only ever checks its own locks, so nothing here is shared but the sites.
  */
+#include <stdatomic.h>
 #include "core/lockorder_internal.h"
 #include "core/debug_internal.h"
 
@@ -70,14 +71,14 @@ static const char *module_of(const char *file) {
 }
 
 static void resolve(struct tp__lo_site *s) {
-  if (__atomic_load_n(&s->rank, __ATOMIC_ACQUIRE)) return;
+  if (atomic_load_explicit(&s->rank, memory_order_acquire)) return;
   const char *mod = module_of(s->file);
   for (size_t i = 0; i < sizeof ranks / sizeof *ranks; i++) {
     if (strcmp(ranks[i].module, mod) == 0 && strcmp(ranks[i].expr, s->expr) == 0) {
-      __atomic_store_n(&s->name, ranks[i].name, __ATOMIC_RELAXED);
-      __atomic_store_n(&s->nest, ranks[i].nest, __ATOMIC_RELAXED);
+      atomic_store_explicit(&s->name, ranks[i].name, memory_order_relaxed);
+      atomic_store_explicit(&s->nest, ranks[i].nest, memory_order_relaxed);
       /* release: a thread that sees the rank sees the name. */
-      __atomic_store_n(&s->rank, ranks[i].rank, __ATOMIC_RELEASE);
+      atomic_store_explicit(&s->rank, ranks[i].rank, memory_order_release);
       return;
     }
   }
@@ -126,11 +127,18 @@ static void pop(const void *lock) {
   }
 }
 
+/* Records m as held, from site s (resolved by this thread: the relaxed
+ * loads see what resolve's release store, or our own stores, published). */
+static void push_site(pthread_mutex_t *m, struct tp__lo_site *s) {
+  push(m, atomic_load_explicit(&s->rank, memory_order_relaxed), atomic_load_explicit(&s->name, memory_order_relaxed),
+       atomic_load_explicit(&s->nest, memory_order_relaxed), s->file, s->line, 0);
+}
+
 static void check_acquire(const pthread_mutex_t *m, struct tp__lo_site *s) {
   resolve(s);
-  int rank = __atomic_load_n(&s->rank, __ATOMIC_ACQUIRE);
-  const char *name = __atomic_load_n(&s->name, __ATOMIC_RELAXED);
-  const char *nest = __atomic_load_n(&s->nest, __ATOMIC_RELAXED);
+  int rank = atomic_load_explicit(&s->rank, memory_order_acquire);
+  const char *name = atomic_load_explicit(&s->name, memory_order_relaxed);
+  const char *nest = atomic_load_explicit(&s->nest, memory_order_relaxed);
   int nested = 0;
   for (int i = 0; nest && i < nheld; i++) nested |= held[i].name == nest;
   for (int i = 0; i < nheld; i++) {
@@ -153,7 +161,7 @@ static void check_acquire(const pthread_mutex_t *m, struct tp__lo_site *s) {
 int tp__lo_lock(pthread_mutex_t *m, struct tp__lo_site *s) {
   check_acquire(m, s);
   int rc = pthread_mutex_lock(m);
-  if (rc == 0) push(m, s->rank, s->name, s->nest, s->file, s->line, 0);
+  if (rc == 0) push_site(m, s);
   return rc;
 }
 
@@ -161,7 +169,7 @@ int tp__lo_trylock(pthread_mutex_t *m, struct tp__lo_site *s) {
   /* A trylock never waits, so it cannot deadlock: no order check. */
   resolve(s);
   int rc = pthread_mutex_trylock(m);
-  if (rc == 0) push(m, s->rank, s->name, s->nest, s->file, s->line, 0);
+  if (rc == 0) push_site(m, s);
   return rc;
 }
 

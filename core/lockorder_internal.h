@@ -55,8 +55,8 @@ enum tp__lo_wait_kind {
 struct tp__lo_site {
   const char *file, *expr;
   int line;
-  int rank;         /* atomic; 0 until resolved from the table */
-  const char *name, *nest; /* atomic; set before rank */
+  _Atomic int rank; /* 0 until resolved from the table; release-stored */
+  const char *_Atomic name, *_Atomic nest; /* stored before rank */
 };
 
 int tp__lo_lock(pthread_mutex_t *m, struct tp__lo_site *s);
@@ -74,7 +74,7 @@ void tp__lo_drop(const void *key);
 
 #define TP__LO_SITE(m)                                                              \
   __extension__({                                                                   \
-    static struct tp__lo_site tp__lo_site_ = {__FILE__, #m, __LINE__, 0, 0, 0};      \
+    static struct tp__lo_site tp__lo_site_ = {__FILE__, #m, __LINE__, 0, NULL, NULL}; \
     &tp__lo_site_;                                                                  \
   })
 #define pthread_mutex_lock(m) tp__lo_lock((m), TP__LO_SITE(m))

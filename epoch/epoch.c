@@ -53,6 +53,7 @@
  * tp__epoch_read_unlock_tsan for the annotations that stand in for it.
  */
 #define _GNU_SOURCE
+#include <stdatomic.h>
 #include <errno.h>
 #include <string.h>
 #include <sys/syscall.h>
@@ -244,14 +245,14 @@ static void *reclaimer_main(void *arg) {
         continue;
       }
       /* Nothing pending: announce sleep, fence every CPU, look again. */
-      __atomic_store_n(&tp__epoch_sleeping, 1, __ATOMIC_SEQ_CST);
+      atomic_store_explicit(&tp__epoch_sleeping, 1, memory_order_seq_cst);
       pthread_mutex_unlock(&tp__epoch_state_lock);
       if (tp__epoch_have_membarrier)
         syscall(__NR_membarrier, MEMBARRIER_CMD_PRIVATE_EXPEDITED, 0, 0);
       pending = pending_entries();
       pthread_mutex_lock(&tp__epoch_state_lock);
       if (!pending && !tp__epoch_kicked) pthread_cond_wait(&tp__epoch_reclaim_cv, &tp__epoch_state_lock);
-      __atomic_store_n(&tp__epoch_sleeping, 0, __ATOMIC_RELAXED);
+      atomic_store_explicit(&tp__epoch_sleeping, 0, memory_order_relaxed);
     }
     tp__epoch_kicked = false;
     pthread_mutex_unlock(&tp__epoch_state_lock);
@@ -378,7 +379,7 @@ static int retire(void *obj, size_t bytes, void (*fn)(void *, void *), void *arg
   }
   q->unreported += bytes;
   if (TP_UNLIKELY(q->unreported >= REPORT_BYTES)) tp__epoch_report_bytes(q);
-  if (TP_UNLIKELY(__atomic_load_n(&tp__epoch_sleeping, __ATOMIC_RELAXED) ||
+  if (TP_UNLIKELY(atomic_load_explicit(&tp__epoch_sleeping, memory_order_relaxed) ||
                   ++q->since_kick >= KICK_ENTRIES)) {
     q->since_kick = 0;
     tp__epoch_kick_reclaimer();

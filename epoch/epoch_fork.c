@@ -5,6 +5,7 @@
  * of liburcu's registry and tidepool's.
  */
 #define _GNU_SOURCE
+#include <stdatomic.h>
 #include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
@@ -121,7 +122,7 @@ static void fork_child_state(void) {
   /* A cycle the parent's reclaimer had started never finishes here: a
    * barrier waiting for cycles_done to pass it would wait forever. */
   tp__epoch_cycles_done = tp__epoch_cycles_started;
-  __atomic_store_n(&tp__epoch_sleeping, 0, __ATOMIC_RELAXED);
+  atomic_store_explicit(&tp__epoch_sleeping, 0, memory_order_relaxed);
   tp__epoch_gp_active = false;
   tp__cond_init_monotonic(&tp__epoch_reclaim_cv);
   pthread_cond_init(&tp__epoch_progress_cv, NULL);
