@@ -75,6 +75,24 @@ void *mmap(void *addr, size_t len, int prot, int flags, int fd, off_t off) {
 }
 #endif
 
+/* Waits up to 10 s for the child; one that is still there hung on a lock
+ * it inherited held (what): killed, and the test fails. */
+static void expect_child_exits_0(pid_t pid, int round, const char *what) {
+  int status = 0;
+  uint64_t end = tt_now_ns() + 10000ull * 1000000u;
+  while (waitpid(pid, &status, WNOHANG) == 0) {
+    if (tt_now_ns() > end) {
+      fprintf(stderr, "round %d: child hung (%s)\n", round, what);
+      kill(pid, SIGKILL);
+      waitpid(pid, &status, 0);
+      fail();
+    }
+    tt_sleep_ms(5);
+  }
+  assert_true(WIFEXITED(status));
+  assert_int_equal(WEXITSTATUS(status), 0);
+}
+
 static void *large_alloc_thread(void *arg) {
   tp_arena *a = arg;
   void *p = tp_arena_alloc(a, MARKED_LEN); /* large: mapped under a->lock */
@@ -111,19 +129,7 @@ static void fork_while_arena_lock_is_held(void **s) {
     void *got = NULL;
     pthread_join(t, &got);
     assert_non_null(got);
-    int status = 0;
-    uint64_t end = tt_now_ns() + 10000ull * 1000000u;
-    while (waitpid(pid, &status, WNOHANG) == 0) {
-      if (tt_now_ns() > end) {
-        fprintf(stderr, "round %d: child hung (arena lock inherited held)\n", round);
-        kill(pid, SIGKILL);
-        waitpid(pid, &status, 0);
-        fail();
-      }
-      tt_sleep_ms(5);
-    }
-    assert_true(WIFEXITED(status));
-    assert_int_equal(WEXITSTATUS(status), 0);
+    expect_child_exits_0(pid, round, "arena lock inherited held");
   }
   tp_arena_destroy(a);
 }
@@ -173,19 +179,7 @@ static void fork_while_chunk_pool_table_is_locked(void **s) {
     pthread_join(t, &got);
     assert_non_null(got);
     tp_arena_destroy(got);
-    int status = 0;
-    uint64_t end = tt_now_ns() + 10000ull * 1000000u;
-    while (waitpid(pid, &status, WNOHANG) == 0) {
-      if (tt_now_ns() > end) {
-        fprintf(stderr, "round %d: child hung (chunk-pool table lock inherited held)\n", round);
-        kill(pid, SIGKILL);
-        waitpid(pid, &status, 0);
-        fail();
-      }
-      tt_sleep_ms(5);
-    }
-    assert_true(WIFEXITED(status));
-    assert_int_equal(WEXITSTATUS(status), 0);
+    expect_child_exits_0(pid, round, "chunk-pool table lock inherited held");
   }
   tp_arena_destroy(a);
 }
