@@ -40,8 +40,9 @@
  *   megabytes of allocation, so two never end between two polls;
  *   pauses_seen against gcs shows it); Boehm — every stop, exact, from
  *   GC_set_on_collection_event (PRE_STOP_WORLD .. POST_START_WORLD); Go —
- *   runtime/metrics' /gc/pauses:seconds (each stop, in buckets of 1/8 of
- *   a power of two; the upper bound of the bucket is reported).
+ *   runtime/metrics' /gc/pauses:seconds (each stop, in buckets of 1/16
+ *   of a power of two; the upper bound of the bucket is reported, at most
+ *   6.25 % above the pause).
  *
  *   gcserver_tree_m1 / gcserver_tree_m2
  *         a complete binary tree of 2^25 - 1 nodes (1 GiB of 32-byte
