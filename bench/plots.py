@@ -15,6 +15,11 @@ and runs this script with Debian's python3-matplotlib. It writes, into DIR:
                        (gc_pause_256m) and full-collection times (gc_tree_1g)
   retire_latency.png   retire-to-free latency distribution at 1 M retires/s,
                        tidepool and liburcu's call_rcu
+  gcserver.png         issue 12: tp_heap, Boehm and Go on the server-like
+                       workload: the stop-the-world pause distributions
+                       (pause_cdf_PPPP_ms) and the minimum mutator
+                       utilization curves (mmu_PPPPms) at 256 MiB (solid)
+                       and 1 GiB (dashed)
 
 Workloads that did not run (--filter) leave their plot out. Exit status 3
 when matplotlib is missing (the driver still printed its tables).
@@ -234,6 +239,60 @@ def plot_gc(data, outdir, written):
     save(fig, outdir, "gc_pauses.png", written)
 
 
+def plot_gcserver(data, outdir, written):
+    sizes = [(w, ls) for w, ls in (("gcserver_256m", "-"), ("gcserver_1g", "--")) if cases_of(data, w)]
+    if not sizes:
+        return
+    fig, axes = plt.subplots(1, 2, figsize=(13, 5))
+    ax = axes[0]
+    for w, ls in sizes:
+        for c in cases_of(data, w):
+            cdf_step(ax, c, "pause_cdf", "_ms", "stw_max_ms",
+                     lambda k, mx, w=w: "%s: %.0f GCs, p99 %.3g ms" % (
+                         w[len("gcserver_"):], k.get("gcs") or 0, k.get("stw_p99_ms") or 0),
+                     linestyle=ls)
+    ax.axvline(1.0, color=TP_COLOR, linestyle=":", linewidth=1)
+    ax.annotate("target: max <= 1 ms", (1.0, 0.05), fontsize=8, color=TP_COLOR,
+                xytext=(4, 0), textcoords="offset points")
+    ax.set_xscale("log")
+    ax.set_xlabel("stop-the-world pause (ms, log scale)")
+    ax.set_ylabel("fraction of pauses <= x")
+    ax.set_ylim(0, 1.02)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(loc="lower right", fontsize=7)
+    ax.set_title("Stop-the-world pauses (256 MiB solid, 1 GiB dashed)", fontsize=10)
+    ax = axes[1]
+    for w, ls in sizes:
+        for c in cases_of(data, w):
+            pts = []
+            for name, v in c["counters"].items():
+                if name.startswith("mmu_") and name.endswith("ms") and v is not None:
+                    mid = name[4:-2]
+                    if mid.isdigit():
+                        pts.append((int(mid), v))
+            if not pts:
+                continue
+            pts.sort()
+            xs, ys = zip(*pts)
+            st = {"marker": "o", "markersize": 3}
+            st.update(style(c["impl"]))
+            ax.plot(xs, ys, linestyle=ls, label="%s %s" % (label(c["impl"]), w[len("gcserver_"):]),
+                    **st)
+    ax.axhline(0.5, color=TP_COLOR, linestyle=":", linewidth=1)
+    ax.annotate("target: MMU(100 ms) >= 0.5", (100, 0.5), fontsize=8, color=TP_COLOR,
+                xytext=(4, 4), textcoords="offset points")
+    ax.set_xscale("log")
+    ax.set_xlabel("window (ms, log scale)")
+    ax.set_ylabel("minimum mutator utilization (worst mutator)")
+    ax.set_ylim(-0.02, 1.02)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(loc="upper left", fontsize=7)
+    ax.set_title("Minimum mutator utilization", fontsize=10)
+    fig.suptitle("Server-like workload (issue 12): tp_heap, Boehm, Go — " + subtitle(data),
+                 fontsize=10)
+    save(fig, outdir, "gcserver.png", written)
+
+
 def plot_retire(data, outdir, written):
     cs = cases_of(data, "retire_latency")
     if not cs:
@@ -264,7 +323,7 @@ def main():
         data = json.load(f)
     outdir = sys.argv[2]
     written = []
-    for fn in (plot_burst, plot_ratios, plot_gc, plot_retire):
+    for fn in (plot_burst, plot_ratios, plot_gc, plot_gcserver, plot_retire):
         fn(data, outdir, written)
     if not written:
         print("plots: none (no workload with a plot ran); data in %s" % sys.argv[1])
