@@ -177,4 +177,25 @@ static inline uint64_t bench_pair_loop(void *ctx, uint64_t n, bench_out *out) {
 }
 #endif
 
+#if BENCH_HAVE_GC
+/* A complete binary tree of the given depth (2^(depth+1) - 1 nodes), built
+ * top-down like GCBench (so it is laid out in preorder); NULL when an
+ * allocation fails. */
+static inline bench_gnode *bench_gc_make_tree(int depth) {
+  bench_gnode *n = bench_gc_impl.node();
+  if (!n) return NULL;
+  n->i = depth;
+  if (depth > 0) {
+    n->l = bench_gc_make_tree(depth - 1);
+    n->r = bench_gc_make_tree(depth - 1);
+    if (!n->l || !n->r) return NULL;
+  }
+  return n;
+}
+
+static inline long bench_gc_count_tree(const bench_gnode *n) {
+  return n ? 1 + bench_gc_count_tree(n->l) + bench_gc_count_tree(n->r) : 0;
+}
+#endif
+
 #endif /* TP_BENCH_ALLOC_H */

@@ -568,6 +568,7 @@ const Target kTargets[] = {
      "ops/s >= 90% of stop-the-world tp (2.09 M/s, gc-facts; not this run)", nullptr},
     {"gcserver_tree_m2", Check::kPeerRatioMin, 1.5, "1 GiB tree, 2 markers: >= 1.5x Boehm's (2 markers)",
      nullptr, "boehm"},
+    {"gcserver_write", Check::kTpMaxNs, 1.0, "tp_heap_write <= 1 ns while no mark runs", nullptr},
 };
 
 struct Verdict {
@@ -648,7 +649,9 @@ Verdict Evaluate(const Target& t, const Results& res, const std::vector<CaseInfo
       double p = res.Counter(Name(t.workload, t.peer), t.other);
       x = res.Counter(tp, t.other) / p;
       ok = x <= t.value;
-      v.measured = Fmt("%.3g", res.Counter(tp, t.other)) + " vs " + Fmt("%.3g", p) + " (" + t.other + ")";
+      double q = res.Counter(tp, t.other);
+      v.measured = Fmt(q >= 100 ? "%.0f" : "%.3g", q) + " vs " + Fmt(p >= 100 ? "%.0f" : "%.3g", p) + " (" +
+                   t.other + ")";
       break;
     }
     case Check::kCounterMin: {

@@ -53,6 +53,12 @@
  *         (its m1 case is the heap as it is, there is no m2 case: n/a).
  *         ns per collection; counter secs, markers.
  *
+ *   gcserver_write
+ *         10 M pointer stores into a heap array of 4096 slots (alternately
+ *         two rooted nodes) while no collection runs: tp through
+ *         tp_heap_write (the barrier), Boehm a plain store, Go its own
+ *         store (with the compiler's write-barrier check); ns per store.
+ *
  *   gcserver_gcbench
  *         GCBench (Ellis, Kovac, Boehm): a stretch tree of depth 18
  *         dropped, a long-lived tree of depth 16 and an array of 500 000
@@ -240,9 +246,12 @@ static void gaps_report(srv_gaps *g, int n, bench_out *out) {
 
 /* ---- the server workload ------------------------------------------------------------ */
 
+/* Every case's state. */
 typedef struct srv_state {
-  size_t entries;
-  uint64_t dur_ns;
+  size_t entries;  /* server: table size */
+  uint64_t dur_ns; /* server: duration */
+  int depth;       /* tree */
+  long nodes;
 } srv_state;
 
 typedef struct srv_mutator {
@@ -330,7 +339,7 @@ static void *srv_setup(const bench_case *c) {
 
 static void srv_teardown(const bench_case *c, void *state) {
   (void)c;
-  srv_roots[0] = NULL;
+  for (int i = 0; i < SRV_NROOTS; i++) srv_roots[i] = NULL;
   S->close();
   if (state) bench_unmap(state, sizeof(srv_state));
 }
@@ -415,54 +424,26 @@ static void srv_run(const bench_case *c, void *state, bench_out *out) {
 
 /* ---- the 1 GiB tree, 1 and 2 markers ---------------------------------------------- */
 
-static bench_gnode *srv_make_tree(int depth) {
-  bench_gnode *n = S->node();
-  if (!n) return NULL;
-  n->i = depth;
-  if (depth > 0) {
-    n->l = srv_make_tree(depth - 1);
-    n->r = srv_make_tree(depth - 1);
-    if (!n->l || !n->r) return NULL;
-  }
-  return n;
-}
-
-static long srv_count_tree(const bench_gnode *n) {
-  return n ? 1 + srv_count_tree(n->l) + srv_count_tree(n->r) : 0;
-}
-
-typedef struct tree_state {
-  int depth;
-  long nodes;
-} tree_state;
-
 static void *tree_setup(const bench_case *c) {
-  tree_state *s = bench_map(sizeof *s);
+  srv_state *s = bench_map(sizeof *s);
   if (!s) return NULL;
   if (S->markers && S->markers((unsigned)c->param) != 0) return NULL;
   if (S->open(srv_roots, SRV_NROOTS, 0) != 0) return NULL;
   s->depth = bench_quick() ? 22 : 24;
   s->nodes = ((long)2 << s->depth) - 1;
-  srv_roots[0] = srv_make_tree(s->depth);
+  srv_roots[0] = bench_gc_make_tree(s->depth);
   if (!srv_roots[0]) return NULL;
   S->collect(); /* warm-up (untimed) */
   return s;
 }
 
-static void tree_teardown(const bench_case *c, void *state) {
-  (void)c;
-  srv_roots[0] = NULL;
-  S->close();
-  if (state) bench_unmap(state, sizeof(tree_state));
-}
-
 static void tree_run(const bench_case *c, void *state, bench_out *out) {
   BENCH_NEED_STATE(state, out);
-  tree_state *s = state;
+  srv_state *s = state;
   uint64_t t0 = bench_now_ns();
   S->collect();
   uint64_t t1 = bench_now_ns();
-  if (srv_count_tree(srv_roots[0]) != s->nodes) {
+  if (bench_gc_count_tree(srv_roots[0]) != s->nodes) {
     bench_fail(out, "the tree lost nodes");
     return;
   }
@@ -536,7 +517,7 @@ static void gcb_time_construction(int depth) {
 
 static void *gcb_setup(const bench_case *c) {
   (void)c;
-  tree_state *s = bench_map(sizeof *s);
+  srv_state *s = bench_map(sizeof *s);
   if (!s || S->open(srv_roots, SRV_NROOTS, 1) != 0) return NULL;
   return s;
 }
@@ -564,7 +545,7 @@ static void gcb_run(const bench_case *c, void *state, bench_out *out) {
     bench_fail(out, "allocation returned NULL");
     return;
   }
-  if (srv_count_tree(long_lived) != gcb_tree_size(GCB_LONG_LIVED) || array[1000] != 1.0 / 1000) {
+  if (bench_gc_count_tree(long_lived) != gcb_tree_size(GCB_LONG_LIVED) || array[1000] != 1.0 / 1000) {
     bench_fail(out, "the long-lived tree or array was damaged");
     return;
   }
@@ -575,10 +556,32 @@ static void gcb_run(const bench_case *c, void *state, bench_out *out) {
   bench_counter(out, "rss_peak_MiB", rss_peak_mib());
 }
 
-static void gcb_teardown(const bench_case *c, void *state) {
+/* ---- the write barrier while no mark runs ----------------------------------------- */
+
+#define WB_SLOTS 4096 /* 32 KiB of pointer slots: the stores stay in L1 */
+
+static void *wb_setup(const bench_case *c) {
   (void)c;
-  S->close();
-  if (state) bench_unmap(state, sizeof(tree_state));
+  srv_state *s = bench_map(sizeof *s);
+  if (!s || S->open(srv_roots, SRV_NROOTS, 0) != 0) return NULL; /* no collection */
+  srv_roots[0] = S->table(WB_SLOTS);
+  srv_roots[1] = S->node();
+  srv_roots[2] = S->node();
+  return srv_roots[0] && srv_roots[1] && srv_roots[2] ? s : NULL;
+}
+
+static void wb_run(const bench_case *c, void *state, bench_out *out) {
+  BENCH_NEED_STATE(state, out);
+  void **t = srv_roots[0], *v[2] = {srv_roots[1], srv_roots[2]};
+  uint64_t n = c->ops, t0 = bench_now_ns();
+  for (uint64_t i = 0; i < n; i++) srv_store(t, &t[i & (WB_SLOTS - 1)], v[i & 1]);
+  uint64_t t1 = bench_now_ns();
+  if (t[0] != v[0] || t[WB_SLOTS - 1] != v[1]) {
+    bench_fail(out, "a store was lost");
+    return;
+  }
+  out->ns = (double)(t1 - t0);
+  out->ops = (double)n;
 }
 
 /* ---- registration --------------------------------------------------------------------- */
@@ -608,16 +611,21 @@ __attribute__((constructor)) static void gcserver_register(void) {
   bench_register(&(const bench_case){
       .workload = "gcserver_tree_m1", .impl = S->name, .group = "gcserver",
       .unit = tree_unit[quick][0], .ops = 1, .iterations = 1, .param = 1, .setup = tree_setup,
-      .run = tree_run, .teardown = tree_teardown});
+      .run = tree_run, .teardown = srv_teardown});
   if (S->markers)
     bench_register(&(const bench_case){
         .workload = "gcserver_tree_m2", .impl = S->name, .group = "gcserver",
         .unit = tree_unit[quick][1], .ops = 1, .iterations = 1, .param = 2, .setup = tree_setup,
-        .run = tree_run, .teardown = tree_teardown});
+        .run = tree_run, .teardown = srv_teardown});
+  bench_register(&(const bench_case){
+      .workload = "gcserver_write", .impl = S->name, .group = "gcserver",
+      .unit = "pointer store into a heap object, no mark running (tp: tp_heap_write)",
+      .throughput = 1, .ops = 10000000, .setup = wb_setup, .run = wb_run,
+      .teardown = srv_teardown});
   bench_register(&(const bench_case){
       .workload = "gcserver_gcbench", .impl = S->name, .group = "gcserver",
       .unit = "GCBench run (stretch 18, long-lived 16, 500 k doubles)", .ops = 1, .iterations = 1,
-      .setup = gcb_setup, .run = gcb_run, .teardown = gcb_teardown});
+      .setup = gcb_setup, .run = gcb_run, .teardown = srv_teardown});
 }
 
 #endif /* BENCH_HAVE_GC */

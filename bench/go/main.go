@@ -5,8 +5,8 @@
 // The same workloads as bench/gcserver_workloads.c, line for line (keep
 // the two in step): the server-like workload (gcserver_256m,
 // gcserver_1g), the full collection of a binary tree under GOMAXPROCS 1
-// and 2 (gcserver_tree_m1/_m2, runtime.GC()), and GCBench
-// (gcserver_gcbench). See that file for what each measures.
+// and 2 (gcserver_tree_m1/_m2, runtime.GC()), pointer stores while no
+// mark runs (gcserver_write), and GCBench (gcserver_gcbench). See that file for what each measures.
 //
 // It speaks the workers' protocol of bench/driver.cc, so the driver runs
 // it like any other worker:
@@ -521,6 +521,36 @@ func runGCBench(r *result) {
 	gcbLong, gcbArr, gcbSink = nil, nil, nil
 }
 
+// ---- the write barrier while no mark runs --------------------------------------------
+
+const wbSlots = 4096
+
+var wbTable []*node
+var wbNodes [2]*node
+
+func runWrite(r *result) {
+	debug.SetGCPercent(-1) // no collection during the loop (C: a manual-only heap)
+	defer debug.SetGCPercent(100)
+	wbTable = make([]*node, wbSlots)
+	wbNodes[0], wbNodes[1] = &node{}, &node{}
+	n := uint64(10000000)
+	if smoke {
+		n = 100000
+	}
+	t, v := wbTable[:wbSlots], wbNodes // a constant length: no bounds check in the loop
+	t0 := nowNs()
+	for i := uint64(0); i < n; i++ {
+		t[i&(wbSlots-1)] = v[i&1] // the compiler's write-barrier check, as in any Go store
+	}
+	t1 := nowNs()
+	if t[0] != v[0] || t[wbSlots-1] != v[1] {
+		r.err = "a store was lost"
+		return
+	}
+	r.ns = float64(t1 - t0)
+	r.ops = float64(n)
+}
+
 // ---- the worker protocol -----------------------------------------------------------
 
 type caseInfo struct {
@@ -547,6 +577,7 @@ func cases() []caseInfo {
 	return append(cs,
 		caseInfo{"gcserver_tree_m1", "full collection, " + tree + " binary tree, 1 marker", false, func(r *result) { runTree(1, r) }},
 		caseInfo{"gcserver_tree_m2", "full collection, " + tree + " binary tree, 2 markers", false, func(r *result) { runTree(2, r) }},
+		caseInfo{"gcserver_write", "pointer store into a heap object, no mark running (tp: tp_heap_write)", true, runWrite},
 		caseInfo{"gcserver_gcbench", "GCBench run (stretch 18, long-lived 16, 500 k doubles)", false, runGCBench})
 }
 
