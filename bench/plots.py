@@ -264,7 +264,7 @@ def plot_gcserver(data, outdir, written):
     for w, ls in sizes:
         for c in cases_of(data, w):
             cdf_step(ax, c, "pause_cdf", "_ms", "stw_max_ms",
-                     lambda k, mx, w=w: "%s: %.0f GCs, p99 %.3g ms" % (
+                     lambda k, mx, w=w: "%s: %.0f GCs, p99 %.4g ms" % (
                          w[len("gcserver_"):], k.get("gcs") or 0, k.get("stw_p99_ms") or 0),
                      linestyle=ls)
     target_line(ax, 1.0, "target: max <= 1 ms", linestyle=":")
