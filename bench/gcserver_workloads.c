@@ -36,9 +36,11 @@
  *   against 100 us.
  *
  *   Pauses: tp_heap — tp_heap_read_stats polled by mutator 0 after every
- *   16 operations: the last pause whenever num_gc moved (a collection takes
- *   megabytes of allocation, so two never end between two polls;
- *   pauses_seen against gcs shows it); Boehm — every stop, exact, from
+ *   16 operations: a pause is what pause_total_ns grew by since the last
+ *   poll (each stop, also the several stops of one concurrent
+ *   collection; the polling mutator stands still in each, so two stops
+ *   fall between two polls only if it did fewer than 16 operations
+ *   between them); Boehm — every stop, exact, from
  *   GC_set_on_collection_event (PRE_STOP_WORLD .. POST_START_WORLD); Go —
  *   runtime/metrics' /gc/pauses:seconds (each stop, in buckets of 1/16
  *   of a power of two; the upper bound of the bucket is reported, at most
@@ -110,7 +112,7 @@ static int cmp_u64(const void *a, const void *b) {
 typedef struct srv_pauses {
   uint64_t n0, tot0;  /* pauses() at the start */
   size_t log0;        /* stw_log length at the start */
-  uint64_t polled_n;  /* polling: the count last seen */
+  uint64_t polled_tot; /* polling: the pause total last seen */
   size_t n;
   uint64_t ns[SRV_PAUSE_MAX];
 } srv_pauses;
@@ -118,19 +120,23 @@ typedef struct srv_pauses {
 static void pauses_start(srv_pauses *p) {
   uint64_t last;
   S->pauses(&p->n0, &p->tot0, &last);
-  p->polled_n = p->n0;
+  p->polled_tot = p->tot0;
   p->n = 0;
   p->log0 = S->stw_log ? S->stw_log(NULL, 0) : 0;
 }
 
-/* Polling (collectors without stw_log): cheap while nothing changed. */
+/* Polling (collectors without stw_log): cheap while nothing changed. A
+ * pause is what the world-stopped total grew by since the last poll, so
+ * every stop counts, also when a collection stops the world more than
+ * once (a concurrent mark: start and termination); two stops merge only
+ * if the polling mutator did not finish 16 operations between them. */
 static inline void pauses_poll(srv_pauses *p) {
   if (S->stw_log) return;
   uint64_t n, tot, last;
   S->pauses(&n, &tot, &last);
-  if (n == p->polled_n) return;
-  p->polled_n = n;
-  if (p->n < SRV_PAUSE_MAX) p->ns[p->n++] = last;
+  if (tot == p->polled_tot) return;
+  if (p->n < SRV_PAUSE_MAX) p->ns[p->n++] = tot - p->polled_tot;
+  p->polled_tot = tot;
 }
 
 /* Ends the log: sorts the pauses; *gcs and *total_ns from pauses(). */
