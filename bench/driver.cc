@@ -750,7 +750,7 @@ std::string Val(double x, int width) {
 std::string Ratio(double a, double b, int width) {
   char r[64];
   if (std::isnan(a) || std::isnan(b) || b == 0) std::snprintf(r, sizeof r, "%*s", width, "-");
-  else std::snprintf(r, sizeof r, "%*.3gx", width - 1, a / b);
+  else std::snprintf(r, sizeof r, a / b >= 1000 ? "%*.0fx" : "%*.3gx", width - 1, a / b);
   return r;
 }
 
