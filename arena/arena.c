@@ -293,7 +293,14 @@ int tp_arena_retire(tp_arena *a) {
     errno = EINVAL;
     return -EINVAL;
   }
-  return tp_epoch_retire_sized(a, a->held, retire_cb, NULL);
+  /* A concurrent arena may still be allocated from by readers that loaded
+   * it before it was unpublished: its size is read under its lock, as its
+   * stats are (the figure is what the retire cap counts, not a bound). */
+  bool conc = a->flags & TP_ARENA_CONCURRENT;
+  if (conc) pthread_mutex_lock(&a->lock);
+  size_t held = a->held;
+  if (conc) pthread_mutex_unlock(&a->lock);
+  return tp_epoch_retire_sized(a, held, retire_cb, NULL);
 }
 
 int tp_arena_on_reset(tp_arena *a, void (*fn)(void *), void *arg) {
