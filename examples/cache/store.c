@@ -344,10 +344,15 @@ static void unlink_locked(item **link, item *it, bool lru_locked) {
 /* Puts `it` where `link` points (replacing *link when `old` is it) or at
  * the bucket head, and at its LRU head. */
 static void link_locked(item **link, item *old, item *it, rel_time_t now) {
+  lru *l = lru_of(it);
+  /* A replacement of the same size class leaves and joins one LRU: one
+   * lock for both (the old item, still on the LRU until then, cannot be
+   * evicted meanwhile: evictors only trylock the stripe we hold). */
+  bool same_lru = old && lru_of(old) == l;
   if (old) {
     /* Replace in one store: a reader sees old or it, never neither. */
     it->hnext = old->hnext;
-    unaccount_locked(old, false);
+    if (!same_lru) unaccount_locked(old, false);
   } else {
     link = bucket_of(it->hash);
     it->hnext = *link;
@@ -359,8 +364,8 @@ static void link_locked(item **link, item *old, item *it, rel_time_t now) {
   /* Release: the item's fields above and its data are visible to any
    * reader that loads this link. */
   __atomic_store_n(link, it, __ATOMIC_RELEASE);
-  lru *l = lru_of(it);
   pthread_mutex_lock(&l->lock);
+  if (same_lru) unaccount_locked(old, true);
   lru_push_locked(l, it, now);
   pthread_mutex_unlock(&l->lock);
   ADD(S.curr_items, 1);
