@@ -175,7 +175,7 @@ int tp__lo_init(pthread_mutex_t *m, const pthread_mutexattr_t *a) {
 }
 
 void tp__lo_hold(const void *key) {
-  push(key, TP__LO_RANK_MUTATOR, "attached heap mutator", NULL, "gc/heap.c", 0, 1);
+  push(key, TP__LO_RANK_MUTATOR, "attached heap mutator", NULL, "gc/mutators.c", 0, 1);
 }
 
 void tp__lo_drop(const void *key) { pop(key); }

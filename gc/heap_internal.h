@@ -1,8 +1,8 @@
 /*
- * Internal: the tracing collector's structures, shared by gc/heap.c (the
- * API, allocation, threads, roots, weak references, stats) and
- * gc/collect.c (stopping the world, marking, verification, sweeping,
- * pacing).
+ * Internal: the tracing collector's structures and the functions its
+ * files share (gc/heap.c, map.c, mutators.c, alloc.c, roots.c, mark.c,
+ * weak.c, sweep.c, pacing.c, collect.c; docs/ARCHITECTURE.md lists what
+ * each holds). The marker's own state is in gc/mark_internal.h.
  *
  * Memory layout
  * -------------
@@ -102,7 +102,7 @@
 #define TP__USER_ADDR_BITS 47
 
 enum { TP__MS_RUNNING = 0, TP__MS_PARKED = 1, TP__MS_BLOCKING = 2, TP__MS_DETACHED = 3 };
-/* Who frees a thread record (see gc/heap.c). */
+/* Who frees a thread record (see gc/mutators.c). */
 enum { TP__OWNER_ALIVE = 0, TP__OWNER_THREAD_GONE = 1, TP__OWNER_HEAP_GONE = 2 };
 
 struct tp__bitpair {
@@ -161,7 +161,7 @@ _Static_assert(offsetof(struct tp__large, hdr) + 8 == sizeof(struct tp__large) &
  *    to walk the list; frozen while h->stw is set.
  *  - heap: set at creation; pointed at a marker that is no heap when the
  *    heap is destroyed while the thread lives ("orphaned").
- *  - owner: TP__OWNER_*, changed once by CAS (see gc/heap.c).
+ *  - owner: TP__OWNER_*, changed once by CAS (see gc/mutators.c).
  */
 typedef struct tp__mut {
   tp_heap *heap;
@@ -295,6 +295,64 @@ static inline void *tp__map_get(const tp_heap *h, uintptr_t a) {
   return l2 ? l2[key & (((uintptr_t)1 << TP__MAP_L2_BITS) - 1)] : NULL;
 }
 
+/* The longest backward search for a small object's start bit: one bitmap word
+ * covers 64 granules (1 KiB), and a small object spans at most small_max bytes. */
+static inline size_t tp__max_back_words(const tp_heap *h) {
+  return h->small_max / (64 * TP__GRAN) + 1;
+}
+
+/* The object containing address a: returns its payload and sets *rp and
+ * *gp (start granule) for a small object, *lp for a large one; 0 if a is
+ * in no object of h. O(1): one map lookup, then a backward search over at
+ * most tp__max_back_words(h) bitmap words. */
+static inline uintptr_t tp__find_obj(const tp_heap *h, uintptr_t a, struct tp__region **rp,
+                                     struct tp__large **lp, size_t *gp) {
+  void *e = tp__map_get(h, a);
+  if (!e) return 0;
+  if ((uintptr_t)e & 1) {
+    struct tp__large *l = (struct tp__large *)((uintptr_t)e & ~(uintptr_t)1);
+    uintptr_t p = (uintptr_t)(l + 1);
+    if (a < p || a >= p + l->payload) return 0;
+    *lp = l;
+    *rp = NULL;
+    return p;
+  }
+  struct tp__region *r = e;
+  uintptr_t base = (uintptr_t)r;
+  if (a < base + h->data_off + 8) return 0;
+  size_t g = (size_t)(a - 8 - base) >> TP__GRAN_SHIFT;
+  size_t w = g >> 6;
+  const struct tp__bitpair *bits = tp__region_bits(h, r);
+  uint64_t sw = bits[w].start;
+  if (((sw >> (g & 63)) & 1) && a == base + (g << TP__GRAN_SHIFT) + 16) {
+    /* A pointer to the payload start of an object (the precise case):
+     * inside it whatever its size, so its header is not read here. */
+    *rp = r;
+    *lp = NULL;
+    *gp = g;
+    return a;
+  }
+  /* Bits at or below g (g & 63 == 63: all of them; the shift wraps to 0). */
+  uint64_t word = sw & ((((uint64_t)2) << (g & 63)) - 1);
+  if (!word) {
+    size_t back = tp__max_back_words(h);
+    size_t wmin = w > back ? w - back : 0;
+    if (wmin < h->first_word) wmin = h->first_word;
+    do {
+      if (w <= wmin) return 0;
+      word = bits[--w].start;
+    } while (!word);
+  }
+  size_t gs = (w << 6) + 63 - (size_t)__builtin_clzll(word);
+  uintptr_t hp = base + (gs << TP__GRAN_SHIFT) + 8;
+  uintptr_t hdr = *(const uintptr_t *)hp;
+  if (a >= hp + ((hdr >> TP__HDR_K_SHIFT) << TP__GRAN_SHIFT)) return 0;
+  *rp = r;
+  *lp = NULL;
+  *gp = gs;
+  return hp + 8;
+}
+
 /* Takes m off h->muts (caller holds what the list's writers hold: h->lock
  * and sp_lock, or is the only thread, after fork). */
 static inline void tp__mut_unlink(tp_heap *h, tp__mut *m) {
@@ -322,7 +380,48 @@ static inline char *tp__current_sp(void) {
     __asm__ volatile("" ::: "memory");                                               \
   } while (0)
 
-/* ---- between heap.c and collect.c ---------------------------------------- */
+/* ---- between the gc/ files --------------------------------------------- */
+
+/* The calling thread's record used last (the allocation fast path's cache;
+ * gc/mutators.c), and whether it is running finalizers (gc/weak.c). Only
+ * the thread itself touches them. */
+extern __thread tp__mut *tp__tls_mut;
+extern __thread int tp__tls_in_finalizers;
+
+/* gc/mutators.c: thread records, attach/detach, safepoints, blocking
+ * sections and stopping the world. */
+
+/* Once per process (from tp_heap_create): the thread-exit key and the
+ * blocking hooks of the other layers. */
+void tp__mut_init_once(void);
+
+/* The calling thread's record for h, or NULL. Frees orphans it passes. */
+tp__mut *tp__find_mut(tp_heap *h);
+
+/* Creates the calling thread's record for h (detached). NULL + ENOMEM. */
+tp__mut *tp__mut_create(tp_heap *h);
+
+/* Detached -> attached (depth 1). */
+void tp__mut_attach(tp_heap *h, tp__mut *m);
+
+/* Unlinks m (a record of the calling thread) from its list and frees it. */
+void tp__mut_free_own(tp__mut *m);
+
+/* Frees the records of threads that exited (h->lock held, world stopped). */
+void tp__mut_reap(tp_heap *h);
+
+/* Parks running mutator m (stack scanned from sp down) until the
+ * collection in progress has ended (sp_lock held). */
+void tp__mut_park_locked(tp_heap *h, tp__mut *m, char *sp);
+
+/* Waits (sp_lock held) until every attached thread but self is stopped. */
+void tp__gc_wait_all_stopped(tp_heap *h, tp__mut *self);
+
+/* Stops the calling (attached, running) thread at a safepoint if a
+ * collection wants it; registers spilled. Call with no lock held. */
+void tp__gc_park(tp_heap *h, tp__mut *m);
+
+/* gc/collect.c */
 
 /* Runs a collection with the calling thread's registers spilled onto its
  * stack (self: its record if attached, else NULL). Returns true if this
@@ -330,9 +429,7 @@ static inline char *tp__current_sp(void) {
  * Takes and releases every lock itself; call with none held. */
 bool tp__gc_collect(tp_heap *h, tp__mut *self);
 
-/* Stops the calling (attached, running) thread at a safepoint if a
- * collection wants it; registers spilled. Call with no lock held. */
-void tp__gc_park(tp_heap *h, tp__mut *m);
+/* gc/alloc.c */
 
 /* Ends m's allocation buffers: accounts what was allocated in them to h
  * (relaxed atomics) and drops their regions (full until the next sweep).
@@ -341,24 +438,62 @@ void tp__gc_park(tp_heap *h, tp__mut *m);
  * while the owner is stopped, or fork's child. */
 void tp__gc_retire_tlab(tp_heap *h, tp__mut *m);
 
+/* gc/weak.c */
+
+/* Registers obj for finalization. false + ENOMEM. */
+bool tp__fin_register(tp_heap *h, void *obj);
+
+/* Appends obj to the finalizer queue (a ring; h->lock held or the
+ * collector). false on ENOMEM. */
+bool tp__finq_push(tp_heap *h, void *obj);
+
+/* Runs the finalizers a collection of ours queued, unless this thread is
+ * already running finalizers (then the outer loop picks them up). */
+void tp__gc_after_collection(tp_heap *h);
+
+/* gc/sweep.c */
+
+/* What a sweep takes from the heap, given back by tp__gc_release. */
+struct tp__release {
+  struct tp__region *regions;
+  struct tp__large *large;
+};
+
+/* Sweeps every region and large object after a mark of epoch `epoch`
+ * (h->lock held, world stopped): what is dead goes on *rel. */
+void tp__gc_sweep(tp_heap *h, uint8_t epoch, struct tp__release *rel);
+
+/* Gives *rel's memory back (no heap lock held). */
+void tp__gc_release(tp_heap *h, struct tp__release *rel);
+
+/* gc/pacing.c */
+
 /* heap_sys as reported in the stats. */
 uint64_t tp__gc_heap_sys(const tp_heap *h);
 
 /* Recomputes next_gc from the last collection's results. */
 void tp__gc_pace(tp_heap *h);
 
+/* Gives empty pool memory back to the OS now (memory_limit). Call with no
+ * lock held. */
+void tp__gc_trim(tp_heap *h);
+
+/* gc/map.c */
+
 /* The object (payload) containing address a, or 0 (h->lock held or the
  * collector). */
 uintptr_t tp__gc_find(const tp_heap *h, uintptr_t a);
+
+/* Region map maintenance (h->lock held). */
+int tp__map_set_range(tp_heap *h, uintptr_t start, size_t len, void *entry);
+void tp__map_clear_range(tp_heap *h, uintptr_t start, size_t len);
+
+/* gc/heap.c */
 
 /* Calls fn(h, arg) for every heap, under the heap registry lock (no heap
  * is created or destroyed meanwhile): fn must not block, take a heap's
  * lock, or call back into the registry. Returns how many it visited.
  * For tp_stats_print. */
 size_t tp__heap_foreach(void (*fn)(const tp_heap *h, void *arg), void *arg);
-
-/* Region map maintenance (h->lock held). */
-int tp__map_set_range(tp_heap *h, uintptr_t start, size_t len, void *entry);
-void tp__map_clear_range(tp_heap *h, uintptr_t start, size_t len);
 
 #endif /* TIDEPOOL_HEAP_INTERNAL_H */

@@ -1,0 +1,84 @@
+/*
+ * Sweeping: after a mark, each region's start bits become start & mark
+ * (dead objects vanish from the conservative lookup, so a stale pointer
+ * can never reach a freed object), its free lines are those without the
+ * mark's epoch, a region with no live line goes back to the pool (O(1):
+ * one tp_pool_put, after the world restarts and outside the heap's lock),
+ * one with some goes on the recyclable stack for the allocators' holes.
+ * Unmarked large objects are unmapped. No object walk anywhere.
+ */
+#define _GNU_SOURCE
+#include "gc/heap_internal.h"
+
+#include "core/list_internal.h"
+#include "core/debug_internal.h"
+#include "core/os_internal.h"
+#include "pool/pool_internal.h"
+
+/* ---- sweeping -------------------------------------------------------------------- */
+
+void tp__gc_sweep(tp_heap *h, uint8_t epoch, struct tp__release *rel) {
+  uint64_t freed = 0, released = 0;
+  const uint32_t data_lines = h->nlines - h->first_line;
+  h->recyclable = NULL;
+  for (struct tp__region *r = h->regions, *next; r; r = next) {
+    next = r->next;
+    struct tp__bitpair *bits = tp__region_bits(h, r);
+    for (size_t w = h->first_word; w < h->nwords; w++) {
+      uint64_t s = bits[w].start, mk = bits[w].mark;
+      freed += (uint64_t)__builtin_popcountll(s & ~mk);
+      bits[w].start = s & mk;
+      bits[w].mark = 0;
+    }
+    uint8_t *lines = tp__region_lines(h, r);
+    uint32_t nfree = 0;
+    for (uint32_t i = h->first_line; i < h->nlines; i++) {
+      if (lines[i] == epoch) continue;
+      lines[i] = 0;
+      nfree++;
+      TP_POISON((char *)r + ((size_t)i << TP__LINE_SHIFT), TP__LINE); /* ASan only */
+    }
+    if (nfree == data_lines) {
+      /* No live line: the whole region goes back to the pool. */
+      TP__LIST_UNLINK(h->regions, r, prev, next);
+      tp__map_clear_range(h, (uintptr_t)r, h->region_size);
+      r->rnext = rel->regions;
+      rel->regions = r;
+      released++;
+    } else if (nfree) {
+      r->rnext = h->recyclable;
+      h->recyclable = r;
+    }
+  }
+  for (struct tp__large *l = h->large, *next; l; l = next) {
+    next = l->next;
+    if (l->marked) {
+      l->marked = 0;
+      continue;
+    }
+    TP__LIST_UNLINK(h->large, l, prev, next);
+    tp__map_clear_range(h, (uintptr_t)l, l->map_bytes);
+    tp__counter_add(&h->nlarge, -1);
+    tp__counter_add(&h->large_map_bytes, -(int64_t)l->map_bytes);
+    l->next = rel->large;
+    rel->large = l;
+    freed++;
+  }
+  tp__counter_add(&h->objs_freed, (int64_t)freed);
+  tp__counter_add(&h->nregions, -(int64_t)released);
+  tp__counter_add(&h->regions_released, (int64_t)released);
+}
+
+void tp__gc_release(tp_heap *h, struct tp__release *rel) {
+  /* Give memory back outside every heap lock (the pool's locks rank
+   * below the heap's) and after the world restarted. */
+  for (struct tp__region *r = rel->regions, *next; r; r = next) {
+    next = r->rnext;
+    TP_UNPOISON(r, h->region_size);
+    tp_pool_put(h->pool, r);
+  }
+  for (struct tp__large *l = rel->large, *next; l; l = next) {
+    next = l->next;
+    tp__os_unmap(l, l->map_bytes);
+  }
+}
