@@ -55,6 +55,7 @@ static const struct rank_entry {
     {"gc", "&registry_lock", 38, "heap registry lock", NULL},
     {"gc", "&h->lock", 40, "heap lock", NEST_HEAPS},
     {"gc", "&h->sp_lock", 42, "heap handshake lock", NEST_HEAPS},
+    {"gc", "&h->satb_lock", 44, "heap SATB log lock", NEST_HEAPS},
     {"epoch", "&tp__epoch_registry_lock", 50, "epoch registry lock", NULL},
     {"epoch", "&tp__epoch_state_lock", 52, "epoch reclaimer state lock", NULL},
     {"sweeper", "&wake_lock", 60, "sweeper wake-up lock", NULL},

@@ -107,15 +107,39 @@ static char *open_buffer(char *a, char *b, bool zero) {
   return a + 8;
 }
 
-/* Takes the next hole of m->region, zeroed. false if it has none left. */
-static bool next_hole(tp_heap *h, tp__mut *m) {
+/* Takes the next hole of m->region, zeroed. false if it has none left.
+ * black (a mark runs): the hole is shrunk to whole bitmap words (8 lines,
+ * 1 KiB) and born black like a new region (see new_region): its mark bits
+ * set, its lines at the epoch. Whole words, because the marker writes the
+ * mark words of the region's old objects without atomics (gc/mark.c): a
+ * word it may write must not hold a bit of ours; a word inside a hole
+ * holds no old object, and the marker reads one only after seeing a start
+ * bit we set (release) after the mark bits. The line bytes are read with
+ * relaxed atomics: the marker writes those of the old objects. */
+static bool next_hole(tp_heap *h, tp__mut *m, bool black) {
   struct tp__region *r = m->region;
-  const uint8_t *lines = tp__region_lines(h, r);
-  uint32_t i = m->next_line, n = h->nlines;
-  while (i < n && lines[i]) i++;
-  if (i >= n) return false;
-  uint32_t j = i;
-  while (j < n && !lines[j]) j++;
+  uint8_t *lines = tp__region_lines(h, r);
+  uint32_t i = m->next_line, n = h->nlines, j;
+  for (;;) {
+    while (i < n && __atomic_load_n(&lines[i], __ATOMIC_RELAXED)) i++;
+    if (i >= n) {
+      m->next_line = n;
+      return false;
+    }
+    j = i;
+    while (j < n && !__atomic_load_n(&lines[j], __ATOMIC_RELAXED)) j++;
+    if (!black) break;
+    uint32_t a = (i + 7) & ~(uint32_t)7, b = j & ~(uint32_t)7;
+    if (a < b) {
+      struct tp__bitpair *bits = tp__region_bits(h, r);
+      for (uint32_t w = a / 8; w < b / 8; w++) bits[w].mark = ~(uint64_t)0;
+      for (uint32_t k = a; k < b; k++) __atomic_store_n(&lines[k], h->mark_epoch, __ATOMIC_RELAXED);
+      i = a;
+      j = b;
+      break;
+    }
+    i = j;
+  }
   m->next_line = j;
   char *b = (char *)r + ((size_t)j << TP__LINE_SHIFT);
   m->cursor = m->acct = open_buffer((char *)r + ((size_t)i << TP__LINE_SHIFT), b, false);
@@ -151,6 +175,17 @@ static struct tp__region *new_region(tp_heap *h, bool *zero) {
   r->magic = TP__REGION_MAGIC;
   TP_POISON((char *)r + h->data_off, h->region_size - h->data_off);
   pthread_mutex_lock(&h->lock);
+  /* Allocate black: while a mark runs, a new region is born with every
+   * mark bit set and every line at the mark's epoch, so what is allocated
+   * in it survives the sweep and the marker, which finds those bits set,
+   * never scans it (gc/mark.c). Written before the region is published in
+   * the map (release) and under h->lock, which pause 1 holds when it sets
+   * TP__F_MARK and the epoch. */
+  if (__atomic_load_n(&h->flags, __ATOMIC_RELAXED) & TP__F_MARK) {
+    struct tp__bitpair *bits = tp__region_bits(h, r);
+    for (size_t w = h->first_word; w < h->nwords; w++) bits[w].mark = ~(uint64_t)0;
+    memset(tp__region_lines(h, r) + h->first_line, h->mark_epoch, h->nlines - h->first_line);
+  }
   int rc = tp__map_set_range(h, (uintptr_t)r, h->region_size, r);
   if (rc == 0) {
     TP__LIST_PUSH(h->regions, r, prev, next);
@@ -173,12 +208,18 @@ static inline bool should_collect(const tp_heap *h, uint64_t extra) {
 /* Gives m room for an object of `adv` bytes. false + errno on failure. */
 static bool refill(tp_heap *h, tp__mut *m, size_t adv) {
   account(h, m);
-  if (should_collect(h, 0)) {
-    tp__gc_collect(h, m);
+  if (TP_UNLIKELY(tp__counter_get(&h->fin_pending)) && !tp__tls_in_finalizers) {
+    /* Finalizers a cycle of the marker thread queued run on mutators. */
+    tp__gc_after_collection(h);
+    return true; /* the caller retries: they may have used the buffers */
+  }
+  if (should_collect(h, 0) && tp__gc_trigger(h, m)) {
     tp__gc_after_collection(h);
     return true; /* the caller retries: buffers were retired */
   }
   bool zero;
+  /* While a mark runs, holes are born black (next_hole, new_region). */
+  bool marking = __atomic_load_n(&h->flags, __ATOMIC_RELAXED) & TP__F_MARK;
   if (adv > TP__LINE) {
     /* Medium object: a new overflow region (the previous one becomes a
      * full region). */
@@ -188,12 +229,16 @@ static bool refill(tp_heap *h, tp__mut *m, size_t adv) {
     m->ocursor = m->oacct = open_buffer((char *)r + h->data_off, m->olimit, zero);
     return true;
   }
-  if (m->region && next_hole(h, m)) return true;
+  if (m->region && next_hole(h, m, marking)) return true;
   /* The next region; the previous one becomes a full region. */
-  struct tp__region *r = take_recyclable(h);
-  m->region = r;
-  m->next_line = h->first_line;
-  if (r && next_hole(h, m)) return true;
+  struct tp__region *r;
+  while ((r = take_recyclable(h))) {
+    m->region = r;
+    m->next_line = h->first_line;
+    if (next_hole(h, m, marking)) return true;
+    /* Marking and no whole-word hole: it stays a full region until the
+     * sweep. */
+  }
   if (!(r = new_region(h, &zero))) return false;
   m->region = r;
   m->next_line = h->nlines; /* its one hole, the whole data area, is taken */
@@ -214,7 +259,11 @@ static inline void *bump(tp_heap *h, char **cur, char *lim, size_t adv, uintptr_
   char *r = (char *)((uintptr_t)c & h->region_mask);
   size_t g = (size_t)(hp - 8 - r) >> TP__GRAN_SHIFT;
   struct tp__bitpair *bp = tp__region_bits(h, (struct tp__region *)r) + (g >> 6);
-  bp->start |= (uint64_t)1 << (g & 63);
+  /* release: a concurrent marker that sees the bit (acquire,
+   * tp__start_word) sees the header. Only this thread writes start bits of
+   * its buffer's region, so load-or-store loses nothing. */
+  __atomic_store_n(&bp->start, __atomic_load_n(&bp->start, __ATOMIC_RELAXED) | (uint64_t)1 << (g & 63),
+                   __ATOMIC_RELEASE);
   return hp + 8;
 }
 
@@ -223,10 +272,8 @@ static void *alloc_large(tp_heap *h, tp__mut *m, const tp_type *t, size_t n, siz
   size_t pay8 = tp__round_up(payload, 8);
   size_t bytes = sizeof(struct tp__large) + pay8;
   size_t map = tp__round_up(bytes, tp__os_page_size());
-  if (should_collect(h, bytes)) {
-    tp__gc_collect(h, m); /* it retires (and accounts) m's buffers */
-    tp__gc_after_collection(h);
-  }
+  if (should_collect(h, bytes) && tp__gc_trigger(h, m))
+    tp__gc_after_collection(h); /* it retired (and accounted) m's buffers */
   struct tp__large *l = tp__os_map(map, h->region_size);
   if (!l) {
     errno = ENOMEM;
@@ -238,6 +285,8 @@ static void *alloc_large(tp_heap *h, tp__mut *m, const tp_type *t, size_t n, siz
   l->n = n;
   l->hdr = (uintptr_t)t | TP__HDR_LARGE | (array ? TP__HDR_ARRAY : 0);
   pthread_mutex_lock(&h->lock);
+  /* Allocate black (see new_region). */
+  l->marked = (__atomic_load_n(&h->flags, __ATOMIC_RELAXED) & TP__F_MARK) ? 1 : 0;
   int rc = tp__map_set_range(h, (uintptr_t)l, map, (void *)((uintptr_t)l | 1));
   if (rc == 0) {
     TP__LIST_PUSH(h->large, l, prev, next);
@@ -286,7 +335,7 @@ TP_NOINLINE static void *alloc_slow(tp_heap *h, const tp_type *t, size_t n, bool
   size_t k = (payload + 8 + TP__GRAN - 1) >> TP__GRAN_SHIFT;
   size_t adv = (k << TP__GRAN_SHIFT) + (array ? 16 : 0);
   if (adv > h->small_max) {
-    if (__atomic_load_n(&h->stw, __ATOMIC_RELAXED)) tp__gc_park(h, m);
+    if (tp__stw_wanted(h)) tp__gc_park(h, m);
     void *p = alloc_large(h, m, t, n, payload, array);
     if (p && t->finalize && !tp__fin_register(h, p)) return NULL;
     return p;
@@ -295,7 +344,7 @@ TP_NOINLINE static void *alloc_slow(tp_heap *h, const tp_type *t, size_t n, bool
   void *p;
   for (;;) {
     /* relaxed: a hint; tp__gc_park re-checks under sp_lock. */
-    if (__atomic_load_n(&h->stw, __ATOMIC_RELAXED)) tp__gc_park(h, m);
+    if (tp__stw_wanted(h)) tp__gc_park(h, m);
     p = bump(h, &m->cursor, m->limit, adv, hdr, array);
     if (!p && adv > TP__LINE) p = bump(h, &m->ocursor, m->olimit, adv, hdr, array);
     if (p) break;
@@ -324,7 +373,7 @@ void *tp_heap_alloc(tp_heap *h, const tp_type *t) {
    * late-seen request only delays this thread's stop to its next slow
    * path; the collector waits for it). */
   if (TP_LIKELY(m != NULL) && TP_LIKELY(m->heap == h) && TP_LIKELY(m->last_type == t) &&
-      TP_LIKELY(!__atomic_load_n(&h->stw, __ATOMIC_RELAXED))) {
+      TP_LIKELY(!tp__stw_wanted(h))) {
     void *p = bump(h, &m->cursor, m->limit, m->last_slot, m->last_hdr, false);
     if (TP_LIKELY(p != NULL)) return p;
   }
@@ -339,7 +388,7 @@ void *tp_heap_alloc_array(tp_heap *h, const tp_type *t, size_t n) {
    * small_max (a quarter of a power of two >= 32 KiB) is a multiple of 16,
    * so that holds exactly when payload + 8 <= small_max - 16. */
   if (TP_LIKELY(m != NULL) && TP_LIKELY(m->heap == h) && TP_LIKELY(m->last_type == t) &&
-      TP_LIKELY(!__atomic_load_n(&h->stw, __ATOMIC_RELAXED)) &&
+      TP_LIKELY(!tp__stw_wanted(h)) &&
       TP_LIKELY(!__builtin_mul_overflow(n, t->size, &payload)) &&
       TP_LIKELY(payload <= h->small_max - 24)) {
     size_t k = (payload + 8 + TP__GRAN - 1) >> TP__GRAN_SHIFT;

@@ -1,17 +1,56 @@
 /*
- * The collection cycle: stop the world (gc/mutators.c's handshake), mark
- * from the roots (gc/roots.c, gc/mark.c), clear weak references and
- * resurrect finalizable objects (gc/weak.c), verify (checkmark), sweep
- * (gc/sweep.c), restart the world, give memory back and pace the next
- * cycle (gc/pacing.c); and tp_heap_collect.
+ * The collection cycle and tp_heap_collect.
  *
- * Weak references are cleared after the roots are marked, before
- * finalizable objects are resurrected: a weak reference reads NULL from
- * the collection that finds its target unreachable on. Then every object
- * with a finalizer that is still white is moved to the finalizer queue
- * and marked from (it and what it reaches survive until the finalizer has
- * run; the queue is a root). Finalizers run after the world restarts, on
- * the collecting thread, outside every heap lock (gc/weak.c).
+ * A cycle is run by the heap's marker thread (started at the first
+ * collection the heap asks for, stopped by tp_heap_destroy, gone in a
+ * fork child, which starts another when it needs one):
+ *
+ *   pause 1 (world stopped): retire every allocation buffer, shade the
+ *     roots (gc/roots.c: root slots, ranges, every attached thread's stack
+ *     and registers, blocking threads' saved frames, the finalizer queue
+ *     and running finalizers) -- mark and push, no tracing -- then set
+ *     TP__F_MARK (barrier on, new regions born black) and restart.
+ *   concurrent mark: drain the gray stack and its address-ordered overflow
+ *     pass, and the SATB chunks the mutators push, until all are empty.
+ *   pause 2 (world stopped): the SATB chunks not yet pushed (every record's
+ *     and the shared one), drain to empty, retire the allocation buffers,
+ *     clear weak references, resurrect finalizable objects and mark from
+ *     them, checkmark (TIDEPOOL_GC_CHECKMARK), move every region to the
+ *     sweep list, pace the next cycle, clear TP__F_MARK and restart.
+ *   concurrent sweep (gc/sweep.c), a few regions per h->lock hold; then
+ *     the cycle is done (cycles_done, num_gc).
+ *
+ * The argument that this marks everything reachable is at the top of
+ * gc/mark.c. What the pauses hold: pause 1 is O(threads + stack bytes +
+ * roots + ranges + finalizer queue), pause 2 O(threads + unpushed SATB
+ * values and what they lead to that the concurrent mark had not reached +
+ * weak references + finalizable objects (+ the checkmark traversal, a
+ * debugging mode)); neither grows with the heap, neither sweeps.
+ *
+ * Who waits for the marker: tp_heap_collect waits (as a blocking section)
+ * for a cycle that starts after it was called, like runtime.GC(). An
+ * allocation that finds the pacer's goal reached asks for a cycle and
+ * goes on; one that finds the heap past its hard limit while a cycle runs
+ * (twice the goal's growth over the live heap: heap_alloc >= next_gc +
+ * (next_gc - heap_live), at least 4 regions over next_gc) waits for that
+ * cycle to end: the allocator's only wait for the marker, bounded by one
+ * cycle. Without a marker thread (it could not be created) collections are
+ * stop-the-world as before: mark_and_sweep below, under one pause.
+ *
+ * Weak references are cleared after the mark, before finalizable objects
+ * are resurrected: a weak reference reads NULL from the collection that
+ * finds its target unreachable on. Then every object with a finalizer
+ * that is still white is moved to the finalizer queue and marked from (it
+ * and what it reaches survive until the finalizer has run; the queue is a
+ * root). Finalizers run on mutators outside every heap lock: the caller of
+ * tp_heap_collect, and allocating threads at their next refill
+ * (gc/weak.c).
+ *
+ * Locks: the marker takes h->sp_lock to stop and restart the world and to
+ * wait for work, h->lock during the pauses and per sweep batch, satb_lock
+ * briefly to give chunks back; never two of them except h->lock then
+ * satb_lock (pause 2), in rank order. It holds none while it marks
+ * concurrently.
  */
 #define _GNU_SOURCE
 #include <tidepool/epoch.h>
@@ -25,27 +64,54 @@
 #include <time.h>
 #include "core/lockorder_internal.h" /* last: wraps the pthread_mutex calls */
 
-static void mark_and_sweep(tp_heap *h, struct tp__release *rel) {
-  uint64_t t0 = tp__now_ns();
+/* Retires every attached thread's allocation buffers (world stopped,
+ * h->lock held): from here on what they allocate starts in new holes. */
+static void retire_all(tp_heap *h) {
   for (tp__mut *m = h->muts; m; m = m->next)
     if (m->state != TP__MS_DETACHED) tp__gc_retire_tlab(h, m);
-  tp__mut_reap(h);
+}
 
-  /* The gray stack: mapped at the first collection; a small one on this
-   * stack if that fails (overflow handling keeps marking correct). */
-  uintptr_t fallback[64];
+/* Starts a mark in *mk (world stopped, h->lock held): the gray stack,
+ * mapped at the first collection (the heap's small fallback array if that
+ * fails: overflow handling keeps marking correct), a new epoch, and the
+ * regions and large objects that exist now. */
+static void mark_begin(tp_heap *h, struct tp__marker *mk) {
   size_t gbytes = tp__round_up(h->gray_cap * sizeof(void *), tp__os_page_size());
   if (!h->gray && (h->gray = tp__os_map(gbytes, 0)))
     tp__counter_add(&h->meta_bytes, (int64_t)gbytes);
   h->mark_epoch = (uint8_t)(h->mark_epoch % 255 + 1);
-  struct tp__marker mk = {.h = h, .lo = h->lo, .span = h->hi - h->lo, .epoch = h->mark_epoch};
+  *mk = (struct tp__marker){.h = h, .lo = h->lo, .span = h->hi - h->lo, .epoch = h->mark_epoch,
+                            .regions = h->regions, .large = h->large};
   if (h->gray) {
-    mk.st = (uintptr_t *)h->gray;
-    mk.cap = h->gray_cap;
+    mk->st = (uintptr_t *)h->gray;
+    mk->cap = h->gray_cap;
   } else {
-    mk.st = fallback;
-    mk.cap = sizeof fallback / sizeof fallback[0];
+    mk->st = h->gray_fallback;
+    mk->cap = sizeof h->gray_fallback / sizeof h->gray_fallback[0];
   }
+}
+
+/* Sweeps what a concurrent cycle left unswept (a fork child's heap). */
+static void finish_sweep(tp_heap *h, struct tp__release *rel) {
+  while (!tp__gc_sweep_some(h, SIZE_MAX, rel)) {
+  }
+}
+
+static void record_pause(tp_heap *h, uint64_t pause) {
+  tp__counter_add(&h->pause_total, (int64_t)pause);
+  __atomic_store_n(&h->last_pause, pause, __ATOMIC_RELAXED);
+  if (pause > tp__counter_get(&h->pause_max)) __atomic_store_n(&h->pause_max, pause, __ATOMIC_RELAXED);
+}
+
+/* ---- stop-the-world: the fallback without a marker thread -------------------- */
+
+static void mark_and_sweep(tp_heap *h, struct tp__release *rel) {
+  uint64_t t0 = tp__now_ns();
+  retire_all(h);
+  tp__mut_reap(h);
+  finish_sweep(h, rel);
+  struct tp__marker mk;
+  mark_begin(h, &mk);
 
   tp__mark_roots(&mk);
   tp__mark_drain_all(&mk);
@@ -56,7 +122,7 @@ static void mark_and_sweep(tp_heap *h, struct tp__release *rel) {
   if (mk.any_overflow) tp__counter_add(&h->overflows, 1);
 
   uint64_t t1 = tp__now_ns();
-  if (h->checkmark) tp__gc_checkmark(h);
+  if (h->checkmark) tp__gc_checkmark(h, false);
   uint64_t t2 = tp__now_ns();
   tp__gc_sweep(h, mk.epoch, rel);
   uint64_t t3 = tp__now_ns();
@@ -75,7 +141,7 @@ TP_NOINLINE static bool collect_inner(tp_heap *h, tp__mut *self) {
   char *sp = tp__current_sp();
   uint64_t t0 = tp__now_ns();
   pthread_mutex_lock(&h->sp_lock);
-  if (__atomic_load_n(&h->stw, __ATOMIC_RELAXED)) {
+  if (tp__stw_wanted(h)) {
     /* Another thread is collecting: stop for it (or, unattached, wait). */
     if (self && self->state == TP__MS_RUNNING) {
       tp__mut_park_locked(h, self, sp);
@@ -88,7 +154,7 @@ TP_NOINLINE static bool collect_inner(tp_heap *h, tp__mut *self) {
   }
   /* relaxed: the fast paths only need to see it eventually; everything
    * else reads it under sp_lock. */
-  __atomic_store_n(&h->stw, 1, __ATOMIC_RELAXED);
+  __atomic_fetch_or(&h->flags, TP__F_STW, __ATOMIC_RELAXED);
   if (self) self->scan_lo = sp;
   tp__gc_wait_all_stopped(h, self);
   pthread_mutex_unlock(&h->sp_lock);
@@ -99,15 +165,13 @@ TP_NOINLINE static bool collect_inner(tp_heap *h, tp__mut *self) {
   pthread_mutex_unlock(&h->lock);
 
   pthread_mutex_lock(&h->sp_lock);
-  __atomic_store_n(&h->stw, 0, __ATOMIC_RELAXED);
+  __atomic_fetch_and(&h->flags, ~TP__F_STW, __ATOMIC_RELAXED);
+  if (h->phase == TP__PH_SWEEP) h->phase = TP__PH_IDLE; /* finish_sweep did it */
   h->stw_epoch++;
   pthread_cond_broadcast(&h->cv_resume);
   pthread_mutex_unlock(&h->sp_lock);
 
-  uint64_t pause = tp__now_ns() - t0;
-  tp__counter_add(&h->pause_total, (int64_t)pause);
-  __atomic_store_n(&h->last_pause, pause, __ATOMIC_RELAXED);
-  if (pause > tp__counter_get(&h->pause_max)) __atomic_store_n(&h->pause_max, pause, __ATOMIC_RELAXED);
+  record_pause(h, tp__now_ns() - t0);
   tp__counter_add(&h->num_gc, 1);
 
   tp__gc_release(h, &rel);
@@ -124,7 +188,265 @@ TP_NOINLINE bool tp__gc_collect(tp_heap *h, tp__mut *self) {
   return r;
 }
 
-/* ---- collection entry points ---------------------------------------------------------- */
+
+/* ---- the concurrent cycle ----------------------------------------------------------------- */
+
+static bool stop_requested(tp_heap *h) { return __atomic_load_n(&h->marker_stop, __ATOMIC_RELAXED); }
+
+/* Stops every attached thread (the marker is not one). Another thread's
+ * stop-the-world collection in progress is waited out first. */
+static void stop_world(tp_heap *h) {
+  pthread_mutex_lock(&h->sp_lock);
+  while (tp__stw_wanted(h)) pthread_cond_wait(&h->cv_resume, &h->sp_lock);
+  __atomic_fetch_or(&h->flags, TP__F_STW, __ATOMIC_RELAXED);
+  tp__gc_wait_all_stopped(h, NULL);
+  pthread_mutex_unlock(&h->sp_lock);
+}
+
+/* Restarts the world with flags `flags` (TP__F_MARK or 0) and phase
+ * `phase`. Both change while every attached thread is stopped, and each
+ * takes sp_lock to resume: the relaxed flag tests of the fast paths and
+ * the barrier see the new value from their first step on. */
+static void restart_world(tp_heap *h, uint32_t flags, int phase) {
+  pthread_mutex_lock(&h->sp_lock);
+  __atomic_store_n(&h->flags, flags, __ATOMIC_RELAXED);
+  __atomic_store_n(&h->phase, phase, __ATOMIC_RELAXED);
+  h->stw_epoch++;
+  pthread_cond_broadcast(&h->cv_resume);
+  pthread_mutex_unlock(&h->sp_lock);
+}
+
+static void pause1(tp_heap *h, struct tp__release *rel) {
+  uint64_t t0 = tp__now_ns();
+  stop_world(h);
+  pthread_mutex_lock(&h->lock);
+  retire_all(h);
+  tp__mut_reap(h);
+  finish_sweep(h, rel); /* normally done: the previous cycle swept */
+  h->black_from = tp__counter_get(&h->total_alloc);
+  h->black_objs_from = tp__counter_get(&h->objs_alloc);
+  mark_begin(h, &h->mk);
+  /* Shade the roots: mark and push, no tracing in the pause. */
+  tp__mark_roots(&h->mk);
+  /* Registered arenas (issue 12 item 5) are roots like ranges and are
+   * shaded here too, from tp__mark_roots: that is where their scan goes. */
+  pthread_mutex_unlock(&h->lock);
+  restart_world(h, TP__F_MARK, TP__PH_MARK);
+  record_pause(h, tp__now_ns() - t0);
+}
+
+/* Drains the gray stack, the overflow pass and the pushed SATB chunks
+ * until all are empty. false if tp_heap_destroy asked the marker to stop. */
+static bool mark_concurrently(tp_heap *h) {
+  for (;;) {
+    if (stop_requested(h)) return false;
+    tp__mark_drain_all(&h->mk);
+    struct tp__satb *list = tp__satb_take(h);
+    if (!list) return true;
+    tp__mark_satb_list(&h->mk, list);
+  }
+}
+
+/* The values the mutators logged and did not push: each record's chunk
+ * (its thread is stopped) and the shared one. */
+static void mark_unpushed(tp_heap *h) {
+  for (tp__mut *m = h->muts; m; m = m->next) {
+    struct tp__satb *c = m->satb;
+    if (!c) continue;
+    for (size_t i = 0; i < c->n; i++) tp__mark_visit(&h->mk, c->v[i]);
+    c->n = 0;
+  }
+  pthread_mutex_lock(&h->satb_lock);
+  struct tp__satb *c = h->satb_shared;
+  if (c) {
+    for (size_t i = 0; i < c->n; i++) tp__mark_visit(&h->mk, c->v[i]);
+    c->n = 0;
+  }
+  pthread_mutex_unlock(&h->satb_lock);
+}
+
+static void pause2(tp_heap *h, uint64_t mark_t0) {
+  uint64_t t0 = tp__now_ns();
+  stop_world(h);
+  pthread_mutex_lock(&h->lock);
+  struct tp__marker *mk = &h->mk;
+  mark_unpushed(h);
+  for (;;) {
+    tp__mark_drain_all(mk);
+    struct tp__satb *list = tp__satb_take(h);
+    if (!list) break;
+    tp__mark_satb_list(mk, list);
+  }
+  retire_all(h);
+  /* Everything allocated since pause 1 was born black. */
+  uint64_t black = tp__counter_get(&h->total_alloc) - h->black_from;
+  uint64_t black_objs = tp__counter_get(&h->objs_alloc) - h->black_objs_from;
+  tp__gc_clear_weaks(h);
+  tp__gc_queue_finalizers(h, mk);
+  tp__mark_drain_all(mk);
+  if (mk->any_overflow) tp__counter_add(&h->overflows, 1);
+  uint64_t t1 = tp__now_ns();
+  if (h->checkmark) tp__gc_checkmark(h, true);
+
+  __atomic_store_n(&h->live_bytes, mk->bytes + black, __ATOMIC_RELAXED);
+  __atomic_store_n(&h->live_objs, mk->objs + black_objs, __ATOMIC_RELAXED);
+  __atomic_store_n(&h->alloc_since, 0, __ATOMIC_RELAXED);
+  tp__counter_add(&h->mark_ns, (int64_t)(t1 - mark_t0));
+  tp__counter_add(&h->num_gc, 1); /* with the new goal, while all are stopped */
+  tp__gc_sweep_begin(h, mk->epoch);
+  tp__gc_pace(h);
+  pthread_mutex_unlock(&h->lock);
+  restart_world(h, 0, TP__PH_SWEEP);
+  record_pause(h, tp__now_ns() - t0);
+}
+
+/* Sweeps 16 regions per h->lock hold, giving memory back between. */
+static void sweep_concurrently(tp_heap *h) {
+  uint64_t t0 = tp__now_ns();
+  for (bool done = false; !done;) {
+    struct tp__release rel = {NULL, NULL};
+    pthread_mutex_lock(&h->lock);
+    done = tp__gc_sweep_some(h, 16, &rel);
+    pthread_mutex_unlock(&h->lock);
+    tp__gc_release(h, &rel);
+    if (stop_requested(h)) return;
+  }
+  tp__counter_add(&h->sweep_ns, (int64_t)(tp__now_ns() - t0));
+  if (h->memory_limit && tp__gc_heap_sys(h) > h->memory_limit) tp__gc_trim(h);
+  tp__gc_pace(h);
+}
+
+/* A mark that tp_heap_destroy interrupted: the barrier goes off, so its
+ * own finalizers run in a heap that is not marking. */
+static void abandon_mark(tp_heap *h) {
+  stop_world(h);
+  restart_world(h, 0, TP__PH_IDLE);
+}
+
+static void run_cycle(tp_heap *h) {
+  struct tp__release rel = {NULL, NULL};
+  pause1(h, &rel);
+  tp__gc_release(h, &rel);
+  uint64_t t0 = tp__now_ns();
+  if (!mark_concurrently(h)) {
+    abandon_mark(h);
+    return;
+  }
+  pause2(h, t0);
+  sweep_concurrently(h);
+  pthread_mutex_lock(&h->sp_lock);
+  __atomic_store_n(&h->phase, TP__PH_IDLE, __ATOMIC_RELAXED);
+  h->cycles_done++;
+  pthread_cond_broadcast(&h->cv_cycle);
+  pthread_mutex_unlock(&h->sp_lock);
+}
+
+static void *marker_main(void *arg) {
+  tp_heap *h = arg;
+  pthread_mutex_lock(&h->sp_lock);
+  for (;;) {
+    while (!h->marker_stop && h->cycles_req == h->cycles_started)
+      pthread_cond_wait(&h->cv_marker, &h->sp_lock);
+    if (h->marker_stop) break;
+    h->cycles_started++;
+    pthread_mutex_unlock(&h->sp_lock);
+    run_cycle(h);
+    pthread_mutex_lock(&h->sp_lock);
+  }
+  pthread_mutex_unlock(&h->sp_lock);
+  return NULL;
+}
+
+/* Starts the marker thread if it is not running (sp_lock held). */
+static bool ensure_marker(tp_heap *h) {
+  if (h->marker_running) return true;
+  if (h->marker_stop) return false; /* tp_heap_destroy */
+  if (tp__thread_create_quiet(&h->marker_tid, marker_main, h) != 0) return false;
+  h->marker_running = true;
+  return true;
+}
+
+void tp__gc_stop_marker(tp_heap *h) {
+  pthread_mutex_lock(&h->sp_lock);
+  bool running = h->marker_running;
+  __atomic_store_n(&h->marker_stop, true, __ATOMIC_RELAXED);
+  if (running) pthread_cond_signal(&h->cv_marker);
+  pthread_mutex_unlock(&h->sp_lock);
+  if (!running) return;
+  pthread_join(h->marker_tid, NULL);
+  pthread_mutex_lock(&h->sp_lock);
+  h->marker_running = false; /* marker_stop stays: no marker again */
+  h->cycles_done = h->cycles_req = h->cycles_started;
+  pthread_cond_broadcast(&h->cv_cycle);
+  pthread_mutex_unlock(&h->sp_lock);
+}
+
+/* Waits until cycle `target` is done (sp_lock held). self (attached,
+ * running) waits as a blocking section, so the pauses do not wait for it;
+ * its buffers may be retired meanwhile. */
+static void wait_cycle(tp_heap *h, tp__mut *self, uint64_t target) {
+  if (self) {
+    pthread_mutex_unlock(&h->sp_lock);
+    tp_heap_blocking_enter(h);
+    pthread_mutex_lock(&h->sp_lock);
+  }
+  while (h->cycles_done < target) pthread_cond_wait(&h->cv_cycle, &h->sp_lock);
+  if (self) {
+    pthread_mutex_unlock(&h->sp_lock);
+    tp_heap_blocking_leave(h);
+    pthread_mutex_lock(&h->sp_lock);
+  }
+}
+
+/* A complete cycle that starts after now. false without a marker thread. */
+static bool collect_concurrent(tp_heap *h, tp__mut *self) {
+  pthread_mutex_lock(&h->sp_lock);
+  if (!ensure_marker(h)) {
+    pthread_mutex_unlock(&h->sp_lock);
+    return false;
+  }
+  uint64_t target = h->cycles_started + 1;
+  if (h->cycles_req < target) h->cycles_req = target;
+  pthread_cond_signal(&h->cv_marker);
+  wait_cycle(h, self, target);
+  pthread_mutex_unlock(&h->sp_lock);
+  return true;
+}
+
+uint64_t tp__gc_hard_limit(const tp_heap *h) {
+  uint64_t next = tp__counter_get(&h->next_gc), live = tp__counter_get(&h->live_bytes);
+  if (next == UINT64_MAX) return UINT64_MAX;
+  uint64_t grow = next > live ? next - live : 0;
+  if (grow < 4 * h->region_size) grow = 4 * h->region_size;
+  uint64_t hard = next + grow;
+  /* A memory_limit caps it (but never below the goal itself). */
+  if (h->memory_limit && hard > h->memory_limit) hard = next > h->memory_limit ? next : h->memory_limit;
+  return hard;
+}
+
+bool tp__gc_trigger(tp_heap *h, tp__mut *m) {
+  if (__atomic_load_n(&h->phase, __ATOMIC_RELAXED) == TP__PH_IDLE) {
+    pthread_mutex_lock(&h->sp_lock);
+    bool ok = ensure_marker(h);
+    if (ok && h->phase == TP__PH_IDLE && h->cycles_req == h->cycles_started) {
+      h->cycles_req++;
+      pthread_cond_signal(&h->cv_marker);
+    }
+    pthread_mutex_unlock(&h->sp_lock);
+    if (!ok) {
+      tp__gc_collect(h, m); /* no marker thread: stop-the-world */
+      return true;
+    }
+  }
+  /* A cycle is asked for or runs. Past the hard limit, wait for it. */
+  if (tp__heap_alloc_now(h) < tp__gc_hard_limit(h)) return false;
+  pthread_mutex_lock(&h->sp_lock);
+  if (h->cycles_done < h->cycles_req) wait_cycle(h, m, h->cycles_req);
+  pthread_mutex_unlock(&h->sp_lock);
+  return true;
+}
+
+/* ---- tp_heap_collect ------------------------------------------------------------------- */
 
 void tp_heap_collect(tp_heap *h) {
   if (!h || h->magic != TP__HEAP_MAGIC) {
@@ -132,7 +454,7 @@ void tp_heap_collect(tp_heap *h) {
     return;
   }
   tp__mut *m = tp__find_mut(h);
-  tp__gc_collect(h, m && m->attach_depth && m->state == TP__MS_RUNNING ? m : NULL);
+  tp__mut *self = m && m->attach_depth && m->state == TP__MS_RUNNING ? m : NULL;
+  if (!collect_concurrent(h, self)) tp__gc_collect(h, self);
   tp__gc_after_collection(h);
 }
-

@@ -42,6 +42,8 @@ static void gc_init_once(void) {
 static void init_conds(tp_heap *h) {
   tp__cond_init_monotonic(&h->cv_parked);
   tp__cond_init_monotonic(&h->cv_resume);
+  tp__cond_init_monotonic(&h->cv_marker);
+  tp__cond_init_monotonic(&h->cv_cycle);
 }
 
 /* ---- create / destroy ------------------------------------------------------- */
@@ -78,6 +80,7 @@ tp_heap *tp_heap_create(const tp_heap_config *cfg) {
   h->memory_limit = c.memory_limit;
   h->gray_cap = c.gray_stack_entries ? c.gray_stack_entries : TP__GRAY_DEFAULT;
   h->checkmark = tp__options()->gc_checkmark; /* TIDEPOOL_GC_CHECKMARK */
+  h->nobarrier = tp__options()->gc_nobarrier; /* TIDEPOOL_GC_NOBARRIER */
   h->mark_epoch = 1;
 
   tp_pool_config pc = {.name = "gc-regions", .obj_size = rs, .align = rs};
@@ -95,6 +98,7 @@ tp_heap *tp_heap_create(const tp_heap_config *cfg) {
   tp__counter_add(&h->meta_bytes, (int64_t)h->map_l1_bytes);
   pthread_mutex_init(&h->lock, NULL);
   pthread_mutex_init(&h->sp_lock, NULL);
+  pthread_mutex_init(&h->satb_lock, NULL);
   init_conds(h);
   tp__gc_pace(h);
   h->magic = TP__HEAP_MAGIC;
@@ -107,6 +111,9 @@ tp_heap *tp_heap_create(const tp_heap_config *cfg) {
 
 void tp_heap_destroy(tp_heap *h) {
   if (!h || h->magic != TP__HEAP_MAGIC) return;
+  /* 0. The marker thread (none starts again; an interrupted mark turns
+   *    the barrier off): the finalizers below collect stop-the-world. */
+  tp__gc_stop_marker(h);
   /* 1. Finalizers: the queued ones, then those of every object still
    *    allocated, each exactly once. */
   int was_in = tp__tls_in_finalizers;
@@ -159,7 +166,7 @@ void tp_heap_destroy(tp_heap *h) {
                                     __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) {
       __atomic_store_n(&m->heap, ORPHAN_HEAP, __ATOMIC_RELAXED);
     } else {
-      free(m);
+      tp__mut_free(m);
     }
   }
   h->muts = NULL;
@@ -171,6 +178,20 @@ void tp_heap_destroy(tp_heap *h) {
   h->regions = h->recyclable = NULL;
   struct tp__large *large = h->large;
   h->large = NULL;
+  /* An interrupted concurrent sweep: what it had not swept yet. */
+  for (struct tp__region *r = h->sweep_regions, *next; r; r = next) {
+    next = r->next;
+    r->next = regions;
+    regions = r;
+  }
+  for (struct tp__large *l = h->sweep_large, *next; l; l = next) {
+    next = l->next;
+    l->next = large;
+    large = l;
+  }
+  h->sweep_regions = NULL;
+  h->sweep_large = NULL;
+  tp__satb_free_all(h);
   pthread_mutex_unlock(&h->lock);
   for (tp__mut *m = mine, *next; m; m = next) {
     next = m->next;
@@ -196,8 +217,11 @@ void tp_heap_destroy(tp_heap *h) {
   free(h->finq);
   pthread_mutex_destroy(&h->lock);
   pthread_mutex_destroy(&h->sp_lock);
+  pthread_mutex_destroy(&h->satb_lock);
   pthread_cond_destroy(&h->cv_parked);
   pthread_cond_destroy(&h->cv_resume);
+  pthread_cond_destroy(&h->cv_marker);
+  pthread_cond_destroy(&h->cv_cycle);
   h->magic = 0;
   free(h);
 }
@@ -244,19 +268,38 @@ static void fork_prepare(void) {
   for (tp_heap *h = registry; h; h = h->reg_next) {
     pthread_mutex_lock(&h->lock);
     pthread_mutex_lock(&h->sp_lock);
+    pthread_mutex_lock(&h->satb_lock);
   }
 }
 
 static void fork_parent(void) {
   for (tp_heap *h = registry; h; h = h->reg_next) {
+    pthread_mutex_unlock(&h->satb_lock);
     pthread_mutex_unlock(&h->sp_lock);
     pthread_mutex_unlock(&h->lock);
   }
   pthread_mutex_unlock(&registry_lock);
 }
 
+/* A concurrent mark the fork interrupted (the child has no marker
+ * thread): every mark and pend bit goes back to clear, as outside a mark;
+ * the lines regions were born with keep that mark's epoch, which the next
+ * sweep frees unless live objects are found on them again. */
+static void abandon_mark(tp_heap *h) {
+  for (struct tp__region *r = h->regions; r; r = r->next) {
+    struct tp__bitpair *bits = tp__region_bits(h, r);
+    for (size_t w = 0; w < h->nwords; w++) bits[w].mark = 0;
+    memset(tp__region_pend(h, r), 0, (size_t)h->nwords * sizeof(uint64_t));
+    r->overflow = 0;
+  }
+  for (struct tp__large *l = h->large; l; l = l->next) l->marked = l->overflow = 0;
+  h->mk.top = 0;
+}
+
 /* The child has one thread: records of the others go (their allocation
- * buffers are retired first), no collection is in progress, and
+ * buffers are retired first), no collection is in progress (a concurrent
+ * mark is abandoned; an unfinished sweep is finished by the next cycle),
+ * no marker thread exists (the next collection starts one), and
  * finalizers other threads were running count as run. */
 static void fork_child(void) {
   pthread_t self = pthread_self();
@@ -267,7 +310,7 @@ static void fork_child(void) {
       if (m->attach_depth) tp__counter_add(&h->nthreads, -1);
       tp__gc_retire_tlab(h, m);
       tp__mut_unlink(h, m);
-      free(m);
+      tp__mut_free(m);
     }
     for (struct tp__finrun **pp = &h->running; *pp;) {
       if (!pthread_equal((*pp)->tid, self)) {
@@ -277,8 +320,21 @@ static void fork_child(void) {
         pp = &(*pp)->next;
       }
     }
-    __atomic_store_n(&h->stw, 0, __ATOMIC_RELAXED);
+    __atomic_store_n(&h->flags, 0, __ATOMIC_RELAXED);
+    if (h->phase == TP__PH_MARK) abandon_mark(h);
+    h->phase = TP__PH_IDLE;
+    h->marker_running = h->marker_stop = false;
+    h->cycles_done = h->cycles_req = h->cycles_started;
+    for (struct tp__satb *c = h->satb_full, *next; c; c = next) {
+      next = c->next;
+      free(c);
+    }
+    h->satb_full = NULL;
+    if (h->satb_shared) h->satb_shared->n = 0;
+    for (tp__mut *m = h->muts; m; m = m->next)
+      if (m->satb) m->satb->n = 0;
     init_conds(h);
+    pthread_mutex_unlock(&h->satb_lock);
     pthread_mutex_unlock(&h->sp_lock);
     pthread_mutex_unlock(&h->lock);
   }

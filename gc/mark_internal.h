@@ -10,17 +10,6 @@
 
 #include "gc/heap_internal.h"
 
-struct tp__marker {
-  tp_heap *h;
-  uintptr_t lo, span; /* [h->lo, h->hi): nothing of the heap is outside */
-  uintptr_t *st;      /* the gray stack (payload addresses) */
-  size_t top, cap;
-  bool check;         /* checkmark traversal (growable stack) */
-  bool overflowed;    /* pend bits set since the last drain_overflow round */
-  bool any_overflow;  /* ... ever in this collection */
-  uint8_t epoch;
-  uint64_t bytes, objs;
-};
 
 /* Marks (or, for the checkmark traversal, checks) the object containing
  * address a, if any. */
@@ -37,8 +26,14 @@ void tp__mark_drain_all(struct tp__marker *mk);
 bool tp__gc_is_marked(const tp_heap *h, uintptr_t p);
 
 /* TIDEPOOL_GC_CHECKMARK: re-traverses from the roots and aborts on a
- * reachable unmarked object (h->lock held, world stopped). */
-void tp__gc_checkmark(tp_heap *h);
+ * reachable unmarked object (h->lock held, world stopped). concurrent:
+ * the mark being checked ran concurrently (pause 2), so an unmarked
+ * object found only through a stack word is a stale word, not a bug. */
+void tp__gc_checkmark(tp_heap *h, bool concurrent);
+
+/* Processes the SATB chunks on `list` (marks their values gray) and gives
+ * them back to h->satb_free; returns how many values. */
+size_t tp__mark_satb_list(struct tp__marker *mk, struct tp__satb *list);
 
 /* gc/roots.c: visits every root: precise slots, ranges, stopped threads'
  * stacks and registers, the finalizer queue and running finalizers. */

@@ -6,7 +6,7 @@
  *
  * Threads. The mutator list h->muts holds every record of the heap (any
  * state); it is modified only with both h->lock and h->sp_lock held, so
- * either lock suffices to walk it, and it is frozen while h->stw is set
+ * either lock suffices to walk it, and it is frozen while TP__F_STW is set
  * (attach, detach and blocking_leave wait for the world to restart).
  * Ownership of a record at the end: the thread that exits CASes `owner`
  * ALIVE -> THREAD_GONE (then the heap frees it at its next collection or
@@ -14,7 +14,7 @@
  * frees it). Exactly one side wins, so a record is freed exactly once and
  * never while the other side may still touch it.
  *
- * Stopping. The collecting thread sets h->stw under h->sp_lock and waits
+ * Stopping. The collecting thread sets TP__F_STW in h->flags under h->sp_lock and waits
  * on cv_parked until every attached thread other than itself is PARKED
  * (stopped at a safepoint, waiting on cv_resume) or BLOCKING (inside
  * tp_heap_blocking_enter/_leave, promising not to touch the heap). Both
@@ -24,7 +24,7 @@
  * collector sees every heap pointer the thread holds: caller-saved
  * registers are dead across the call by the ABI, callee-saved ones are in
  * the scanned frames (or, for BLOCKING, copied into the record). Attach,
- * detach and blocking_leave wait while h->stw is set, so the set of
+ * detach and blocking_leave wait while TP__F_STW is set, so the set of
  * running threads cannot grow during a collection.
  */
 #define _GNU_SOURCE
@@ -58,6 +58,11 @@ static void thread_exit(void *arg);
 static void other_layer_wait_enter(void);
 static void other_layer_wait_leave(void);
 
+void tp__mut_free(tp__mut *m) {
+  if (m) free(m->satb);
+  free(m);
+}
+
 void tp__mut_init_once(void) {
   pthread_key_create(&exit_key, thread_exit);
   tp__blocking_hooks_set(other_layer_wait_enter, other_layer_wait_leave);
@@ -73,7 +78,7 @@ void tp__mut_free_own(tp__mut *m) {
       break;
     }
   if (tp__tls_mut == m) tp__tls_mut = NULL;
-  free(m);
+  tp__mut_free(m);
 }
 
 /* The calling thread's record for h, or NULL. Frees orphans it passes. */
@@ -85,7 +90,7 @@ tp__mut *tp__find_mut(tp_heap *h) {
     if (__atomic_load_n(&m->owner, __ATOMIC_ACQUIRE) == TP__OWNER_HEAP_GONE) {
       *pp = m->tnext;
       if (tp__tls_mut == m) tp__tls_mut = NULL;
-      free(m);
+      tp__mut_free(m);
       continue;
     }
     if (__atomic_load_n(&m->heap, __ATOMIC_RELAXED) == h) {
@@ -150,7 +155,7 @@ tp__mut *tp__mut_create(tp_heap *h) {
 /* Waits until no collection is running (sp_lock held; releases nothing). */
 static void wait_world_locked(tp_heap *h) {
   tp__lo_wait(TP__LO_WAIT_COLLECTION, &h->sp_lock, tp_epoch_in_section());
-  while (__atomic_load_n(&h->stw, __ATOMIC_RELAXED))
+  while (tp__stw_wanted(h))
     pthread_cond_wait(&h->cv_resume, &h->sp_lock);
 }
 
@@ -167,16 +172,17 @@ void tp__mut_attach(tp_heap *h, tp__mut *m) {
 }
 
 /* Attached -> detached: retires the allocation buffers first. sp_lock
- * alone suffices: seeing !stw under it means no collection runs, and none
- * starts before we release it (the collector sets stw under sp_lock before
+ * alone suffices: seeing no TP__F_STW under it means no collection runs, and none
+ * starts before we release it (the collector sets it under sp_lock before
  * it takes h->lock), so the buffers are ours alone. The fast path needs no
  * reset: with cursor == limit == NULL every bump fails into alloc_slow,
  * which attaches again. */
 static void detach_record(tp_heap *h, tp__mut *m) {
   for (;;) {
     pthread_mutex_lock(&h->sp_lock);
-    if (!__atomic_load_n(&h->stw, __ATOMIC_RELAXED)) {
+    if (!tp__stw_wanted(h)) {
       tp__gc_retire_tlab(h, m);
+      tp__satb_flush_mut(h, m); /* pause 2 reads only attached records' logs */
       m->state = TP__MS_DETACHED;
       tp__lo_drop(m);
       m->attach_depth = 0;
@@ -208,7 +214,7 @@ static void thread_exit(void *arg) {
     /* release: the heap frees the record after seeing THREAD_GONE. */
     if (!__atomic_compare_exchange_n(&m->owner, &expect, TP__OWNER_THREAD_GONE, false,
                                      __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE))
-      free(m); /* the heap is gone: the record is ours */
+      tp__mut_free(m); /* the heap is gone: the record is ours */
   }
   tls_list = NULL;
   tp__tls_mut = NULL;
@@ -242,7 +248,7 @@ void tp_heap_detach(tp_heap *h) {
 void tp_heap_safepoint(tp_heap *h) {
   if (!h) return;
   /* relaxed: only a hint; tp__gc_park re-checks under sp_lock. */
-  if (TP_LIKELY(!__atomic_load_n(&h->stw, __ATOMIC_RELAXED))) return;
+  if (TP_LIKELY(!tp__stw_wanted(h))) return;
   tp__mut *m = tp__find_mut(h);
   if (m && m->state == TP__MS_RUNNING) tp__gc_park(h, m);
 }
@@ -369,7 +375,7 @@ void tp__mut_park_locked(tp_heap *h, tp__mut *m, char *sp) {
   m->state = TP__MS_PARKED;
   tp__lo_wait(TP__LO_WAIT_COLLECTION, &h->sp_lock, tp_epoch_in_section());
   pthread_cond_broadcast(&h->cv_parked);
-  while (h->stw_epoch == epoch || __atomic_load_n(&h->stw, __ATOMIC_RELAXED))
+  while (h->stw_epoch == epoch || tp__stw_wanted(h))
     pthread_cond_wait(&h->cv_resume, &h->sp_lock);
   m->state = TP__MS_RUNNING;
 }
@@ -380,7 +386,7 @@ void tp__mut_park_locked(tp_heap *h, tp__mut *m, char *sp) {
 TP_NOINLINE static void park_inner(tp_heap *h, tp__mut *m) {
   char *sp = tp__current_sp();
   pthread_mutex_lock(&h->sp_lock);
-  if (__atomic_load_n(&h->stw, __ATOMIC_RELAXED) && m->state == TP__MS_RUNNING)
+  if (tp__stw_wanted(h) && m->state == TP__MS_RUNNING)
     tp__mut_park_locked(h, m, sp);
   pthread_mutex_unlock(&h->sp_lock);
 }
@@ -399,7 +405,7 @@ void tp__mut_reap(tp_heap *h) {
     /* acquire: pairs with the exiting thread's CAS; its writes are done. */
     if (__atomic_load_n(&m->owner, __ATOMIC_ACQUIRE) != TP__OWNER_THREAD_GONE) continue;
     tp__mut_unlink(h, m);
-    free(m);
+    tp__mut_free(m);
   }
   pthread_mutex_unlock(&h->sp_lock);
 }

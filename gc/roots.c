@@ -151,9 +151,11 @@ void tp__mark_roots(struct tp__marker *mk) {
                (const char *)(h->ranges[i].start + h->ranges[i].len));
   for (tp__mut *m = h->muts; m; m = m->next) {
     if (m->state == TP__MS_DETACHED) continue;
+    mk->lenient = mk->check && mk->concurrent;
     tp__mark_words(mk, m->scan_lo, m->stack_hi);
     if (m->state == TP__MS_BLOCKING)
       tp__mark_words(mk, (const char *)m->spill, (const char *)(m->spill + m->nspill));
+    mk->lenient = false;
   }
   for (size_t i = 0; i < h->finq_n; i++)
     tp__mark_visit(mk, (uintptr_t)h->finq[(h->finq_head + i) % h->finq_cap]);

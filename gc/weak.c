@@ -61,7 +61,16 @@ void *tp_weak_get(tp_weak *w) {
   /* acquire: pairs with the collector's release store of NULL (and with
    * the creation's unlock) — a non-NULL result is an object that was
    * reachable when this thread last passed a safepoint. */
-  return __atomic_load_n(&w->target, __ATOMIC_ACQUIRE);
+  void *t = __atomic_load_n(&w->target, __ATOMIC_ACQUIRE);
+  if (t) {
+    /* While a mark runs, the referent is logged like a value the barrier
+     * overwrites: the caller now holds a pointer the snapshot may not have
+     * reached (gc/mark.c). relaxed: see gc/barrier.c. */
+    tp_heap *h = __atomic_load_n(&w->heap, __ATOMIC_RELAXED);
+    if (h && TP_UNLIKELY(__atomic_load_n(&h->flags, __ATOMIC_RELAXED) & TP__F_MARK))
+      tp__satb_log(h, (uintptr_t)t);
+  }
+  return t;
 }
 
 void tp_weak_free(tp_weak *w) {
