@@ -166,7 +166,8 @@ TP_NOINLINE static bool collect_inner(tp_heap *h, tp__mut *self) {
 
   pthread_mutex_lock(&h->sp_lock);
   __atomic_fetch_and(&h->flags, ~TP__F_STW, __ATOMIC_RELAXED);
-  if (h->phase == TP__PH_SWEEP) h->phase = TP__PH_IDLE; /* finish_sweep did it */
+  if (__atomic_load_n(&h->phase, __ATOMIC_RELAXED) == TP__PH_SWEEP) /* finish_sweep did it */
+    __atomic_store_n(&h->phase, TP__PH_IDLE, __ATOMIC_RELAXED);
   h->stw_epoch++;
   pthread_cond_broadcast(&h->cv_resume);
   pthread_mutex_unlock(&h->sp_lock);
@@ -226,6 +227,9 @@ static void pause1(tp_heap *h, struct tp__release *rel) {
   h->black_from = tp__counter_get(&h->total_alloc);
   h->black_objs_from = tp__counter_get(&h->objs_alloc);
   mark_begin(h, &h->mk);
+  /* MARK from here, under h->lock: a fork child (its prepare handler takes
+   * h->lock) sees the mark begun and abandons it (gc/heap.c). */
+  __atomic_store_n(&h->phase, TP__PH_MARK, __ATOMIC_RELAXED);
   /* Shade the roots: mark and push, no tracing in the pause. */
   tp__mark_roots(&h->mk);
   /* Registered arenas (issue 12 item 5) are roots like ranges and are
@@ -361,6 +365,11 @@ static void *marker_main(void *arg) {
 static bool ensure_marker(tp_heap *h) {
   if (h->marker_running) return true;
   if (h->marker_stop) return false; /* tp_heap_destroy */
+#if defined(__SANITIZE_THREAD__)
+  /* ThreadSanitizer cannot start threads in the child of a multi-threaded
+   * fork: such a child collects stop-the-world. */
+  if (h->forked) return false;
+#endif
   if (tp__thread_create_quiet(&h->marker_tid, marker_main, h) != 0) return false;
   h->marker_running = true;
   return true;
@@ -428,7 +437,8 @@ bool tp__gc_trigger(tp_heap *h, tp__mut *m) {
   if (__atomic_load_n(&h->phase, __ATOMIC_RELAXED) == TP__PH_IDLE) {
     pthread_mutex_lock(&h->sp_lock);
     bool ok = ensure_marker(h);
-    if (ok && h->phase == TP__PH_IDLE && h->cycles_req == h->cycles_started) {
+    if (ok && __atomic_load_n(&h->phase, __ATOMIC_RELAXED) == TP__PH_IDLE &&
+        h->cycles_req == h->cycles_started) {
       h->cycles_req++;
       pthread_cond_signal(&h->cv_marker);
     }

@@ -322,8 +322,9 @@ static void fork_child(void) {
     }
     __atomic_store_n(&h->flags, 0, __ATOMIC_RELAXED);
     if (h->phase == TP__PH_MARK) abandon_mark(h);
-    h->phase = TP__PH_IDLE;
+    h->phase = TP__PH_IDLE; /* the only thread: plain */
     h->marker_running = h->marker_stop = false;
+    h->forked = true;
     h->cycles_done = h->cycles_req = h->cycles_started;
     for (struct tp__satb *c = h->satb_full, *next; c; c = next) {
       next = c->next;

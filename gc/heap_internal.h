@@ -293,6 +293,7 @@ struct tp_heap {
   uint64_t black_objs_from;
   pthread_t marker_tid;          /* the marker thread (sp_lock): */
   bool marker_running, marker_stop;
+  bool forked;                   /* in a fork child (see ensure_marker) */
   int phase;                     /* TP__PH_* (sp_lock; read relaxed) */
   uint64_t cycles_req, cycles_started, cycles_done; /* sp_lock */
   pthread_cond_t cv_marker;      /* the marker waits for work */
