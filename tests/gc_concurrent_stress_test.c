@@ -46,6 +46,10 @@
 
 #include "gc_test_util.h"
 
+#ifdef TT_NOBARRIER
+TT_SETENV_AT_START(TIDEPOOL_GC_NOBARRIER, "1")
+#endif
+
 #define NMUT 5
 #define NROOT 4
 #define TAB 128
@@ -361,9 +365,46 @@ static void test_concurrent_mutation(void **state) {
   assert_int_equal(fin_ran, fin_allocated);
 }
 
+#ifdef TT_NOBARRIER
+/* With the barrier off the same stress must fail: run it in a child and
+ * expect the checkmark's abort (or the oracle's failure report). */
+static void test_fails_without_barrier(void **state) {
+  (void)state;
+  int fds[2];
+  assert_int_equal(pipe(fds), 0);
+  fflush(stdout);
+  pid_t pid = fork();
+  assert_true(pid >= 0);
+  if (pid == 0) {
+    dup2(fds[1], 1);
+    dup2(fds[1], 2);
+    close(fds[0]);
+    const struct CMUnitTest tests[] = {cmocka_unit_test(test_concurrent_mutation)};
+    _exit(cmocka_run_group_tests(tests, NULL, NULL) ? 1 : 0);
+  }
+  close(fds[1]);
+  static char buf[1 << 16];
+  size_t n = 0;
+  ssize_t r;
+  while (n < sizeof buf - 1 && (r = read(fds[0], buf + n, sizeof buf - 1 - n)) > 0) n += (size_t)r;
+  buf[n] = 0;
+  close(fds[0]);
+  int status = 0;
+  assert_int_equal(waitpid(pid, &status, 0), pid);
+  printf("the stress without the barrier:\n%s", buf);
+  assert_false(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+  assert_true(strstr(buf, "checkmark: a reachable object was not marked") ||
+              strstr(buf, "want id") || strstr(buf, "lost"));
+}
+#endif
+
 int main(void) {
   const struct CMUnitTest tests[] = {
+#ifdef TT_NOBARRIER
+      cmocka_unit_test(test_fails_without_barrier),
+#else
       cmocka_unit_test(test_concurrent_mutation),
+#endif
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
