@@ -58,9 +58,11 @@
 #include "gc/mark_internal.h"
 
 #include "core/debug_internal.h"
+#include "core/fault_internal.h"
 #include "core/os_internal.h"
 
 #include <errno.h>
+#include <signal.h>
 #include <time.h>
 #include "core/lockorder_internal.h" /* last: wraps the pthread_mutex calls */
 
@@ -367,10 +369,25 @@ static bool ensure_marker(tp_heap *h) {
   if (h->marker_stop) return false; /* tp_heap_destroy */
 #if defined(__SANITIZE_THREAD__)
   /* ThreadSanitizer cannot start threads in the child of a multi-threaded
-   * fork: such a child collects stop-the-world. */
-  if (h->forked) return false;
+   * fork (it reports the new thread's reused id): a child process collects
+   * stop-the-world there. */
+  if (__atomic_load_n(&tp__gc_forked, __ATOMIC_RELAXED)) return false;
 #endif
-  if (tp__thread_create_quiet(&h->marker_tid, marker_main, h) != 0) return false;
+  /* Its own stack, mapped here: glibc never gives a stack the program
+   * provided to another thread, so in a fork child (where the marker does
+   * not exist but its stack would otherwise be reclaimed for reuse) no new
+   * thread takes the marker's thread id, which ThreadSanitizer rejects. */
+  if (!h->marker_stack && !(h->marker_stack = tp__os_map(TP__MARKER_STACK, 0))) return false;
+  pthread_attr_t attr;
+  if (pthread_attr_init(&attr) != 0) return false;
+  pthread_attr_setstack(&attr, h->marker_stack, TP__MARKER_STACK);
+  sigset_t all, old;
+  sigfillset(&all);
+  pthread_sigmask(SIG_SETMASK, &all, &old); /* the marker takes no signal */
+  int rc = tp__pthread_create(&h->marker_tid, &attr, marker_main, h);
+  pthread_sigmask(SIG_SETMASK, &old, NULL);
+  pthread_attr_destroy(&attr);
+  if (rc != 0) return false;
   h->marker_running = true;
   return true;
 }
@@ -382,7 +399,13 @@ void tp__gc_stop_marker(tp_heap *h) {
   if (running) pthread_cond_signal(&h->cv_marker);
   pthread_mutex_unlock(&h->sp_lock);
   if (!running) return;
+  /* An attached caller waits as a blocking section: the marker may be
+   * stopping the world right now and must not wait for it. */
+  tp__mut *m = tp__find_mut(h);
+  bool blocking = m && m->attach_depth && m->state == TP__MS_RUNNING;
+  if (blocking) tp_heap_blocking_enter(h);
   pthread_join(h->marker_tid, NULL);
+  if (blocking) tp_heap_blocking_leave(h);
   pthread_mutex_lock(&h->sp_lock);
   h->marker_running = false; /* marker_stop stays: no marker again */
   h->cycles_done = h->cycles_req = h->cycles_started;

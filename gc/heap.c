@@ -26,6 +26,8 @@
 static char orphan_marker;
 #define ORPHAN_HEAP ((tp_heap *)(void *)&orphan_marker)
 
+bool tp__gc_forked;
+
 static pthread_once_t gc_once = PTHREAD_ONCE_INIT;
 static pthread_mutex_t registry_lock = PTHREAD_MUTEX_INITIALIZER;
 static tp_heap *registry;
@@ -212,6 +214,7 @@ void tp_heap_destroy(tp_heap *h) {
     if (h->map_l1[i]) tp__os_unmap(h->map_l1[i], l2bytes);
   tp__os_unmap(h->map_l1, h->map_l1_bytes);
   if (h->gray) tp__os_unmap(h->gray, tp__round_up(h->gray_cap * sizeof(void *), tp__os_page_size()));
+  if (h->marker_stack) tp__os_unmap(h->marker_stack, TP__MARKER_STACK);
   free(h->roots);
   free(h->ranges);
   free(h->finq);
@@ -303,6 +306,7 @@ static void abandon_mark(tp_heap *h) {
  * finalizers other threads were running count as run. */
 static void fork_child(void) {
   pthread_t self = pthread_self();
+  __atomic_store_n(&tp__gc_forked, true, __ATOMIC_RELAXED);
   for (tp_heap *h = registry; h; h = h->reg_next) {
     for (tp__mut *m = h->muts, *next; m; m = next) {
       next = m->next;
@@ -324,7 +328,10 @@ static void fork_child(void) {
     if (h->phase == TP__PH_MARK) abandon_mark(h);
     h->phase = TP__PH_IDLE; /* the only thread: plain */
     h->marker_running = h->marker_stop = false;
-    h->forked = true;
+    if (h->marker_stack) { /* no thread runs on it here */
+      tp__os_unmap(h->marker_stack, TP__MARKER_STACK);
+      h->marker_stack = NULL;
+    }
     h->cycles_done = h->cycles_req = h->cycles_started;
     for (struct tp__satb *c = h->satb_full, *next; c; c = next) {
       next = c->next;

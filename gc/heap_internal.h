@@ -86,6 +86,7 @@
 #define TP__REGION_DEFAULT ((size_t)256 << 10)
 #define TP__MIN_HEAP_DEFAULT ((size_t)4 << 20)
 #define TP__GRAY_DEFAULT ((size_t)64 << 10)
+#define TP__MARKER_STACK ((size_t)1 << 20)
 /* A removed root slot in h->roots (open addressing keeps probe chains). */
 #define TP__ROOT_TOMB ((void **)1)
 
@@ -291,9 +292,9 @@ struct tp_heap {
   uintptr_t gray_fallback[64];   /* its gray stack if none could be mapped */
   uint64_t black_from;           /* total_alloc and objs_alloc at pause 1 */
   uint64_t black_objs_from;
+  void *marker_stack;            /* its stack (TP__MARKER_STACK bytes) */
   pthread_t marker_tid;          /* the marker thread (sp_lock): */
   bool marker_running, marker_stop;
-  bool forked;                   /* in a fork child (see ensure_marker) */
   int phase;                     /* TP__PH_* (sp_lock; read relaxed) */
   uint64_t cycles_req, cycles_started, cycles_done; /* sp_lock */
   pthread_cond_t cv_marker;      /* the marker waits for work */
@@ -614,6 +615,10 @@ int tp__map_set_range(tp_heap *h, uintptr_t start, size_t len, void *entry);
 void tp__map_clear_range(tp_heap *h, uintptr_t start, size_t len);
 
 /* gc/heap.c */
+
+/* This process is a fork child of a process that used heaps (gc/collect.c,
+ * ensure_marker, reads it under ThreadSanitizer). */
+extern bool tp__gc_forked;
 
 /* Calls fn(h, arg) for every heap, under the heap registry lock (no heap
  * is created or destroyed meanwhile): fn must not block, take a heap's

@@ -56,8 +56,9 @@ static uint32_t sweep_region(tp_heap *h, struct tp__region *r, uint8_t epoch, ui
   return nfree;
 }
 
-/* Sweeps a large object: false (and onto rel) if it is dead. */
-static bool sweep_large(tp_heap *h, struct tp__large *l, struct tp__release *rel) {
+/* Sweeps a large object: true if it lives; else it leaves the map and
+ * the counters (the caller unlinks it and puts it on rel). */
+static bool sweep_large(tp_heap *h, struct tp__large *l) {
   if (l->marked) {
     l->marked = 0;
     return true;
@@ -65,8 +66,6 @@ static bool sweep_large(tp_heap *h, struct tp__large *l, struct tp__release *rel
   tp__map_clear_range(h, (uintptr_t)l, l->map_bytes);
   tp__counter_add(&h->nlarge, -1);
   tp__counter_add(&h->large_map_bytes, -(int64_t)l->map_bytes);
-  l->next = rel->large;
-  rel->large = l;
   return false;
 }
 
@@ -91,8 +90,10 @@ void tp__gc_sweep(tp_heap *h, uint8_t epoch, struct tp__release *rel) {
   }
   for (struct tp__large *l = h->large, *next; l; l = next) {
     next = l->next;
-    if (!sweep_large(h, l, rel)) {
+    if (!sweep_large(h, l)) {
       TP__LIST_UNLINK(h->large, l, prev, next);
+      l->next = rel->large;
+      rel->large = l;
       freed++;
     }
   }
@@ -135,10 +136,13 @@ bool tp__gc_sweep_some(tp_heap *h, size_t budget, struct tp__release *rel) {
   for (; budget && h->sweep_large; budget--) {
     struct tp__large *l = h->sweep_large;
     h->sweep_large = l->next;
-    if (sweep_large(h, l, rel))
+    if (sweep_large(h, l)) {
       TP__LIST_PUSH(h->large, l, prev, next);
-    else
+    } else {
+      l->next = rel->large;
+      rel->large = l;
       freed++;
+    }
   }
   tp__counter_add(&h->objs_freed, (int64_t)freed);
   tp__counter_add(&h->nregions, -(int64_t)released);

