@@ -26,11 +26,16 @@ int tp__map_set_range(tp_heap *h, uintptr_t start, size_t len, void *entry) {
     if (!h->map_l1[k >> TP__MAP_L2_BITS]) {
       void **l2 = tp__os_map(l2bytes, 0);
       if (!l2) return -ENOMEM;
-      h->map_l1[k >> TP__MAP_L2_BITS] = l2;
+      /* release: a concurrent marker's acquire load (tp__map_get) sees
+       * the table zeroed. */
+      __atomic_store_n(&h->map_l1[k >> TP__MAP_L2_BITS], l2, __ATOMIC_RELEASE);
       tp__counter_add(&h->meta_bytes, (int64_t)l2bytes);
     }
   }
-  for (uintptr_t k = k0; k <= k1; k++) h->map_l1[k >> TP__MAP_L2_BITS][k & l2mask] = entry;
+  /* release: a concurrent marker that finds the entry (acquire) sees the
+   * region's header and bitmaps, or the large header, as written. */
+  for (uintptr_t k = k0; k <= k1; k++)
+    __atomic_store_n(&h->map_l1[k >> TP__MAP_L2_BITS][k & l2mask], entry, __ATOMIC_RELEASE);
   if (!h->lo || start < h->lo) h->lo = start;
   if (start + len > h->hi) h->hi = start + len;
   return 0;
@@ -39,7 +44,10 @@ int tp__map_set_range(tp_heap *h, uintptr_t start, size_t len, void *entry) {
 void tp__map_clear_range(tp_heap *h, uintptr_t start, size_t len) {
   uintptr_t k0 = start >> h->region_shift, k1 = (start + len - 1) >> h->region_shift;
   const uintptr_t l2mask = ((uintptr_t)1 << TP__MAP_L2_BITS) - 1;
-  for (uintptr_t k = k0; k <= k1; k++) h->map_l1[k >> TP__MAP_L2_BITS][k & l2mask] = NULL;
+  /* Never while a mark runs (only sweeps clear entries); atomic because
+   * tp__map_get's loads are. */
+  for (uintptr_t k = k0; k <= k1; k++)
+    __atomic_store_n(&h->map_l1[k >> TP__MAP_L2_BITS][k & l2mask], NULL, __ATOMIC_RELAXED);
 }
 
 uintptr_t tp__gc_find(const tp_heap *h, uintptr_t a) {
