@@ -460,8 +460,9 @@ bool tp__gc_trigger(tp_heap *h, tp__mut *m) {
   if (__atomic_load_n(&h->phase, __ATOMIC_RELAXED) == TP__PH_IDLE) {
     pthread_mutex_lock(&h->sp_lock);
     bool ok = ensure_marker(h);
-    if (ok && __atomic_load_n(&h->phase, __ATOMIC_RELAXED) == TP__PH_IDLE &&
-        h->cycles_req == h->cycles_started) {
+    /* No cycle asked for and not done yet (one that is asked for but has
+     * not reached pause 1 is still IDLE): ask for one. */
+    if (ok && h->cycles_req == h->cycles_done) {
       h->cycles_req++;
       pthread_cond_signal(&h->cv_marker);
     }
