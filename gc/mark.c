@@ -30,11 +30,11 @@
  *
  * Why S is marked (Yuasa's deletion barrier): pause 1 shades every root
  * of S with the world stopped. An object X reachable in S has a path of
- * heap edges from a shaded root. Take the path's first edge A.f -> X' not
- * yet traversed by the marker; A is gray or black... concretely: when the
- * marker scans A it reads A.f; if A.f still holds X' it marks X'; if a
- * mutator overwrote A.f first, the store went through tp_heap_write,
- * whose barrier logged the value it overwrote. The first store to A.f
+ * heap edges A.f -> X' from a shaded root; induction along the path: once
+ * A is marked, the marker scans A (it is gray until then) and reads A.f;
+ * if A.f still holds its S value X' it marks X'; if a mutator overwrote
+ * A.f first, the store went through tp_heap_write, whose barrier logged
+ * the value it overwrote. The first store to A.f
  * after pause 1 overwrites exactly the S value: the barrier's load comes
  * after pause 1 (a running thread's tp_heap_write has no safepoint inside,
  * and it resumed from pause 1 through sp_lock) and before the store (read-
@@ -57,11 +57,14 @@
  *    (gc/mutators.c); afterwards the same argument as root slots. A thread
  *    that attaches during the mark holds only pointers it got after
  *    pause 1. Pure Yuasa with per-thread stack scans at different times
- *    (no global pause 1) would not be sound: a thread not yet scanned can
- *    load a pointer from a field, store it into a scanned thread's reach
- *    and clear the field before... -- Go needs its hybrid barrier (shading
- *    the new value too) for that. So pause 1 stops every thread once; it
- *    does no tracing, only shading, so it is short.
+ *    (no global pause 1) would not be sound: a thread A not yet scanned
+ *    may hold X only in a local, store X into a field of an object the
+ *    marker already scanned (the barrier logs that field's old value, not
+ *    X), then drop its local before its own scan: X is reachable and
+ *    never marked. Go's hybrid barrier shades the new value too while any
+ *    stack is unscanned for exactly this. So pause 1 stops every thread
+ *    once; it does no tracing, only shading, so it stays short
+ *    (O(threads + stack bytes + roots)).
  *  - a thread's blocking section: its stack as of tp_heap_blocking_enter
  *    and its copied registers are scanned in pause 1 like a stopped
  *    thread's; it touches no heap object until leave, and after leave it
