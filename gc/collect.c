@@ -227,7 +227,6 @@ static void pause1(tp_heap *h, struct tp__release *rel) {
   tp__mut_reap(h);
   finish_sweep(h, rel); /* normally done: the previous cycle swept */
   h->black_from = tp__counter_get(&h->total_alloc);
-  h->black_objs_from = tp__counter_get(&h->objs_alloc);
   mark_begin(h, &h->mk);
   /* MARK from here, under h->lock: a fork child (its prepare handler takes
    * h->lock) sees the mark begun and abandons it (gc/heap.c). */
@@ -286,7 +285,6 @@ static void pause2(tp_heap *h, uint64_t mark_t0) {
   retire_all(h);
   /* Everything allocated since pause 1 was born black. */
   uint64_t black = tp__counter_get(&h->total_alloc) - h->black_from;
-  uint64_t black_objs = tp__counter_get(&h->objs_alloc) - h->black_objs_from;
   tp__gc_clear_weaks(h);
   tp__gc_queue_finalizers(h, mk);
   tp__mark_drain_all(mk);
@@ -294,9 +292,14 @@ static void pause2(tp_heap *h, uint64_t mark_t0) {
   uint64_t t1 = tp__now_ns();
   if (h->checkmark) tp__gc_checkmark(h, true);
 
-  __atomic_store_n(&h->live_bytes, mk->bytes + black, __ATOMIC_RELAXED);
-  __atomic_store_n(&h->live_objs, mk->objs + black_objs, __ATOMIC_RELAXED);
-  __atomic_store_n(&h->alloc_since, 0, __ATOMIC_RELAXED);
+  /* heap_live: what the mark found reachable from the snapshot. What was
+   * allocated while it marked (born black, kept by this sweep) counts as
+   * allocated since the collection, so heap_alloc stays exact, and the
+   * next goal grows from the live heap, not from the garbage allocated
+   * during the mark (which would inflate every goal by it). */
+  __atomic_store_n(&h->live_bytes, mk->bytes, __ATOMIC_RELAXED);
+  __atomic_store_n(&h->live_objs, mk->objs, __ATOMIC_RELAXED);
+  __atomic_store_n(&h->alloc_since, black, __ATOMIC_RELAXED);
   tp__counter_add(&h->mark_ns, (int64_t)(t1 - mark_t0));
   tp__counter_add(&h->num_gc, 1); /* with the new goal, while all are stopped */
   tp__gc_sweep_begin(h, mk->epoch);

@@ -135,8 +135,8 @@ typedef struct tp_heap_stats {
   uint64_t heap_alloc;      /* bytes in allocated objects: heap_live plus
                                what was allocated since the last collection */
   uint64_t heap_live;       /* bytes in objects marked by the last collection
-                               (with those allocated while it marked: they
-                               are born marked) */
+                               (what it allocated while it marked, born
+                               marked, counts in heap_alloc instead) */
   uint64_t heap_sys;        /* bytes mapped for the heap: region pool slabs
                                (including regions cached for reuse), large
                                objects, metadata */

@@ -290,8 +290,7 @@ struct tp_heap {
   /* ---- the concurrent cycle (gc/collect.c) ---- */
   struct tp__marker mk;          /* the marker thread's, pause 1 .. pause 2 */
   uintptr_t gray_fallback[64];   /* its gray stack if none could be mapped */
-  uint64_t black_from;           /* total_alloc and objs_alloc at pause 1 */
-  uint64_t black_objs_from;
+  uint64_t black_from;           /* total_alloc at pause 1 */
   void *marker_stack;            /* its stack (TP__MARKER_STACK bytes) */
   pthread_t marker_tid;          /* the marker thread (sp_lock): */
   bool marker_running, marker_stop;
