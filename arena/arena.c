@@ -307,6 +307,9 @@ int tp_arena_retire(tp_arena *a) {
     errno = EINVAL;
     return -EINVAL;
   }
+  /* held is _Atomic: readers that loaded a concurrent arena before it was
+   * unpublished may still be taking chunks (the figure is what the retire
+   * cap counts, not a bound). */
   return tp_epoch_retire_sized(a, atomic_load_explicit(&a->held, memory_order_relaxed), retire_cb, NULL);
 }
 

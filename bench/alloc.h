@@ -63,6 +63,14 @@ typedef struct bench_gnode {
   int i, j;
 } bench_gnode;
 
+/* The server workload's table entry: 56 bytes, one pointer (to a 3-node
+ * tree of bench_gnode), then a key and payload. */
+typedef struct bench_gentry {
+  bench_gnode *tree; /* the only pointer */
+  uint64_t key;
+  uint64_t payload[5];
+} bench_gentry;
+
 typedef struct bench_gc_ops {
   const char *name;
   /* Makes the heap. roots[0..nroots) hold its roots (static storage).
@@ -77,6 +85,30 @@ typedef struct bench_gc_ops {
   void (*pauses)(uint64_t *n, uint64_t *total_ns, uint64_t *last_ns);
   /* Optional: extra counters for a run (bench_counter). */
   void (*describe_run)(bench_out *out);
+
+  /* The server-like workloads (bench/gcserver_workloads.c) need these too;
+   * a collector without entry/table/leaf_doubles has no gcserver cases. */
+  bench_gentry *(*entry)(void);        /* a zeroed 56-byte entry, or NULL */
+  void **(*table)(size_t n);           /* a zeroed heap array of n pointers */
+  double *(*leaf_doubles)(size_t n);   /* n doubles, no pointers (GCBench) */
+  /* Optional: stores value into the pointer field *field of the heap
+   * object obj (tp_heap_write, the write barrier); NULL: a plain store. */
+  void (*write)(void *obj, void **field, void *value);
+  /* Optional: a mutator thread begins / ends (attach, detach). */
+  void (*thread_start)(void);
+  void (*thread_stop)(void);
+  /* Optional: around a wait of the opening thread (pthread_join, sleep)
+   * while other mutators run: collections must not wait for it. */
+  void (*blocking_enter)(void);
+  void (*blocking_leave)(void);
+  /* Optional: before open(), asks for n marker threads; 0, or -1 if the
+   * collector has no such option. NULL: no marker-count option (the
+   * 2-marker case is then not registered: n/a). */
+  int (*markers)(unsigned n);
+  /* Optional: the world-stopped pauses since open(), each as the
+   * collector reports it (exact, one per stop), copied into ns[0..cap);
+   * returns how many there are. NULL: the workloads poll pauses(). */
+  size_t (*stw_log)(uint64_t *ns, size_t cap);
 } bench_gc_ops;
 
 /* Allocators without per-size state: the context is the object size. */
@@ -142,6 +174,27 @@ static inline uint64_t bench_pair_loop(void *ctx, uint64_t n, bench_out *out) {
     bench_pool_impl.put(ctx, o);
   }
   return bench_now_ns() - t0;
+}
+#endif
+
+#if BENCH_HAVE_GC
+/* A complete binary tree of the given depth (2^(depth+1) - 1 nodes), built
+ * top-down like GCBench (so it is laid out in preorder); NULL when an
+ * allocation fails. */
+static inline bench_gnode *bench_gc_make_tree(int depth) {
+  bench_gnode *n = bench_gc_impl.node();
+  if (!n) return NULL;
+  n->i = depth;
+  if (depth > 0) {
+    n->l = bench_gc_make_tree(depth - 1);
+    n->r = bench_gc_make_tree(depth - 1);
+    if (!n->l || !n->r) return NULL;
+  }
+  return n;
+}
+
+static inline long bench_gc_count_tree(const bench_gnode *n) {
+  return n ? 1 + bench_gc_count_tree(n->l) + bench_gc_count_tree(n->r) : 0;
 }
 #endif
 

@@ -99,6 +99,38 @@ static inline void tp_b_gc_describe_run(bench_out *out) {
   bench_counter(out, "sweep_ms_total", (double)s.sweep_ns / 1e6);
 }
 
+/* The server workload's shapes (bench/gcserver_workloads.c): the entry
+ * (one pointer), the table (an array of pointers: a precise type of one
+ * pointer, allocated as an array) and GCBench's array of doubles (leaf). */
+static const size_t tp_b_entry_offs[] = {offsetof(bench_gentry, tree)};
+static const tp_type tp_b_entry_type = {"entry", sizeof(bench_gentry), NULL, tp_b_entry_offs, 1,
+                                        NULL, 0};
+static const size_t tp_b_ptr_offs[] = {0};
+static const tp_type tp_b_ptr_type = {"ptr", sizeof(void *), NULL, tp_b_ptr_offs, 1, NULL, 0};
+static const tp_type tp_b_double_type = {"double", sizeof(double), NULL, NULL, 0, NULL,
+                                         TP_TYPE_LEAF};
+
+static inline bench_gentry *tp_b_gc_entry(void) { return tp_heap_alloc(tp_b_heap, &tp_b_entry_type); }
+static inline void **tp_b_gc_table(size_t n) {
+  return tp_heap_alloc_array(tp_b_heap, &tp_b_ptr_type, n);
+}
+static inline double *tp_b_gc_leaf_doubles(size_t n) {
+  return tp_heap_alloc_array(tp_b_heap, &tp_b_double_type, n);
+}
+static inline void tp_b_gc_write(void *obj, void **field, void *value) {
+  tp_heap_write(tp_b_heap, obj, field, value);
+}
+static inline void tp_b_gc_thread_start(void) { tp_heap_attach(tp_b_heap); }
+static inline void tp_b_gc_thread_stop(void) { tp_heap_detach(tp_b_heap); }
+static inline void tp_b_gc_blocking_enter(void) { tp_heap_blocking_enter(tp_b_heap); }
+static inline void tp_b_gc_blocking_leave(void) { tp_heap_blocking_leave(tp_b_heap); }
+
+/* tp_heap has no marker-count option today (it marks on the collecting
+ * thread): .markers stays NULL, so gcserver_tree_m2 has no tp case (n/a)
+ * and gcserver_tree_m1 measures the heap as configured by default. When
+ * tp_heap_config gains a marker count, set it here (and .markers).
+ * .stw_log stays NULL too: the stats expose the last pause and the count,
+ * which the workloads poll (tp_heap_read_stats, relaxed loads). */
 BENCH_IMPL bench_gc_ops bench_gc_impl = {
     .name = "tp",
     .open = tp_b_gc_open,
@@ -108,6 +140,14 @@ BENCH_IMPL bench_gc_ops bench_gc_impl = {
     .heap_mib = tp_b_gc_heap_mib,
     .pauses = tp_b_gc_pauses,
     .describe_run = tp_b_gc_describe_run,
+    .entry = tp_b_gc_entry,
+    .table = tp_b_gc_table,
+    .leaf_doubles = tp_b_gc_leaf_doubles,
+    .write = tp_b_gc_write,
+    .thread_start = tp_b_gc_thread_start,
+    .thread_stop = tp_b_gc_thread_stop,
+    .blocking_enter = tp_b_gc_blocking_enter,
+    .blocking_leave = tp_b_gc_blocking_leave,
 };
 
 static inline void bench_impl_describe(void) {

@@ -509,6 +509,9 @@ enum class Check {
   kCounterMin,       // tp's counter >= value; n/a if control_<counter> < value and tp kept up
   kThroughputRatio,  // tp's Mops(workload) / Mops(other) >= value, per round
   kOnOffMax,         // tp's ns/op / counter (same run) <= value, per round
+  kPeerRatioMin,     // (peer's ns/op) / (tp's ns/op) >= value, one named peer
+  kCounterVsPeerMax, // tp's counter <= value * the named peer's counter
+  kTpMinMops,        // tp's Mops/s (1000 / ns/op) >= value
 };
 
 struct Target {
@@ -516,7 +519,8 @@ struct Target {
   Check check;
   double value;
   const char* text;
-  const char* other;  // counter or second workload
+  const char* other;           // counter or second workload
+  const char* peer = nullptr;  // kPeerRatioMin, kCounterVsPeerMax
 };
 
 const Target kTargets[] = {
@@ -542,6 +546,29 @@ const Target kTargets[] = {
     {"gc_alloc", Check::kTpMaxNs, 5.0, "<= 5 ns per tp_heap_alloc", nullptr},
     {"gc_tree_1g", Check::kBestPeerMin, 1.5, "1 GiB tree collected >= 1.5x faster than Boehm",
      nullptr},
+    // Issue 12 (group gcserver; Go from the Go worker).
+    {"gcserver_256m", Check::kCounterMax, 1.0, "STW pause max <= 1 ms (256 MiB live)", "stw_max_ms"},
+    {"gcserver_256m", Check::kCounterMax, 0.5, "STW pause p99 <= 0.5 ms (256 MiB live)", "stw_p99_ms"},
+    {"gcserver_1g", Check::kCounterMax, 1.0, "STW pause max <= 1 ms (1 GiB live)", "stw_max_ms"},
+    {"gcserver_1g", Check::kCounterMax, 0.5, "STW pause p99 <= 0.5 ms (1 GiB live)", "stw_p99_ms"},
+    {"gcserver_256m", Check::kCounterVsPeerMax, 0.5, "longest mutator stall <= 1/2 of Go's (256 MiB)",
+     "stall_max_ms", "go"},
+    {"gcserver_1g", Check::kCounterVsPeerMax, 0.5, "longest mutator stall <= 1/2 of Go's (1 GiB)",
+     "stall_max_ms", "go"},
+    {"gcserver_256m", Check::kCounterMin, 0.5, "MMU(100 ms) >= 0.5 (256 MiB live)", "mmu_0100ms"},
+    {"gcserver_1g", Check::kCounterMin, 0.5, "MMU(100 ms) >= 0.5 (1 GiB live)", "mmu_0100ms"},
+    {"gcserver_256m", Check::kPeerRatioMin, 1.5, "ops/s >= 1.5x Boehm's (256 MiB live)", nullptr,
+     "boehm"},
+    {"gcserver_256m", Check::kPeerRatioMin, 1.5, "ops/s >= 1.5x Go's (256 MiB live)", nullptr, "go"},
+    {"gcserver_1g", Check::kPeerRatioMin, 1.5, "ops/s >= 1.5x Boehm's (1 GiB live)", nullptr, "boehm"},
+    {"gcserver_1g", Check::kPeerRatioMin, 1.5, "ops/s >= 1.5x Go's (1 GiB live)", nullptr, "go"},
+    // 90 % of the stop-the-world tp_heap's 2.09 M ops/s (gc-facts.md, quiet
+    // machine, 256 MiB): a reference from another run, not this one.
+    {"gcserver_256m", Check::kTpMinMops, 0.9 * 2.09,
+     "ops/s >= 90% of stop-the-world tp (2.09 M/s, gc-facts; not this run)", nullptr},
+    {"gcserver_tree_m2", Check::kPeerRatioMin, 1.5, "1 GiB tree, 2 markers: >= 1.5x Boehm's (2 markers)",
+     nullptr, "boehm"},
+    {"gcserver_write", Check::kTpMaxNs, 1.0, "tp_heap_write <= 1 ns while no mark runs", nullptr},
 };
 
 struct Verdict {
@@ -604,12 +631,33 @@ Verdict Evaluate(const Target& t, const Results& res, const std::vector<CaseInfo
     case Check::kCounterMax:
       x = res.Counter(tp, t.other);
       ok = x >= 0 && x <= t.value;
-      v.measured = x < 0 ? std::string("never") : Fmt("%.0f", x) + " (" + t.other + ")";
+      v.measured = x < 0 ? std::string("never") : Fmt(x >= 100 ? "%.0f" : "%.3g", x) + " (" + t.other + ")";
       break;
+    case Check::kPeerRatioMin:
+      x = res.Ns(Name(t.workload, t.peer)) / res.Ns(tp);
+      ok = x >= t.value;
+      v.measured = Fmt("%.2fx", x) + " vs " + t.peer;
+      if (std::isnan(res.Ns(tp)) && !std::isnan(res.Ns(Name(t.workload, t.peer))))
+        return Verdict{"n/a", "no tp case"};
+      break;
+    case Check::kTpMinMops:
+      x = 1e3 / res.Ns(tp);
+      ok = x >= t.value;
+      v.measured = Fmt("%.2f M/s", x);
+      break;
+    case Check::kCounterVsPeerMax: {
+      double p = res.Counter(Name(t.workload, t.peer), t.other);
+      x = res.Counter(tp, t.other) / p;
+      ok = x <= t.value;
+      double q = res.Counter(tp, t.other);
+      v.measured = Fmt(q >= 100 ? "%.0f" : "%.3g", q) + " vs " + Fmt(p >= 100 ? "%.0f" : "%.3g", p) + " (" +
+                   t.other + ")";
+      break;
+    }
     case Check::kCounterMin: {
       x = res.Counter(tp, t.other);
       ok = x >= t.value;
-      v.measured = Fmt("%.2fx", x);
+      v.measured = Fmt(std::string(t.other).rfind("mmu_", 0) == 0 ? "%.2f" : "%.2fx", x);
       double c = res.Counter(tp, std::string("control_") + t.other);
       if (!std::isnan(c)) {
         v.measured += Fmt(" (control %.2fx)", c);
@@ -657,6 +705,7 @@ const char* GroupTitle(const std::string& g) {
   if (g == "arena") return "Arenas (issue 5)";
   if (g == "sweeper") return "Sweeper (issue 6)";
   if (g == "gc") return "Tracing collector: tp_heap vs Boehm (issue 7)";
+  if (g == "gcserver") return "Collectors side by side: tp_heap, Boehm, Go (issue 12)";
   return nullptr;
 }
 
@@ -676,6 +725,135 @@ void PrintRule(size_t n) { std::printf("%s\n", std::string(n, '-').c_str()); }
 double RatioMetric(const Results& res, const std::string& w, const std::string& impl) {
   auto rc = kRatioCounter.find(w);
   return rc == kRatioCounter.end() ? res.Ns(Name(w, impl)) : res.Counter(Name(w, impl), rc->second);
+}
+
+// ---------------------------------------------------------------------------
+// Issue 12: the collectors side by side (group gcserver: tp, boehm, go)
+
+std::string LoadAvg() {
+  std::string s = ReadFile("/proc/loadavg");
+  std::vector<std::string> f = Split(s, ' ');
+  return f.size() >= 3 ? f[0] + " " + f[1] + " " + f[2] : std::string("?");
+}
+
+// A value with a precision that suits it ("-" for a missing one).
+std::string Val(double x, int width) {
+  char b[64];
+  if (std::isnan(x)) std::snprintf(b, sizeof b, "%*s", width, "-");
+  else if (std::fabs(x) >= 100) std::snprintf(b, sizeof b, "%*.0f", width, x);
+  else if (std::fabs(x) >= 10) std::snprintf(b, sizeof b, "%*.1f", width, x);
+  else if (std::fabs(x) >= 1) std::snprintf(b, sizeof b, "%*.2f", width, x);
+  else std::snprintf(b, sizeof b, "%*.3f", width, x);
+  return b;
+}
+
+std::string Ratio(double a, double b, int width) {
+  char r[64];
+  if (std::isnan(a) || std::isnan(b) || b == 0) std::snprintf(r, sizeof r, "%*s", width, "-");
+  else std::snprintf(r, sizeof r, a / b >= 1000 ? "%*.0fx" : "%*.3gx", width - 1, a / b);
+  return r;
+}
+
+const char* const kCollectors[] = {"tp", "boehm", "go"};
+
+void PrintGcServer(const Results& res, std::map<std::string, std::vector<CaseInfo>>& by_workload,
+                   const std::vector<CaseInfo>& all, const Options& opt, const std::string& load0) {
+  bool any = false;
+  for (const auto& kv : by_workload) any |= kv.first.rfind("gcserver", 0) == 0;
+  if (!any) return;
+  std::printf("\n== Issue 12: tp_heap, Boehm (2 markers) and Go side by side, medians of %d round(s) ==\n",
+              opt.rounds);
+  std::printf("machine: load average %s at the start of the run, %s now (a shared machine: other "
+              "work on the 2 CPUs stretches pauses and stalls; compare within the run)\n",
+              load0.c_str(), LoadAvg().c_str());
+  std::printf("pauses: tp from tp_heap_read_stats (polled every 16 ops), Boehm from its collection "
+              "events (every stop), Go from runtime/metrics /gc/pauses (bucket upper bound, <= +6.25%%); "
+              "stalls: gaps > 100 us between clock reads every 16 ops of one mutator; MMU: the worst "
+              "mutator's\n");
+  struct Col {
+    const char* head;
+    const char* counter;  // nullptr: Mops/s from ns/op
+  };
+  const Col cols[] = {{"GCs", "gcs"},          {"STW p50", "stw_p50_ms"}, {"STW p99", "stw_p99_ms"},
+                      {"STW max", "stw_max_ms"}, {"stall max", "stall_max_ms"},
+                      {"MMU 10ms", "mmu_0010ms"}, {"MMU 100ms", "mmu_0100ms"}, {"Mops/s", nullptr},
+                      {"RSS MiB", "rss_peak_MiB"}};
+  auto value = [&](const std::string& name, const Col& c) {
+    return c.counter ? res.Counter(name, c.counter) : 1e3 / res.Ns(name);
+  };
+  for (const char* w : {"gcserver_256m", "gcserver_1g"}) {
+    if (!by_workload.count(w)) continue;
+    std::printf("\n-- %s: %s; times in ms\n", w, by_workload[w][0].unit.c_str());
+    std::printf("%-10s", "");
+    for (const auto& c : cols) std::printf(" %10s", c.head);
+    std::printf("\n");
+    PrintRule(10 + 11 * (sizeof cols / sizeof cols[0]));
+    for (const char* impl : kCollectors) {
+      std::string n = Name(w, impl);
+      std::printf("%-10s", impl);
+      for (const auto& c : cols) {
+        double x = value(n, c);
+        // Counts: whole numbers (a median of two rounds may end in .5).
+        std::printf(" %10s", c.counter && !std::strcmp(c.counter, "gcs") && !std::isnan(x)
+                                 ? Fmt(x == std::floor(x) ? "%10.0f" : "%10.1f", x).c_str()
+                                 : Val(x, 10).c_str());
+      }
+      if (!res.by_case.count(n)) std::printf("   (n/a: no result)");
+      std::printf("\n");
+    }
+    for (const char* peer : {"boehm", "go"}) {
+      std::printf("%-10s", (std::string("tp/") + peer).c_str());
+      for (const auto& c : cols)
+        std::printf(" %10s", Ratio(value(Name(w, "tp"), c), value(Name(w, peer), c), 10).c_str());
+      std::printf("\n");
+    }
+  }
+  // The tree, 1 and 2 markers.
+  if (by_workload.count("gcserver_tree_m1") || by_workload.count("gcserver_tree_m2")) {
+    std::string unit = by_workload.count("gcserver_tree_m1") ? by_workload["gcserver_tree_m1"][0].unit : "";
+    std::printf("\n-- gcserver_tree: %s / 2 markers (Boehm GC_set_markers_count, Go GOMAXPROCS); "
+                "seconds\n", unit.c_str());
+    std::printf("%-10s %12s %12s %14s\n", "", "1 marker", "2 markers", "2 vs 1 marker");
+    PrintRule(52);
+    for (const char* impl : kCollectors) {
+      double a = res.Ns(Name("gcserver_tree_m1", impl)) / 1e9, b = res.Ns(Name("gcserver_tree_m2", impl)) / 1e9;
+      std::printf("%-10s %12s %12s %14s", impl, Val(a, 12).c_str(), Val(b, 12).c_str(),
+                  Ratio(a, b, 14).c_str());
+      if (std::string(impl) == "tp" && !res.by_case.count(Name("gcserver_tree_m2", "tp")))
+        std::printf("   (2 markers n/a: tp_heap has no marker-count option)");
+      std::printf("\n");
+    }
+    for (const char* peer : {"boehm", "go"})
+      std::printf("%-10s %12s %12s   (> 1: tp is faster)\n", (std::string(peer) + "/tp").c_str(),
+                  Ratio(res.Ns(Name("gcserver_tree_m1", peer)), res.Ns(Name("gcserver_tree_m1", "tp")), 12).c_str(),
+                  Ratio(res.Ns(Name("gcserver_tree_m2", peer)), res.Ns(Name("gcserver_tree_m2", "tp")), 12).c_str());
+  }
+  if (by_workload.count("gcserver_gcbench")) {
+    const char* w = "gcserver_gcbench";
+    std::printf("\n-- %s: %s; times in ms\n", w, by_workload[w][0].unit.c_str());
+    std::printf("%-10s %10s %10s %10s %10s %10s %10s\n", "", "total", "GCs", "STW p50", "STW max", "STW sum",
+                "RSS MiB");
+    PrintRule(76);
+    auto row = [&](const std::string& label, auto f) {
+      std::printf("%-10s", label.c_str());
+      const char* ctr[] = {nullptr, "gcs", "stw_p50_ms", "stw_max_ms", "stw_total_ms", "rss_peak_MiB"};
+      for (const char* c : ctr) std::printf(" %10s", f(c).c_str());
+      std::printf("\n");
+    };
+    auto get = [&](const char* impl, const char* c) {
+      return c ? res.Counter(Name(w, impl), c) : res.Ns(Name(w, impl)) / 1e6;
+    };
+    for (const char* impl : kCollectors) row(impl, [&](const char* c) { return Val(get(impl, c), 10); });
+    for (const char* peer : {"boehm", "go"})
+      row(std::string("tp/") + peer, [&](const char* c) { return Ratio(get("tp", c), get(peer, c), 10); });
+  }
+  // Issue 12's targets, one verdict line each.
+  std::printf("\nissue 12 targets (tp_heap in this run):\n");
+  for (const auto& t : kTargets) {
+    if (std::string(t.workload).rfind("gcserver", 0) != 0 || !by_workload.count(t.workload)) continue;
+    Verdict v = Evaluate(t, res, all);
+    std::printf("  %s: %s (%s)\n", t.text, v.status.c_str(), v.measured.c_str());
+  }
 }
 
 // ---------------------------------------------------------------------------
@@ -830,6 +1008,7 @@ int main(int argc, char** argv) {
   sigaction(SIGTERM, &sa, nullptr);
   auto start = std::chrono::steady_clock::now();
   std::string self = SelfPath(argv[0]);
+  std::string load0 = LoadAvg();
 
   char tmpl[] = "/tmp/tp-bench.XXXXXX";
   std::string tmp = opt.keep_logs;
@@ -886,7 +1065,7 @@ int main(int argc, char** argv) {
   }
 
   // Cases by group (issue order first) and workload (first seen).
-  std::vector<std::string> groups = {"pool", "epoch", "arena", "sweeper", "gc"};
+  std::vector<std::string> groups = {"pool", "epoch", "arena", "sweeper", "gc", "gcserver"};
   std::vector<std::string> workloads;
   std::map<std::string, std::vector<CaseInfo>> by_workload;
   std::map<std::string, std::string> group_of;
@@ -1133,6 +1312,8 @@ int main(int argc, char** argv) {
     }
   }
 
+  PrintGcServer(res, by_workload, all, opt, load0);
+
   // ---- ratio table: tp vs each peer ----
   std::printf("\n== tidepool vs peers: peer ns/op / tp ns/op (>1: tidepool is faster), medians ==\n");
   for (const auto& g : groups) {
@@ -1177,7 +1358,7 @@ int main(int argc, char** argv) {
   }
 
   // ---- targets summary ----
-  std::printf("== Targets (issues 3-7) ==\n");
+  std::printf("== Targets (issues 3-7, 12) ==\n");
   std::printf("%-16s %-56s %-22s %s\n", "workload", "target", "measured", "status");
   PrintRule(W);
   int met = 0, missed = 0;

@@ -57,24 +57,6 @@ static void *gc_roots[NROOTS];
 
 /* ---- shapes ------------------------------------------------------------------ */
 
-/* A complete binary tree of the given depth (2^(depth+1) - 1 nodes), built
- * top-down like GCBench (so it is laid out in preorder). */
-static bench_gnode *make_tree(int depth) {
-  bench_gnode *n = G->node();
-  if (!n) return NULL;
-  n->i = depth;
-  if (depth > 0) {
-    n->l = make_tree(depth - 1);
-    n->r = make_tree(depth - 1);
-    if (!n->l || !n->r) return NULL;
-  }
-  return n;
-}
-
-static long count_tree(const bench_gnode *n) {
-  return n ? 1 + count_tree(n->l) + count_tree(n->r) : 0;
-}
-
 typedef struct gc_state {
   int depth;
   long nodes;
@@ -138,7 +120,7 @@ static gc_state *live_tree_setup(const bench_case *c, int auto_collect) {
   gc_state *s = gc_state_new();
   if (!s || G->open(gc_roots, NROOTS, auto_collect) != 0) return NULL;
   s->depth = (int)c->param;
-  gc_roots[0] = make_tree(s->depth);
+  gc_roots[0] = bench_gc_make_tree(s->depth);
   if (!gc_roots[0]) return NULL;
   s->nodes = ((long)2 << s->depth) - 1;
   return s;
@@ -157,7 +139,7 @@ static void gc_tree_run(const bench_case *c, void *state, bench_out *out) {
   uint64_t t0 = bench_now_ns();
   G->collect();
   uint64_t t1 = bench_now_ns();
-  if (count_tree(gc_roots[0]) != s->nodes) {
+  if (bench_gc_count_tree(gc_roots[0]) != s->nodes) {
     bench_fail(out, "the tree lost nodes");
     return;
   }
@@ -233,7 +215,7 @@ static void gc_pause_run(const bench_case *c, void *state, bench_out *out) {
   pause_log_start(&plog);
   while (bench_now_ns() < end) {
     for (int k = 0; k < 64; k++) {
-      bench_gnode *t = make_tree(5);
+      bench_gnode *t = bench_gc_make_tree(5);
       if (BENCH_UNLIKELY(!t)) {
         bench_fail(out, "allocation returned NULL");
         return;
@@ -246,7 +228,7 @@ static void gc_pause_run(const bench_case *c, void *state, bench_out *out) {
   }
   uint64_t t1 = bench_now_ns();
   G->pauses(&n1, &tot1, &last);
-  if (count_tree(gc_roots[0]) != s->nodes) {
+  if (bench_gc_count_tree(gc_roots[0]) != s->nodes) {
     bench_fail(out, "the live tree lost nodes");
     return;
   }

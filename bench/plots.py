@@ -15,6 +15,11 @@ and runs this script with Debian's python3-matplotlib. It writes, into DIR:
                        (gc_pause_256m) and full-collection times (gc_tree_1g)
   retire_latency.png   retire-to-free latency distribution at 1 M retires/s,
                        tidepool and liburcu's call_rcu
+  gcserver.png         issue 12: tp_heap, Boehm and Go on the server-like
+                       workload: the stop-the-world pause distributions
+                       (pause_cdf_PPPP_ms) and the minimum mutator
+                       utilization curves (mmu_PPPPms) at 256 MiB (solid)
+                       and 1 GiB (dashed)
 
 Workloads that did not run (--filter) leave their plot out. Exit status 3
 when matplotlib is missing (the driver still printed its tables).
@@ -87,6 +92,27 @@ def cdf_step(ax, c, prefix, suffix, max_key, describe, **extra):
     st.update(style(c["impl"]))
     st.update(extra)
     ax.step(xs, ys, where="post", label="%s: %s" % (label(c["impl"]), describe(k, mx or 0)), **st)
+
+
+def target_line(ax, x, text, y=0.05, vertical=True, linestyle="--"):
+    """A target drawn as a thin red line at x (or y), with its text."""
+    if vertical:
+        ax.axvline(x, color=TP_COLOR, linestyle=linestyle, linewidth=1)
+    else:
+        ax.axhline(y, color=TP_COLOR, linestyle=linestyle, linewidth=1)
+    ax.annotate(text, (x, y), fontsize=8, color=TP_COLOR, xytext=(4, 0 if vertical else 4),
+                textcoords="offset points")
+
+
+def log_x_axes(ax, xlabel, ylabel, title, legend_loc, legend_size, ylim=(0, 1.02)):
+    """Finishes a plot over a log x axis (distributions, MMU curves)."""
+    ax.set_xscale("log")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_ylim(*ylim)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(loc=legend_loc, fontsize=legend_size)
+    ax.set_title(title, fontsize=10)
 
 
 def subtitle(data):
@@ -204,13 +230,8 @@ def plot_gc(data, outdir, written):
                  lambda k, mx: "256 MiB live: %.0f collections, mean %.1f ms" % (
                      k.get("gcs") or 0, k.get("pause_mean_ms") or 0),
                  linestyle="--", marker="s", markersize=6)
-    ax.set_xscale("log")
-    ax.set_xlabel("stop-the-world pause (ms, log scale)")
-    ax.set_ylabel("fraction of pauses <= x")
-    ax.set_ylim(0, 1.02)
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend(loc="lower right", fontsize=8)
-    ax.set_title("Stop-the-world pauses (gc_cycles: solid; gc_pause_256m: dashed)", fontsize=10)
+    log_x_axes(ax, "stop-the-world pause (ms, log scale)", "fraction of pauses <= x",
+               "Stop-the-world pauses (gc_cycles: solid; gc_pause_256m: dashed)", "lower right", 8)
     ax = axes[1]
     names, secs, colors = [], [], []
     for c in tree:
@@ -234,6 +255,46 @@ def plot_gc(data, outdir, written):
     save(fig, outdir, "gc_pauses.png", written)
 
 
+def plot_gcserver(data, outdir, written):
+    sizes = [(w, ls) for w, ls in (("gcserver_256m", "-"), ("gcserver_1g", "--")) if cases_of(data, w)]
+    if not sizes:
+        return
+    fig, axes = plt.subplots(1, 2, figsize=(13, 5))
+    ax = axes[0]
+    for w, ls in sizes:
+        for c in cases_of(data, w):
+            cdf_step(ax, c, "pause_cdf", "_ms", "stw_max_ms",
+                     lambda k, mx, w=w: "%s: %.0f GCs, p99 %.4g ms" % (
+                         w[len("gcserver_"):], k.get("gcs") or 0, k.get("stw_p99_ms") or 0),
+                     linestyle=ls)
+    target_line(ax, 1.0, "target: max <= 1 ms", linestyle=":")
+    log_x_axes(ax, "stop-the-world pause (ms, log scale)", "fraction of pauses <= x",
+               "Stop-the-world pauses (256 MiB solid, 1 GiB dashed)", "lower right", 7)
+    ax = axes[1]
+    for w, ls in sizes:
+        for c in cases_of(data, w):
+            pts = []
+            for name, v in c["counters"].items():
+                if name.startswith("mmu_") and name.endswith("ms") and v is not None:
+                    mid = name[4:-2]
+                    if mid.isdigit():
+                        pts.append((int(mid), v))
+            if not pts:
+                continue
+            pts.sort()
+            xs, ys = zip(*pts)
+            st = {"marker": "o", "markersize": 3}
+            st.update(style(c["impl"]))
+            ax.plot(xs, ys, linestyle=ls, label="%s %s" % (label(c["impl"]), w[len("gcserver_"):]),
+                    **st)
+    target_line(ax, 100, "target: MMU(100 ms) >= 0.5", y=0.5, vertical=False, linestyle=":")
+    log_x_axes(ax, "window (ms, log scale)", "minimum mutator utilization (worst mutator)",
+               "Minimum mutator utilization", "upper left", 7, ylim=(-0.02, 1.02))
+    fig.suptitle("Server-like workload (issue 12): tp_heap, Boehm, Go — " + subtitle(data),
+                 fontsize=10)
+    save(fig, outdir, "gcserver.png", written)
+
+
 def plot_retire(data, outdir, written):
     cs = cases_of(data, "retire_latency")
     if not cs:
@@ -243,16 +304,10 @@ def plot_retire(data, outdir, written):
         cdf_step(ax, c, "cdf", "_us", "max_us",
                  lambda k, mx: "p50 %.0f us, p99 %.0f us, max %.0f us" % (
                      k.get("p50_us") or 0, k.get("p99_us") or 0, mx))
-    ax.axvline(2000, color=TP_COLOR, linestyle="--", linewidth=1)
-    ax.annotate("target: p99 <= 2 ms", (2000, 0.05), fontsize=8, color=TP_COLOR,
-                xytext=(4, 0), textcoords="offset points")
-    ax.set_xscale("log")
-    ax.set_xlabel("retire-to-free latency (us, log scale): from the retire to its callback")
-    ax.set_ylabel("fraction of retires freed within x")
-    ax.set_ylim(0, 1.02)
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend(loc="upper left", fontsize=9)
-    ax.set_title("Epochs: retire-to-free latency at 1 M retires/s\n" + subtitle(data), fontsize=10)
+    target_line(ax, 2000, "target: p99 <= 2 ms")
+    log_x_axes(ax, "retire-to-free latency (us, log scale): from the retire to its callback",
+               "fraction of retires freed within x",
+               "Epochs: retire-to-free latency at 1 M retires/s\n" + subtitle(data), "upper left", 9)
     save(fig, outdir, "retire_latency.png", written)
 
 
@@ -264,7 +319,7 @@ def main():
         data = json.load(f)
     outdir = sys.argv[2]
     written = []
-    for fn in (plot_burst, plot_ratios, plot_gc, plot_retire):
+    for fn in (plot_burst, plot_ratios, plot_gc, plot_gcserver, plot_retire):
         fn(data, outdir, written)
     if not written:
         print("plots: none (no workload with a plot ran); data in %s" % sys.argv[1])

@@ -5,7 +5,7 @@
  * (an epoch grace period, an epoch barrier) brackets the wait with
  * tp__blocking_enter / tp__blocking_leave. A higher layer that must not
  * wait for a thread stuck in such a wait installs hooks here: the
- * collector (gc/heap.c) makes the wait a blocking section
+ * collector (gc/mutators.c) makes the wait a blocking section
  * (tp_heap_blocking_enter/_leave) of every heap the thread is attached to,
  * so a collection proceeds without it instead of waiting for a thread that
  * waits for a reader the collection itself has parked. The layering stays

@@ -57,6 +57,7 @@ static const struct rank_entry {
     {"gc", "&registry_lock", 38, "heap registry lock", NULL},
     {"gc", "&h->lock", 40, "heap lock", NEST_HEAPS},
     {"gc", "&h->sp_lock", 42, "heap handshake lock", NEST_HEAPS},
+    {"gc", "&h->satb_lock", 44, "heap SATB log lock", NEST_HEAPS},
     {"epoch", "&tp__epoch_registry_lock", 50, "epoch registry lock", NULL},
     {"epoch", "&tp__epoch_state_lock", 52, "epoch reclaimer state lock", NULL},
     {"sweeper", "&wake_lock", 60, "sweeper wake-up lock", NULL},
@@ -184,7 +185,7 @@ int tp__lo_init(pthread_mutex_t *m, const pthread_mutexattr_t *a) {
 }
 
 void tp__lo_hold(const void *key) {
-  push(key, TP__LO_RANK_MUTATOR, "attached heap mutator", NULL, "gc/heap.c", 0, 1);
+  push(key, TP__LO_RANK_MUTATOR, "attached heap mutator", NULL, "gc/mutators.c", 0, 1);
 }
 
 void tp__lo_drop(const void *key) { pop(key); }

@@ -48,6 +48,7 @@ static const struct spec specs[] = {
      FIELD(retire_cap), "bytes with an optional k, M or G suffix, 64k..1024G"},
     {"TIDEPOOL_PERCPU", "TP_PERCPU", K_PERCPU, 0, 0, FIELD(percpu), "auto, rseq or cas"},
     {"TIDEPOOL_GC_CHECKMARK", "TP_GC_CHECKMARK", K_BOOL, 0, 0, FIELD(gc_checkmark), "0 or 1"},
+    {"TIDEPOOL_GC_NOBARRIER", NULL, K_BOOL, 0, 0, FIELD(gc_nobarrier), "0 or 1"},
 };
 #define NSPECS (sizeof specs / sizeof specs[0])
 

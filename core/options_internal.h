@@ -36,6 +36,7 @@ struct tp__options {
   size_t retire_cap;          /* 0 = the epoch default (64 MiB) */
   int percpu;                 /* enum tp__percpu_choice */
   bool gc_checkmark;
+  bool gc_nobarrier;          /* debug: the SATB barrier logs nothing */
 };
 
 /* The options in force (parsed on the first call; later calls return the

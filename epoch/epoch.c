@@ -227,21 +227,38 @@ static void reclaim_cycle(void) {
   pthread_mutex_unlock(&tp__epoch_state_lock);
 }
 
+/* The reclaimer between two cycles. Something pending: it runs the next
+ * cycle after interval_ms at the latest (at once on a kick or a backlog).
+ * Nothing pending: it lingers, awake on its timer, for LINGER_INTERVALS
+ * intervals before it announces that it sleeps. A retire that finds it
+ * asleep wakes it (a lock, a signal, a context switch, and a cycle for that
+ * one retire); while it lingers a retire only queues, and the timer picks
+ * it up. Without the linger a steady stream of retires that the reclaimer
+ * keeps up with (one every few microseconds, each reclaimed before the
+ * next comes) woke it for every one or two of them: under a memcached-style
+ * set load on one CPU, 94 k grace periods for 154 k retires and a context
+ * switch per request. */
 static void *reclaimer_main(void *arg) {
   (void)arg;
   for (;;) {
     pthread_mutex_lock(&tp__epoch_state_lock);
+    unsigned idle = 0;   /* intervals in a row with nothing pending */
+    bool waited = false; /* an interval has passed since the last cycle */
     while (!tp__epoch_kicked) {
       pthread_mutex_unlock(&tp__epoch_state_lock);
       uint64_t pending = pending_entries();
       pthread_mutex_lock(&tp__epoch_state_lock);
       /* A backlog runs the next cycle at once: reclamation follows the
        * retire rate, the timer only bounds the wait of a trickle. */
-      if (tp__epoch_kicked || pending >= BACKLOG_NOW) break;
-      if (pending) {
-        /* Something waits: come back after interval_ms at the latest. */
+      if (tp__epoch_kicked || pending >= BACKLOG_NOW || (pending && waited)) break;
+      if (pending || idle < LINGER_INTERVALS) {
+        /* Something waits: come back after interval_ms at the latest (an
+         * entry queued during a lingering interval waited at most that
+         * long when the interval ends, so it runs then). */
+        if (!pending) idle++;
         struct timespec ts = tp__deadline_ms(tp__epoch_cfg_interval_ms);
-        if (pthread_cond_timedwait(&tp__epoch_reclaim_cv, &tp__epoch_state_lock, &ts) == ETIMEDOUT) break;
+        if (pthread_cond_timedwait(&tp__epoch_reclaim_cv, &tp__epoch_state_lock, &ts) == ETIMEDOUT)
+          waited = true;
         continue;
       }
       /* Nothing pending: announce sleep, fence every CPU, look again. */

@@ -22,7 +22,8 @@
  * <tidepool/pool.h>. Retires are batched per thread (no call_rcu per object): a retire appends
  * to the calling thread's queue (a few stores, no atomic read-modify-write)
  * and a background reclaimer runs grace periods and callbacks, woken by the
- * backlog (and every `interval_ms` while anything is pending).
+ * backlog (and every `interval_ms` while anything is pending, and for four
+ * intervals after, before it sleeps).
  *
  * Bounded memory. Retired-but-not-freed bytes are capped (64 MiB by default,
  * tp_epoch_config or TIDEPOOL_RETIRE_CAP). A retire past the cap makes the calling

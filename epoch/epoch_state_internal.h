@@ -33,6 +33,7 @@
 #define REPORT_BYTES (64 * 1024)
 #define KICK_ENTRIES 1024
 #define BACKLOG_NOW 256
+#define LINGER_INTERVALS 4 /* the reclaimer stays awake this many empty intervals */
 #define DEFAULT_CAP ((size_t)64 << 20)
 #define NOMINAL_BYTES 64
 #define MAX_BYTES ((size_t)1 << 48) /* one retire counts at most this */

@@ -1,741 +1,132 @@
 /*
- * The collection: stop the world, mark, verify, sweep, pace.
+ * The collection cycle and tp_heap_collect.
  *
- * Stopping. The collecting thread sets h->stw under h->sp_lock and waits
- * on cv_parked until every attached thread other than itself is PARKED
- * (stopped at a safepoint, waiting on cv_resume) or BLOCKING (inside
- * tp_heap_blocking_enter/_leave, promising not to touch the heap). Both
- * transitions happen under sp_lock after the thread recorded where its
- * stack ends and spilled its callee-saved registers into a frame above
- * that point (__builtin_unwind_init in a noinline wrapper), so the
- * collector sees every heap pointer the thread holds: caller-saved
- * registers are dead across the call by the ABI, callee-saved ones are in
- * the scanned frames (or, for BLOCKING, copied into the record). Attach,
- * detach and blocking_leave wait while h->stw is set, so the set of
- * running threads cannot grow during a collection.
+ * A cycle is run by the heap's marker thread (started at the first
+ * collection the heap asks for, stopped by tp_heap_destroy, gone in a
+ * fork child, which starts another when it needs one):
  *
- * Marking (tri-color). White: mark bit clear. Gray: mark bit set and the
- * object is on the gray stack (or flagged pending after an overflow).
- * Black: mark bit set and scanned. Roots are precise slots, conservative
- * ranges, the stopped threads' stacks and registers, and objects queued
- * for or running their finalizer. Marking an object sets its bit (in the
- * region's side bitmap; large objects have a flag) and pushes it; popping
- * it scans its fields, marking what they point to. The gray stack has a
- * fixed capacity: an object that does not fit keeps its mark bit and gets
- * a pend bit (its region an overflow flag); when the stack is empty, the
- * pending objects are scanned, region by region, until no overflow
- * happened. No recursion anywhere. Invariant: no black object points to a
- * white one (the world is stopped, so mutators cannot break it); at the
- * end there is no gray object, so every white object is unreachable.
+ *   pause 1 (world stopped): retire every allocation buffer, shade the
+ *     roots (gc/roots.c: root slots, ranges, every attached thread's stack
+ *     and registers, blocking threads' saved frames, the finalizer queue
+ *     and running finalizers) -- mark and push, no tracing -- then set
+ *     TP__F_MARK (barrier on, new regions born black) and restart.
+ *   concurrent mark: drain the gray stack and its address-ordered overflow
+ *     pass, and the SATB chunks the mutators push, until all are empty.
+ *   pause 2 (world stopped): the SATB chunks not yet pushed (every record's
+ *     and the shared one), drain to empty, retire the allocation buffers,
+ *     clear weak references, resurrect finalizable objects and mark from
+ *     them, checkmark (TIDEPOOL_GC_CHECKMARK), move every region to the
+ *     sweep list, pace the next cycle, clear TP__F_MARK and restart.
+ *   concurrent sweep (gc/sweep.c), a few regions per h->lock hold; then
+ *     the cycle is done (cycles_done, num_gc).
  *
- * Lines are marked when an object is scanned: every line it overlaps gets
- * the collection's epoch. Sweeping then needs no object walk: a region's
- * start bits become start & mark (dead objects vanish from the conservative
- * lookup, so a stale pointer can never reach a freed object), its free
- * lines are those without the epoch, a region with no live line goes back
- * to the pool (O(1): one tp_pool_put), one with some goes on the recyclable
- * stack for the allocators' holes.
+ * The argument that this marks everything reachable is at the top of
+ * gc/mark.c. What the pauses hold: pause 1 is O(threads + stack bytes +
+ * roots + ranges + finalizer queue), pause 2 O(threads + unpushed SATB
+ * values and what they lead to that the concurrent mark had not reached +
+ * weak references + finalizable objects (+ the checkmark traversal, a
+ * debugging mode)); neither grows with the heap, neither sweeps.
  *
- * Weak references are cleared after the roots are marked, before
- * finalizable objects are resurrected: a weak reference reads NULL from
- * the collection that finds its target unreachable on. Then every object
- * with a finalizer that is still white is moved to the finalizer queue
- * and marked from (it and what it reaches survive until the finalizer has
- * run; the queue is a root). Finalizers run after the world restarts, on
- * the collecting thread, outside every heap lock (gc/heap.c).
+ * Who waits for the marker: tp_heap_collect waits (as a blocking section)
+ * for a cycle that starts after it was called, like runtime.GC(). An
+ * allocation that finds the pacer's goal reached asks for a cycle and
+ * goes on; one that finds the heap past its hard limit while a cycle runs
+ * (twice the goal's growth over the live heap: heap_alloc >= next_gc +
+ * (next_gc - heap_live), at least 4 regions over next_gc) waits for that
+ * cycle to end: the allocator's only wait for the marker, bounded by one
+ * cycle. Without a marker thread (it could not be created) collections are
+ * stop-the-world as before: mark_and_sweep below, under one pause.
  *
- * Verification (TIDEPOOL_GC_CHECKMARK=1, like Go's gccheckmark): after marking,
- * a second traversal from the same roots with its own visited bits and an
- * unbounded malloc'd stack (so it shares neither the bounded stack nor its
- * overflow path with the real marking) aborts if it reaches an object
- * whose mark bit is clear. Its visited bits are the pend bitmaps and the
- * large objects' overflow flags: marking ends with all of them clear (the
- * last drain_overflow round found none set), and the check never
- * overflows; it clears them again when done.
+ * Weak references are cleared after the mark, before finalizable objects
+ * are resurrected: a weak reference reads NULL from the collection that
+ * finds its target unreachable on. Then every object with a finalizer
+ * that is still white is moved to the finalizer queue and marked from (it
+ * and what it reaches survive until the finalizer has run; the queue is a
+ * root). Finalizers run on mutators outside every heap lock: the caller of
+ * tp_heap_collect, and allocating threads at their next refill
+ * (gc/weak.c).
+ *
+ * Locks: the marker takes h->sp_lock to stop and restart the world and to
+ * wait for work, h->lock during the pauses and per sweep batch, satb_lock
+ * briefly to give chunks back; never two of them except h->lock then
+ * satb_lock (pause 2), in rank order. It holds none while it marks
+ * concurrently.
  */
 #define _GNU_SOURCE
 #include <tidepool/epoch.h>
 
-#include "gc/heap_internal.h"
+#include "gc/mark_internal.h"
 
-#include "core/list_internal.h"
 #include "core/debug_internal.h"
 #include "core/fault_internal.h"
 #include "core/os_internal.h"
-#include "pool/pool_internal.h"
 
 #include <errno.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
+#include <signal.h>
 #include <time.h>
 #include "core/lockorder_internal.h" /* last: wraps the pthread_mutex calls */
 
-struct marker {
-  tp_heap *h;
-  uintptr_t lo, span; /* [h->lo, h->hi): nothing of the heap is outside */
-  uintptr_t *st;      /* the gray stack (payload addresses) */
-  size_t top, cap;
-  bool check;         /* checkmark traversal (growable stack) */
-  bool overflowed;    /* pend bits set since the last drain_overflow round */
-  bool any_overflow;  /* ... ever in this collection */
-  uint8_t epoch;
-  uint64_t bytes, objs;
-};
-
-struct tp_tracer {
-  struct marker *mk;
-};
-
-/* ---- finding objects ------------------------------------------------------- */
-
-/* The longest backward search for a small object's start bit: one bitmap word
- * covers 64 granules (1 KiB), and a small object spans at most small_max bytes. */
-static inline size_t max_back_words(const tp_heap *h) {
-  return h->small_max / (64 * TP__GRAN) + 1;
-}
-
-/* The object containing address a: returns its payload and sets *rp and
- * *gp (start granule) for a small object, *lp for a large one; 0 if a is
- * in no object of h. O(1): one map lookup, then a backward search over at
- * most max_back_words(h) bitmap words. */
-static inline uintptr_t find_obj(const tp_heap *h, uintptr_t a, struct tp__region **rp,
-                                 struct tp__large **lp, size_t *gp) {
-  void *e = tp__map_get(h, a);
-  if (!e) return 0;
-  if ((uintptr_t)e & 1) {
-    struct tp__large *l = (struct tp__large *)((uintptr_t)e & ~(uintptr_t)1);
-    uintptr_t p = (uintptr_t)(l + 1);
-    if (a < p || a >= p + l->payload) return 0;
-    *lp = l;
-    *rp = NULL;
-    return p;
-  }
-  struct tp__region *r = e;
-  uintptr_t base = (uintptr_t)r;
-  if (a < base + h->data_off + 8) return 0;
-  size_t g = (size_t)(a - 8 - base) >> TP__GRAN_SHIFT;
-  size_t w = g >> 6;
-  const struct tp__bitpair *bits = tp__region_bits(h, r);
-  uint64_t sw = bits[w].start;
-  if (((sw >> (g & 63)) & 1) && a == base + (g << TP__GRAN_SHIFT) + 16) {
-    /* A pointer to the payload start of an object (the precise case):
-     * inside it whatever its size, so its header is not read here. */
-    *rp = r;
-    *lp = NULL;
-    *gp = g;
-    return a;
-  }
-  /* Bits at or below g (g & 63 == 63: all of them; the shift wraps to 0). */
-  uint64_t word = sw & ((((uint64_t)2) << (g & 63)) - 1);
-  if (!word) {
-    size_t back = max_back_words(h);
-    size_t wmin = w > back ? w - back : 0;
-    if (wmin < h->first_word) wmin = h->first_word;
-    do {
-      if (w <= wmin) return 0;
-      word = bits[--w].start;
-    } while (!word);
-  }
-  size_t gs = (w << 6) + 63 - (size_t)__builtin_clzll(word);
-  uintptr_t hp = base + (gs << TP__GRAN_SHIFT) + 8;
-  uintptr_t hdr = *(const uintptr_t *)hp;
-  if (a >= hp + ((hdr >> TP__HDR_K_SHIFT) << TP__GRAN_SHIFT)) return 0;
-  *rp = r;
-  *lp = NULL;
-  *gp = gs;
-  return hp + 8;
-}
-
-uintptr_t tp__gc_find(const tp_heap *h, uintptr_t a) {
-  struct tp__region *r;
-  struct tp__large *l;
-  size_t g;
-  return find_obj(h, a, &r, &l, &g);
-}
-
-/* Whether the object with payload p (an object of h) is marked. */
-static bool is_marked(const tp_heap *h, uintptr_t p) {
-  void *e = tp__map_get(h, p);
-  if (!e) return false;
-  if ((uintptr_t)e & 1) return ((struct tp__large *)((uintptr_t)e & ~(uintptr_t)1))->marked;
-  struct tp__region *r = e;
-  size_t g = (size_t)(p - 8 - (uintptr_t)r) >> TP__GRAN_SHIFT;
-  return (tp__region_bits(h, r)[g >> 6].mark >> (g & 63)) & 1;
-}
-
-/* ---- marking ------------------------------------------------------------------ */
-
-static void push_overflow(struct marker *mk, struct tp__region *r, struct tp__large *l,
-                          size_t g) {
-  mk->overflowed = true;
-  mk->any_overflow = true;
-  if (r) {
-    tp__region_pend(mk->h, r)[g >> 6] |= (uint64_t)1 << (g & 63);
-    r->overflow = 1;
-  } else {
-    l->overflow = 1;
-  }
-}
-
-static TP_NOINLINE void check_push_slow(struct marker *mk, uintptr_t p) {
-  size_t cap = mk->cap * 2;
-  uintptr_t *st = tp__realloc(mk->st, cap * sizeof *st);
-  if (!st) tp__fatal("tp_heap_collect", NULL, "checkmark: out of memory");
-  mk->st = st;
-  mk->cap = cap;
-  mk->st[mk->top++] = p;
-}
-
-/* Marks the object containing address a (if any) gray. */
-static inline void mark_addr(struct marker *mk, uintptr_t a) {
-  if (a - mk->lo >= mk->span) return;
-  struct tp__region *r;
-  struct tp__large *l;
-  size_t g = 0;
-  uintptr_t p = find_obj(mk->h, a, &r, &l, &g);
-  if (!p) return;
-  if (r) {
-    struct tp__bitpair *bp = tp__region_bits(mk->h, r) + (g >> 6);
-    uint64_t bit = (uint64_t)1 << (g & 63);
-    if (bp->mark & bit) return;
-    bp->mark |= bit;
-  } else {
-    if (l->marked) return;
-    l->marked = 1;
-  }
-  if (TP_LIKELY(mk->top < mk->cap))
-    mk->st[mk->top++] = p;
-  else
-    push_overflow(mk, r, l, g);
-}
-
-/* Checkmark: visits the object containing a; aborts if it is unmarked. */
-static void check_addr(struct marker *mk, uintptr_t a) {
-  if (a - mk->lo >= mk->span) return;
-  struct tp__region *r;
-  struct tp__large *l;
-  size_t g = 0;
-  uintptr_t p = find_obj(mk->h, a, &r, &l, &g);
-  if (!p) return;
-  if (r) {
-    uint64_t *seen = tp__region_pend(mk->h, r) + (g >> 6); /* see checkmark() */
-    uint64_t bit = (uint64_t)1 << (g & 63);
-    if (*seen & bit) return;
-    *seen |= bit;
-    if (!(tp__region_bits(mk->h, r)[g >> 6].mark & bit))
-      tp__fatal("tp_heap_collect", (void *)p,
-                "checkmark: a reachable object was not marked (collector bug)");
-  } else {
-    if (l->overflow) return;
-    l->overflow = 1;
-    if (!l->marked)
-      tp__fatal("tp_heap_collect", (void *)p,
-                "checkmark: a reachable large object was not marked (collector bug)");
-  }
-  if (mk->top < mk->cap)
-    mk->st[mk->top++] = p;
-  else
-    check_push_slow(mk, p);
-}
-
-/* check: mk->check, or a constant where the caller knows it. */
-static inline void visit_as(struct marker *mk, uintptr_t a, bool check) {
-  if (check)
-    check_addr(mk, a);
-  else
-    mark_addr(mk, a);
-}
-
-void tp_trace(tp_tracer *t, void *ptr) {
-  if (t && ptr) visit_as(t->mk, (uintptr_t)ptr, t->mk->check);
-}
-
-/* Every aligned word of [lo, hi) as a possible pointer. Stacks of other
- * threads and user ranges may hold redzones or be written by a BLOCKING
- * thread's own frame (values it may not use as heap pointers): not
- * instrumented. */
-__attribute__((no_sanitize_address, no_sanitize_thread)) static void
-scan_words(struct marker *mk, const char *lo, const char *hi) {
-  const uintptr_t *p = (const uintptr_t *)tp__round_up((uintptr_t)lo, sizeof(uintptr_t));
-  const uintptr_t *end = (const uintptr_t *)((uintptr_t)hi & ~(uintptr_t)(sizeof(uintptr_t) - 1));
-  const bool check = mk->check;
-  for (; p < end; p++) visit_as(mk, *p, check);
-}
-
-/* Gives the lines a small object overlaps the epoch: from that of its
- * start granule (H - 8, payload p - 16) to that of its last byte (its span
- * is 16k bytes from H). base: its region. */
-static inline void mark_lines(uint8_t *lines, uintptr_t base, uintptr_t p, size_t span,
-                              uint8_t epoch) {
-  size_t l0 = (p - 16 - base) >> TP__LINE_SHIFT, l1 = (p - 9 + span - base) >> TP__LINE_SHIFT;
-  lines[l0] = epoch;
-  for (size_t i = l0 + 1; i <= l1; i++) lines[i] = epoch;
-}
-
-/* Scans the object with payload p: marks its lines and accounts it (real
- * marking only), then visits its references. */
-static inline void scan(struct marker *mk, uintptr_t p, bool check) {
-  tp_heap *h = mk->h;
-  uintptr_t hdr = *(const uintptr_t *)(p - 8);
-  const tp_type *t = tp__hdr_type(hdr);
-  size_t n = (hdr & TP__HDR_ARRAY) ? *(const size_t *)(p - 16) : 1; /* small or large */
-  size_t payload;
-  if (TP_UNLIKELY(hdr & TP__HDR_LARGE)) {
-    struct tp__large *l = (struct tp__large *)(p & h->region_mask);
-    payload = l->payload;
-    if (!check) {
-      mk->bytes += l->bytes;
-      mk->objs++;
-    }
-  } else {
-    size_t span = (size_t)(hdr >> TP__HDR_K_SHIFT) << TP__GRAN_SHIFT;
-    payload = span - 8;
-    if (!check) {
-      uintptr_t base = p & h->region_mask;
-      mark_lines(tp__region_lines(h, (struct tp__region *)base), base, p, span, mk->epoch);
-      mk->bytes += span + ((hdr & TP__HDR_ARRAY) ? 16 : 0);
-      mk->objs++;
-    }
-  }
-  unsigned flags = t->flags;
-  if (flags & TP_TYPE_LEAF) return;
-  if (flags & TP_TYPE_CONSERVATIVE) {
-    /* Last word first, for the same reason as below. */
-    const uintptr_t *w = (const uintptr_t *)p, *end = (const uintptr_t *)(p + (payload & ~(size_t)7));
-    while (end > w) visit_as(mk, *--end, check);
-    return;
-  }
-  size_t esz = t->size;
-  if (t->ptr_offsets) {
-    /* Last field first: the gray stack is LIFO, so the first field's
-     * target is scanned next. Structures built recursively are laid out
-     * in allocation (pre)order, and this walks them in the same order,
-     * which is what the hardware prefetcher follows. */
-    const size_t *off = t->ptr_offsets;
-    size_t k = t->n_ptr_offsets;
-    for (uintptr_t e = p + (n - 1) * esz; n; n--, e -= esz)
-      for (size_t j = k; j-- > 0;) {
-        uintptr_t v = *(const uintptr_t *)(e + off[j]);
-        if (v) visit_as(mk, v, check);
-      }
-    return;
-  }
-  struct tp_tracer tr = {mk};
-  for (size_t i = 0; i < n; i++, p += esz) t->trace((void *)p, &tr);
-}
-
-/* Empties the gray stack. Small objects of ptr_offsets and leaf types --
- * the bulk of most heaps -- are scanned here with the loop's state in
- * registers and a one-entry cache of the last map lookup (neighbours
- * usually share a region); pointers to payload starts are marked without
- * reading the target's memory (its start bit says it is an object). Other
- * objects and interior pointers take the general path (scan, mark_addr). */
-static void drain(struct marker *mk) {
-  tp_heap *h = mk->h;
-  const uintptr_t lo = mk->lo, span = mk->span, mask = h->region_mask;
-  const size_t bits_off = h->bits_off, lines_off = h->lines_off, data_off = h->data_off;
-  const uint8_t epoch = mk->epoch;
-  uintptr_t *const st = mk->st;
-  const size_t cap = mk->cap;
-  size_t top = mk->top;
-  uint64_t bytes = 0, objs = 0;
-  uintptr_t cbase = 1; /* no region starts at 1 */
-  void *centry = NULL;
-  while (top) {
-    uintptr_t p = st[--top];
-    uintptr_t hdr = *(const uintptr_t *)(p - 8);
-    const tp_type *t = tp__hdr_type(hdr);
-    if (TP_UNLIKELY((hdr & TP__HDR_LARGE) || t->trace || (t->flags & TP_TYPE_CONSERVATIVE))) {
-      mk->top = top;
-      scan(mk, p, false);
-      top = mk->top;
-      continue;
-    }
-    size_t sb = (size_t)(hdr >> TP__HDR_K_SHIFT) << TP__GRAN_SHIFT;
-    uintptr_t base = p & mask;
-    mark_lines((uint8_t *)(base + lines_off), base, p, sb, epoch);
-    size_t n = 1;
-    if (hdr & TP__HDR_ARRAY) {
-      n = *(const size_t *)(p - 16);
-      sb += 16;
-    }
-    bytes += sb;
-    objs++;
-    if (t->flags & TP_TYPE_LEAF) continue;
-    /* Last field first: the gray stack is LIFO, so the first field's
-     * target is scanned next. Structures built recursively are laid out
-     * in allocation (pre)order, and this walks them in that order, which
-     * is what the hardware prefetcher follows. */
-    const size_t *off = t->ptr_offsets, k = t->n_ptr_offsets, esz = t->size;
-    for (uintptr_t e = p + (n - 1) * esz; n; n--, e -= esz) {
-      for (size_t j = k; j-- > 0;) {
-        uintptr_t v = *(const uintptr_t *)(e + off[j]);
-        if (v - lo >= span) continue; /* NULL, or outside the heap */
-        uintptr_t vb = v & mask;
-        if (vb != cbase) {
-          cbase = vb;
-          centry = tp__map_get(h, v);
-        }
-        if (!centry) continue;
-        size_t g = (size_t)(v - 8 - vb) >> TP__GRAN_SHIFT;
-        uint64_t bit = (uint64_t)1 << (g & 63);
-        struct tp__bitpair *bp = NULL;
-        if (TP_UNLIKELY(((uintptr_t)centry & 1) || (v & 15) || v < vb + data_off + 16 ||
-                        !((bp = (struct tp__bitpair *)(vb + bits_off) + (g >> 6))->start & bit))) {
-          /* Large object or interior pointer: the general lookup. */
-          mk->top = top;
-          mark_addr(mk, v);
-          top = mk->top;
-          continue;
-        }
-        if (bp->mark & bit) continue;
-        bp->mark |= bit;
-        if (TP_LIKELY(top < cap)) {
-          st[top++] = v;
-        } else {
-          mk->top = top;
-          push_overflow(mk, (struct tp__region *)vb, NULL, g);
-        }
-      }
-    }
-  }
-  mk->top = top;
-  mk->bytes += bytes;
-  mk->objs += objs;
-}
-
-static void drain_check(struct marker *mk) {
-  while (mk->top) scan(mk, mk->st[--mk->top], true);
-}
-
-/* Scans pending (overflowed) objects until no overflow is left. Each goes
- * through the gray stack, which drain left empty, so there is room. */
-static void drain_overflow(struct marker *mk) {
-  tp_heap *h = mk->h;
-  drain(mk);
-  while (mk->overflowed) {
-    mk->overflowed = false;
-    for (struct tp__region *r = h->regions; r; r = r->next) {
-      if (!r->overflow) continue;
-      r->overflow = 0;
-      uint64_t *pend = tp__region_pend(h, r);
-      for (size_t w = h->first_word; w < h->nwords; w++) {
-        while (pend[w]) {
-          uint64_t bits = pend[w];
-          pend[w] = 0;
-          while (bits) {
-            size_t g = (w << 6) + (size_t)__builtin_ctzll(bits);
-            bits &= bits - 1;
-            mk->st[mk->top++] = (uintptr_t)r + (g << TP__GRAN_SHIFT) + 16;
-            drain(mk);
-          }
-        }
-      }
-    }
-    for (struct tp__large *l = h->large; l; l = l->next) {
-      if (!l->overflow) continue;
-      l->overflow = 0;
-      mk->st[mk->top++] = (uintptr_t)(l + 1);
-      drain(mk);
-    }
-  }
-}
-
-/* Visits every root: precise slots, ranges, stopped threads' stacks and
- * registers, the finalizer queue and running finalizers. */
-static void visit_roots(struct marker *mk) {
-  tp_heap *h = mk->h;
-  for (size_t i = 0; i < h->roots_cap; i++) {
-    void **s = h->roots[i];
-    if (s && s != TP__ROOT_TOMB && *s) visit_as(mk, (uintptr_t)*s, mk->check);
-  }
-  for (size_t i = 0; i < h->nranges; i++)
-    scan_words(mk, (const char *)h->ranges[i].start,
-               (const char *)(h->ranges[i].start + h->ranges[i].len));
-  for (tp__mut *m = h->muts; m; m = m->next) {
-    if (m->state == TP__MS_DETACHED) continue;
-    scan_words(mk, m->scan_lo, m->stack_hi);
-    if (m->state == TP__MS_BLOCKING)
-      scan_words(mk, (const char *)m->spill, (const char *)(m->spill + m->nspill));
-  }
-  for (size_t i = 0; i < h->finq_n; i++)
-    visit_as(mk, (uintptr_t)h->finq[(h->finq_head + i) % h->finq_cap], mk->check);
-  for (struct tp__finrun *f = h->running; f; f = f->next)
-    visit_as(mk, (uintptr_t)f->obj, mk->check);
-}
-
-/* Appends obj to the finalizer queue (a ring). false on ENOMEM. */
-static bool finq_push(tp_heap *h, void *obj) {
-  if (h->finq_n == h->finq_cap) {
-    size_t cap = h->finq_cap ? h->finq_cap * 2 : 64;
-    void **v = tp__malloc(cap * sizeof *v);
-    if (!v) return false;
-    for (size_t i = 0; i < h->finq_n; i++) v[i] = h->finq[(h->finq_head + i) % h->finq_cap];
-    free(h->finq);
-    h->finq = v;
-    h->finq_cap = cap;
-    h->finq_head = 0;
-  }
-  h->finq[(h->finq_head + h->finq_n) % h->finq_cap] = obj;
-  h->finq_n++;
-  return true;
-}
-
-/* ---- verification -------------------------------------------------------------- */
-
-/* The check traversal. Its visited bits (the pend bitmaps and large
- * objects' overflow flags) are clear on entry: see the file comment. */
-static void checkmark(tp_heap *h) {
-  struct marker mk = {.h = h, .lo = h->lo, .span = h->hi - h->lo, .check = true};
-  mk.cap = 4096;
-  mk.st = tp__malloc(mk.cap * sizeof *mk.st);
-  if (!mk.st) {
-    fprintf(stderr, "tidepool: tp_heap_collect: checkmark skipped (out of memory)\n");
-    return;
-  }
-  visit_roots(&mk);
-  drain_check(&mk);
-  free(mk.st);
-  for (struct tp__region *r = h->regions; r; r = r->next)
-    memset(tp__region_pend(h, r), 0, (size_t)h->nwords * sizeof(uint64_t));
-  for (struct tp__large *l = h->large; l; l = l->next) l->overflow = 0;
-}
-
-/* ---- sweeping -------------------------------------------------------------------- */
-
-struct release {
-  struct tp__region *regions;
-  struct tp__large *large;
-};
-
-static void sweep(tp_heap *h, uint8_t epoch, struct release *rel) {
-  uint64_t freed = 0, released = 0;
-  const uint32_t data_lines = h->nlines - h->first_line;
-  h->recyclable = NULL;
-  for (struct tp__region *r = h->regions, *next; r; r = next) {
-    next = r->next;
-    struct tp__bitpair *bits = tp__region_bits(h, r);
-    for (size_t w = h->first_word; w < h->nwords; w++) {
-      uint64_t s = bits[w].start, mk = bits[w].mark;
-      freed += (uint64_t)__builtin_popcountll(s & ~mk);
-      bits[w].start = s & mk;
-      bits[w].mark = 0;
-    }
-    uint8_t *lines = tp__region_lines(h, r);
-    uint32_t nfree = 0;
-    for (uint32_t i = h->first_line; i < h->nlines; i++) {
-      if (lines[i] == epoch) continue;
-      lines[i] = 0;
-      nfree++;
-      TP_POISON((char *)r + ((size_t)i << TP__LINE_SHIFT), TP__LINE); /* ASan only */
-    }
-    if (nfree == data_lines) {
-      /* No live line: the whole region goes back to the pool. */
-      TP__LIST_UNLINK(h->regions, r, prev, next);
-      tp__map_clear_range(h, (uintptr_t)r, h->region_size);
-      r->rnext = rel->regions;
-      rel->regions = r;
-      released++;
-    } else if (nfree) {
-      r->rnext = h->recyclable;
-      h->recyclable = r;
-    }
-  }
-  for (struct tp__large *l = h->large, *next; l; l = next) {
-    next = l->next;
-    if (l->marked) {
-      l->marked = 0;
-      continue;
-    }
-    TP__LIST_UNLINK(h->large, l, prev, next);
-    tp__map_clear_range(h, (uintptr_t)l, l->map_bytes);
-    tp__counter_add(&h->nlarge, -1);
-    tp__counter_add(&h->large_map_bytes, -(int64_t)l->map_bytes);
-    l->next = rel->large;
-    rel->large = l;
-    freed++;
-  }
-  tp__counter_add(&h->objs_freed, (int64_t)freed);
-  tp__counter_add(&h->nregions, -(int64_t)released);
-  tp__counter_add(&h->regions_released, (int64_t)released);
-}
-
-/* ---- pacing ----------------------------------------------------------------------- */
-
-static uint64_t sat_add(uint64_t a, uint64_t b) { return a + b < a ? UINT64_MAX : a + b; }
-
-void tp__gc_pace(tp_heap *h) {
-  uint64_t live = tp__counter_get(&h->live_bytes);
-  uint64_t goal = UINT64_MAX;
-  if (h->trigger_percent) {
-    /* live * percent / 100 without overflow for any live below 2^57. */
-    uint64_t grow = live / 100 * h->trigger_percent + live % 100 * h->trigger_percent / 100;
-    goal = sat_add(live, grow);
-  }
-  if (h->memory_limit) {
-    /* Like GOMEMLIMIT: leave room for what is mapped but not in objects
-     * (fragmentation, cached regions, metadata), but never closer to the
-     * live heap than 1/16 of it or four regions (a soft limit: over it
-     * the heap collects often, it does not fail). */
-    uint64_t sys = tp__gc_heap_sys(h);
-    uint64_t alloc = tp__heap_alloc_now(h);
-    uint64_t overhead = sys > alloc ? sys - alloc : 0;
-    uint64_t lgoal = h->memory_limit > overhead ? h->memory_limit - overhead : 0;
-    uint64_t floor = live + (live / 16 > 4 * h->region_size ? live / 16 : 4 * h->region_size);
-    if (lgoal < floor) lgoal = floor;
-    if (lgoal < goal) goal = lgoal;
-  }
-  if (goal != UINT64_MAX) {
-    if (goal < h->min_heap) goal = h->min_heap;
-    /* At least a region above live: a goal at live (live * percent / 100
-     * rounds to 0, min_heap <= live) would make every allocation after a
-     * collection collect again, forever. A region is also the pacer's
-     * resolution (heap_alloc lags by a buffer per thread). */
-    uint64_t least = sat_add(live, h->region_size);
-    if (goal < least) goal = least;
-  }
-  __atomic_store_n(&h->next_gc, goal, __ATOMIC_RELAXED);
-}
-
-/* Gives empty pool memory back to the OS now (memory_limit). Call with no
- * lock held. */
-static void trim(tp_heap *h) {
-  size_t retain = 0;
-  pthread_mutex_lock(&tp__pool_pass_lock);
-  tp__pool_scavenge(h->pool);
-  tp__pool_release_empty(h->pool, tp__now_ms_coarse(), 0, &retain);
-  pthread_mutex_unlock(&tp__pool_pass_lock);
-}
-
-/* ---- stopping the world -------------------------------------------------------------- */
-
-static bool all_stopped(const tp_heap *h, const tp__mut *self) {
-  for (const tp__mut *m = h->muts; m; m = m->next)
-    if (m != self && m->state == TP__MS_RUNNING) return false;
-  return true;
-}
-
-static void wait_all_stopped(tp_heap *h, tp__mut *self) {
-  bool warned = false;
-  while (!all_stopped(h, self)) {
-    struct timespec ts = tp__deadline_ms(10000);
-    if (pthread_cond_timedwait(&h->cv_parked, &h->sp_lock, &ts) == ETIMEDOUT && !warned) {
-      unsigned n = 0;
-      for (const tp__mut *m = h->muts; m; m = m->next)
-        if (m != self && m->state == TP__MS_RUNNING) n++;
-      fprintf(stderr,
-              "tidepool: tp_heap_collect: waited 10 s for %u attached thread(s) to reach a "
-              "safepoint (a thread that blocks must use tp_heap_blocking_enter/_leave; see "
-              "docs/gc.md)\n",
-              n);
-      warned = true;
-    }
-  }
-}
-
-/* Parks running mutator m (stack scanned from sp down) until the collection
- * in progress has ended. Also stays if the next collection started before
- * it woke: that collector already counted it as stopped. Caller holds
- * sp_lock, a collection is in progress. */
-static void park_locked(tp_heap *h, tp__mut *m, char *sp) {
-  uint64_t epoch = h->stw_epoch;
-  m->scan_lo = sp;
-  m->state = TP__MS_PARKED;
-  tp__lo_wait(TP__LO_WAIT_COLLECTION, &h->sp_lock, tp_epoch_in_section());
-  pthread_cond_broadcast(&h->cv_parked);
-  while (h->stw_epoch == epoch || __atomic_load_n(&h->stw, __ATOMIC_RELAXED))
-    pthread_cond_wait(&h->cv_resume, &h->sp_lock);
-  m->state = TP__MS_RUNNING;
-}
-
-/* Never reached by the collecting thread while its collection runs: trace
- * callbacks may not call into the heap, and finalizers run after the
- * restart. */
-TP_NOINLINE static void park_inner(tp_heap *h, tp__mut *m) {
-  char *sp = tp__current_sp();
-  pthread_mutex_lock(&h->sp_lock);
-  if (__atomic_load_n(&h->stw, __ATOMIC_RELAXED) && m->state == TP__MS_RUNNING)
-    park_locked(h, m, sp);
-  pthread_mutex_unlock(&h->sp_lock);
-}
-
-TP_NOINLINE void tp__gc_park(tp_heap *h, tp__mut *m) {
-  TP__WITH_REGS_SPILLED(park_inner(h, m));
-}
-
-/* ---- the collection ------------------------------------------------------------------ */
-
-/* Frees the records of threads that exited (h->lock held, world stopped). */
-static void reap_records(tp_heap *h) {
-  pthread_mutex_lock(&h->sp_lock);
-  for (tp__mut *m = h->muts, *next; m; m = next) {
-    next = m->next;
-    /* acquire: pairs with the exiting thread's CAS; its writes are done. */
-    if (__atomic_load_n(&m->owner, __ATOMIC_ACQUIRE) != TP__OWNER_THREAD_GONE) continue;
-    tp__mut_unlink(h, m);
-    free(m);
-  }
-  pthread_mutex_unlock(&h->sp_lock);
-}
-
-static void mark_and_sweep(tp_heap *h, struct release *rel) {
-  uint64_t t0 = tp__now_ns();
+/* Retires every attached thread's allocation buffers (world stopped,
+ * h->lock held): from here on what they allocate starts in new holes. */
+static void retire_all(tp_heap *h) {
   for (tp__mut *m = h->muts; m; m = m->next)
     if (m->state != TP__MS_DETACHED) tp__gc_retire_tlab(h, m);
-  reap_records(h);
+}
 
-  /* The gray stack: mapped at the first collection; a small one on this
-   * stack if that fails (overflow handling keeps marking correct). */
-  uintptr_t fallback[64];
+/* Starts a mark in *mk (world stopped, h->lock held): the gray stack,
+ * mapped at the first collection (the heap's small fallback array if that
+ * fails: overflow handling keeps marking correct), a new epoch, and the
+ * regions and large objects that exist now. */
+static void mark_begin(tp_heap *h, struct tp__marker *mk) {
   size_t gbytes = tp__round_up(h->gray_cap * sizeof(void *), tp__os_page_size());
   if (!h->gray && (h->gray = tp__os_map(gbytes, 0)))
     tp__counter_add(&h->meta_bytes, (int64_t)gbytes);
   h->mark_epoch = (uint8_t)(h->mark_epoch % 255 + 1);
-  struct marker mk = {.h = h, .lo = h->lo, .span = h->hi - h->lo, .epoch = h->mark_epoch};
+  *mk = (struct tp__marker){.h = h, .lo = h->lo, .span = h->hi - h->lo, .epoch = h->mark_epoch,
+                            .regions = h->regions, .large = h->large};
   if (h->gray) {
-    mk.st = (uintptr_t *)h->gray;
-    mk.cap = h->gray_cap;
+    mk->st = (uintptr_t *)h->gray;
+    mk->cap = h->gray_cap;
   } else {
-    mk.st = fallback;
-    mk.cap = sizeof fallback / sizeof fallback[0];
+    mk->st = h->gray_fallback;
+    mk->cap = sizeof h->gray_fallback / sizeof h->gray_fallback[0];
   }
+}
 
-  visit_roots(&mk);
-  drain_overflow(&mk);
-
-  /* Weak references die with their target's reachability from the roots. */
-  for (tp_weak *w = h->weaks; w; w = w->next) {
-    void *t = __atomic_load_n(&w->target, __ATOMIC_RELAXED);
-    /* release: a later tp_weak_get that reads NULL also sees the sweep. */
-    if (t && !is_marked(h, (uintptr_t)t)) __atomic_store_n(&w->target, NULL, __ATOMIC_RELEASE);
+/* Sweeps what a concurrent cycle left unswept (a fork child's heap). */
+static void finish_sweep(tp_heap *h, struct tp__release *rel) {
+  while (!tp__gc_sweep_some(h, SIZE_MAX, rel)) {
   }
+}
 
-  /* Unreachable objects with a finalizer: queue them, keep them and what
-   * they reach alive until the finalizer has run. */
-  size_t keep = 0;
-  uint64_t queued = 0;
-  for (size_t i = 0; i < h->nfin; i++) {
-    void *obj = h->fin_objs[i];
-    if (is_marked(h, (uintptr_t)obj)) {
-      h->fin_objs[keep++] = obj;
-      continue;
-    }
-    if (finq_push(h, obj))
-      queued++;
-    else
-      h->fin_objs[keep++] = obj; /* no memory for the queue: next time */
-    mark_addr(&mk, (uintptr_t)obj);
-  }
-  h->nfin = keep;
-  tp__counter_add(&h->fin_pending, (int64_t)queued);
-  drain_overflow(&mk);
+static void record_pause(tp_heap *h, uint64_t pause) {
+  tp__counter_add(&h->pause_total, (int64_t)pause);
+  __atomic_store_n(&h->last_pause, pause, __ATOMIC_RELAXED);
+  if (pause > tp__counter_get(&h->pause_max)) __atomic_store_n(&h->pause_max, pause, __ATOMIC_RELAXED);
+}
+
+/* ---- stop-the-world: the fallback without a marker thread -------------------- */
+
+static void mark_and_sweep(tp_heap *h, struct tp__release *rel) {
+  uint64_t t0 = tp__now_ns();
+  retire_all(h);
+  tp__mut_reap(h);
+  finish_sweep(h, rel);
+  struct tp__marker mk;
+  mark_begin(h, &mk);
+
+  tp__mark_roots(&mk);
+  tp__mark_drain_all(&mk);
+
+  tp__gc_clear_weaks(h);
+  tp__gc_queue_finalizers(h, &mk);
+  tp__mark_drain_all(&mk);
   if (mk.any_overflow) tp__counter_add(&h->overflows, 1);
 
   uint64_t t1 = tp__now_ns();
-  if (h->checkmark) checkmark(h);
+  if (h->checkmark) tp__gc_checkmark(h, false);
   uint64_t t2 = tp__now_ns();
-  sweep(h, mk.epoch, rel);
+  tp__gc_sweep(h, mk.epoch, rel);
   uint64_t t3 = tp__now_ns();
 
   __atomic_store_n(&h->live_bytes, mk.bytes, __ATOMIC_RELAXED);
@@ -752,10 +143,10 @@ TP_NOINLINE static bool collect_inner(tp_heap *h, tp__mut *self) {
   char *sp = tp__current_sp();
   uint64_t t0 = tp__now_ns();
   pthread_mutex_lock(&h->sp_lock);
-  if (__atomic_load_n(&h->stw, __ATOMIC_RELAXED)) {
+  if (tp__stw_wanted(h)) {
     /* Another thread is collecting: stop for it (or, unattached, wait). */
     if (self && self->state == TP__MS_RUNNING) {
-      park_locked(h, self, sp);
+      tp__mut_park_locked(h, self, sp);
     } else {
       uint64_t epoch = h->stw_epoch;
       while (h->stw_epoch == epoch) pthread_cond_wait(&h->cv_resume, &h->sp_lock);
@@ -765,41 +156,30 @@ TP_NOINLINE static bool collect_inner(tp_heap *h, tp__mut *self) {
   }
   /* relaxed: the fast paths only need to see it eventually; everything
    * else reads it under sp_lock. */
-  __atomic_store_n(&h->stw, 1, __ATOMIC_RELAXED);
+  __atomic_fetch_or(&h->flags, TP__F_STW, __ATOMIC_RELAXED);
   if (self) self->scan_lo = sp;
-  wait_all_stopped(h, self);
+  tp__gc_wait_all_stopped(h, self);
   pthread_mutex_unlock(&h->sp_lock);
 
-  struct release rel = {NULL, NULL};
+  struct tp__release rel = {NULL, NULL};
   pthread_mutex_lock(&h->lock);
   mark_and_sweep(h, &rel);
   pthread_mutex_unlock(&h->lock);
 
   pthread_mutex_lock(&h->sp_lock);
-  __atomic_store_n(&h->stw, 0, __ATOMIC_RELAXED);
+  __atomic_fetch_and(&h->flags, ~TP__F_STW, __ATOMIC_RELAXED);
+  if (__atomic_load_n(&h->phase, __ATOMIC_RELAXED) == TP__PH_SWEEP) /* finish_sweep did it */
+    __atomic_store_n(&h->phase, TP__PH_IDLE, __ATOMIC_RELAXED);
   h->stw_epoch++;
   pthread_cond_broadcast(&h->cv_resume);
   pthread_mutex_unlock(&h->sp_lock);
 
-  uint64_t pause = tp__now_ns() - t0;
-  tp__counter_add(&h->pause_total, (int64_t)pause);
-  __atomic_store_n(&h->last_pause, pause, __ATOMIC_RELAXED);
-  if (pause > tp__counter_get(&h->pause_max)) __atomic_store_n(&h->pause_max, pause, __ATOMIC_RELAXED);
+  record_pause(h, tp__now_ns() - t0);
   tp__counter_add(&h->num_gc, 1);
 
-  /* Give memory back outside every heap lock (the pool's locks rank
-   * below the heap's) and after the world restarted. */
-  for (struct tp__region *r = rel.regions, *next; r; r = next) {
-    next = r->rnext;
-    TP_UNPOISON(r, h->region_size);
-    tp_pool_put(h->pool, r);
-  }
-  for (struct tp__large *l = rel.large, *next; l; l = next) {
-    next = l->next;
-    tp__os_unmap(l, l->map_bytes);
-  }
+  tp__gc_release(h, &rel);
   if (h->memory_limit && tp__gc_heap_sys(h) > h->memory_limit) {
-    trim(h);
+    tp__gc_trim(h);
     tp__gc_pace(h);
   }
   return true;
@@ -809,4 +189,309 @@ TP_NOINLINE bool tp__gc_collect(tp_heap *h, tp__mut *self) {
   bool r;
   TP__WITH_REGS_SPILLED(r = collect_inner(h, self));
   return r;
+}
+
+
+/* ---- the concurrent cycle ----------------------------------------------------------------- */
+
+static bool stop_requested(tp_heap *h) { return __atomic_load_n(&h->marker_stop, __ATOMIC_RELAXED); }
+
+/* Stops every attached thread (the marker is not one). Another thread's
+ * stop-the-world collection in progress is waited out first. */
+static void stop_world(tp_heap *h) {
+  pthread_mutex_lock(&h->sp_lock);
+  while (tp__stw_wanted(h)) pthread_cond_wait(&h->cv_resume, &h->sp_lock);
+  __atomic_fetch_or(&h->flags, TP__F_STW, __ATOMIC_RELAXED);
+  tp__gc_wait_all_stopped(h, NULL);
+  pthread_mutex_unlock(&h->sp_lock);
+}
+
+/* Restarts the world with flags `flags` (TP__F_MARK or 0) and phase
+ * `phase`. Both change while every attached thread is stopped, and each
+ * takes sp_lock to resume: the relaxed flag tests of the fast paths and
+ * the barrier see the new value from their first step on. */
+static void restart_world(tp_heap *h, uint32_t flags, int phase) {
+  pthread_mutex_lock(&h->sp_lock);
+  __atomic_store_n(&h->flags, flags, __ATOMIC_RELAXED);
+  __atomic_store_n(&h->phase, phase, __ATOMIC_RELAXED);
+  h->stw_epoch++;
+  pthread_cond_broadcast(&h->cv_resume);
+  pthread_mutex_unlock(&h->sp_lock);
+}
+
+static void pause1(tp_heap *h, struct tp__release *rel) {
+  uint64_t t0 = tp__now_ns();
+  stop_world(h);
+  pthread_mutex_lock(&h->lock);
+  retire_all(h);
+  tp__mut_reap(h);
+  finish_sweep(h, rel); /* normally done: the previous cycle swept */
+  h->black_from = tp__counter_get(&h->total_alloc);
+  mark_begin(h, &h->mk);
+  /* MARK from here, under h->lock: a fork child (its prepare handler takes
+   * h->lock) sees the mark begun and abandons it (gc/heap.c). */
+  __atomic_store_n(&h->phase, TP__PH_MARK, __ATOMIC_RELAXED);
+  /* Shade the roots: mark and push, no tracing in the pause. */
+  tp__mark_roots(&h->mk);
+  /* Registered arenas (issue 12 item 5) are roots like ranges and are
+   * shaded here too, from tp__mark_roots: that is where their scan goes. */
+  pthread_mutex_unlock(&h->lock);
+  restart_world(h, TP__F_MARK, TP__PH_MARK);
+  record_pause(h, tp__now_ns() - t0);
+}
+
+/* Drains the gray stack, the overflow pass and the pushed SATB chunks
+ * until all are empty. false if tp_heap_destroy asked the marker to stop. */
+static bool mark_concurrently(tp_heap *h) {
+  for (;;) {
+    if (stop_requested(h)) return false;
+    tp__mark_drain_all(&h->mk);
+    struct tp__satb *list = tp__satb_take(h);
+    if (!list) return true;
+    tp__mark_satb_list(&h->mk, list);
+  }
+}
+
+/* The values the mutators logged and did not push: each record's chunk
+ * (its thread is stopped) and the shared one. */
+static void mark_unpushed(tp_heap *h) {
+  for (tp__mut *m = h->muts; m; m = m->next) {
+    struct tp__satb *c = m->satb;
+    if (!c) continue;
+    for (size_t i = 0; i < c->n; i++) tp__mark_visit(&h->mk, c->v[i]);
+    c->n = 0;
+  }
+  pthread_mutex_lock(&h->satb_lock);
+  struct tp__satb *c = h->satb_shared;
+  if (c) {
+    for (size_t i = 0; i < c->n; i++) tp__mark_visit(&h->mk, c->v[i]);
+    c->n = 0;
+  }
+  pthread_mutex_unlock(&h->satb_lock);
+}
+
+static void pause2(tp_heap *h, uint64_t mark_t0) {
+  uint64_t t0 = tp__now_ns();
+  stop_world(h);
+  pthread_mutex_lock(&h->lock);
+  struct tp__marker *mk = &h->mk;
+  mark_unpushed(h);
+  for (;;) {
+    tp__mark_drain_all(mk);
+    struct tp__satb *list = tp__satb_take(h);
+    if (!list) break;
+    tp__mark_satb_list(mk, list);
+  }
+  retire_all(h);
+  /* Everything allocated since pause 1 was born black. */
+  uint64_t black = tp__counter_get(&h->total_alloc) - h->black_from;
+  tp__gc_clear_weaks(h);
+  tp__gc_queue_finalizers(h, mk);
+  tp__mark_drain_all(mk);
+  if (mk->any_overflow) tp__counter_add(&h->overflows, 1);
+  uint64_t t1 = tp__now_ns();
+  if (h->checkmark) tp__gc_checkmark(h, true);
+
+  /* heap_live: what the mark found reachable from the snapshot. What was
+   * allocated while it marked (born black, kept by this sweep) counts as
+   * allocated since the collection, so heap_alloc stays exact, and the
+   * next goal grows from the live heap, not from the garbage allocated
+   * during the mark (which would inflate every goal by it). */
+  __atomic_store_n(&h->live_bytes, mk->bytes, __ATOMIC_RELAXED);
+  __atomic_store_n(&h->live_objs, mk->objs, __ATOMIC_RELAXED);
+  __atomic_store_n(&h->alloc_since, black, __ATOMIC_RELAXED);
+  tp__counter_add(&h->mark_ns, (int64_t)(t1 - mark_t0));
+  tp__counter_add(&h->num_gc, 1); /* with the new goal, while all are stopped */
+  tp__gc_sweep_begin(h, mk->epoch);
+  tp__gc_pace(h);
+  pthread_mutex_unlock(&h->lock);
+  restart_world(h, 0, TP__PH_SWEEP);
+  record_pause(h, tp__now_ns() - t0);
+}
+
+/* Sweeps 16 regions per h->lock hold, giving memory back between. */
+static void sweep_concurrently(tp_heap *h) {
+  uint64_t t0 = tp__now_ns();
+  for (bool done = false; !done;) {
+    struct tp__release rel = {NULL, NULL};
+    pthread_mutex_lock(&h->lock);
+    done = tp__gc_sweep_some(h, 16, &rel);
+    pthread_mutex_unlock(&h->lock);
+    tp__gc_release(h, &rel);
+    if (stop_requested(h)) return;
+  }
+  tp__counter_add(&h->sweep_ns, (int64_t)(tp__now_ns() - t0));
+  if (h->memory_limit && tp__gc_heap_sys(h) > h->memory_limit) tp__gc_trim(h);
+  tp__gc_pace(h);
+}
+
+/* A mark that tp_heap_destroy interrupted: the barrier goes off, so its
+ * own finalizers run in a heap that is not marking. */
+static void abandon_mark(tp_heap *h) {
+  stop_world(h);
+  restart_world(h, 0, TP__PH_IDLE);
+}
+
+static void run_cycle(tp_heap *h) {
+  struct tp__release rel = {NULL, NULL};
+  pause1(h, &rel);
+  tp__gc_release(h, &rel);
+  uint64_t t0 = tp__now_ns();
+  if (!mark_concurrently(h)) {
+    abandon_mark(h);
+    return;
+  }
+  pause2(h, t0);
+  sweep_concurrently(h);
+  pthread_mutex_lock(&h->sp_lock);
+  __atomic_store_n(&h->phase, TP__PH_IDLE, __ATOMIC_RELAXED);
+  h->cycles_done++;
+  pthread_cond_broadcast(&h->cv_cycle);
+  pthread_mutex_unlock(&h->sp_lock);
+}
+
+static void *marker_main(void *arg) {
+  tp_heap *h = arg;
+  pthread_mutex_lock(&h->sp_lock);
+  for (;;) {
+    while (!h->marker_stop && h->cycles_req == h->cycles_started)
+      pthread_cond_wait(&h->cv_marker, &h->sp_lock);
+    if (h->marker_stop) break;
+    h->cycles_started++;
+    pthread_mutex_unlock(&h->sp_lock);
+    run_cycle(h);
+    pthread_mutex_lock(&h->sp_lock);
+  }
+  pthread_mutex_unlock(&h->sp_lock);
+  return NULL;
+}
+
+/* Starts the marker thread if it is not running (sp_lock held). */
+static bool ensure_marker(tp_heap *h) {
+  if (h->marker_running) return true;
+  if (h->marker_stop) return false; /* tp_heap_destroy */
+#if defined(__SANITIZE_THREAD__)
+  /* ThreadSanitizer cannot start threads in the child of a multi-threaded
+   * fork (it reports the new thread's reused id): a child process collects
+   * stop-the-world there. */
+  if (__atomic_load_n(&tp__gc_forked, __ATOMIC_RELAXED)) return false;
+#endif
+  /* Its own stack, mapped here: glibc never gives a stack the program
+   * provided to another thread, so in a fork child (where the marker does
+   * not exist but its stack would otherwise be reclaimed for reuse) no new
+   * thread takes the marker's thread id, which ThreadSanitizer rejects. */
+  if (!h->marker_stack && !(h->marker_stack = tp__os_map(TP__MARKER_STACK, 0))) return false;
+  pthread_attr_t attr;
+  if (pthread_attr_init(&attr) != 0) return false;
+  pthread_attr_setstack(&attr, h->marker_stack, TP__MARKER_STACK);
+  sigset_t all, old;
+  sigfillset(&all);
+  pthread_sigmask(SIG_SETMASK, &all, &old); /* the marker takes no signal */
+  int rc = tp__pthread_create(&h->marker_tid, &attr, marker_main, h);
+  pthread_sigmask(SIG_SETMASK, &old, NULL);
+  pthread_attr_destroy(&attr);
+  if (rc != 0) return false;
+  h->marker_running = true;
+  return true;
+}
+
+void tp__gc_stop_marker(tp_heap *h) {
+  pthread_mutex_lock(&h->sp_lock);
+  bool running = h->marker_running;
+  __atomic_store_n(&h->marker_stop, true, __ATOMIC_RELAXED);
+  if (running) pthread_cond_signal(&h->cv_marker);
+  pthread_mutex_unlock(&h->sp_lock);
+  if (!running) return;
+  /* An attached caller waits as a blocking section: the marker may be
+   * stopping the world right now and must not wait for it. */
+  tp__mut *m = tp__find_mut(h);
+  bool blocking = m && m->attach_depth && m->state == TP__MS_RUNNING;
+  if (blocking) tp_heap_blocking_enter(h);
+  pthread_join(h->marker_tid, NULL);
+  if (blocking) tp_heap_blocking_leave(h);
+  pthread_mutex_lock(&h->sp_lock);
+  h->marker_running = false; /* marker_stop stays: no marker again */
+  h->cycles_done = h->cycles_req = h->cycles_started;
+  pthread_cond_broadcast(&h->cv_cycle);
+  pthread_mutex_unlock(&h->sp_lock);
+}
+
+/* Waits until cycle `target` is done (sp_lock held). self (attached,
+ * running) waits as a blocking section, so the pauses do not wait for it;
+ * its buffers may be retired meanwhile. */
+static void wait_cycle(tp_heap *h, tp__mut *self, uint64_t target) {
+  if (self) {
+    pthread_mutex_unlock(&h->sp_lock);
+    tp_heap_blocking_enter(h);
+    pthread_mutex_lock(&h->sp_lock);
+  }
+  while (h->cycles_done < target) pthread_cond_wait(&h->cv_cycle, &h->sp_lock);
+  if (self) {
+    pthread_mutex_unlock(&h->sp_lock);
+    tp_heap_blocking_leave(h);
+    pthread_mutex_lock(&h->sp_lock);
+  }
+}
+
+/* A complete cycle that starts after now. false without a marker thread. */
+static bool collect_concurrent(tp_heap *h, tp__mut *self) {
+  pthread_mutex_lock(&h->sp_lock);
+  if (!ensure_marker(h)) {
+    pthread_mutex_unlock(&h->sp_lock);
+    return false;
+  }
+  uint64_t target = h->cycles_started + 1;
+  if (h->cycles_req < target) h->cycles_req = target;
+  pthread_cond_signal(&h->cv_marker);
+  wait_cycle(h, self, target);
+  pthread_mutex_unlock(&h->sp_lock);
+  return true;
+}
+
+uint64_t tp__gc_hard_limit(const tp_heap *h) {
+  uint64_t next = tp__counter_get(&h->next_gc), live = tp__counter_get(&h->live_bytes);
+  if (next == UINT64_MAX) return UINT64_MAX;
+  uint64_t grow = next > live ? next - live : 0;
+  if (grow < 4 * h->region_size) grow = 4 * h->region_size;
+  uint64_t hard = next + grow;
+  /* A memory_limit caps it (but never below the goal itself). */
+  if (h->memory_limit && hard > h->memory_limit) hard = next > h->memory_limit ? next : h->memory_limit;
+  return hard;
+}
+
+bool tp__gc_trigger(tp_heap *h, tp__mut *m) {
+  if (__atomic_load_n(&h->phase, __ATOMIC_RELAXED) == TP__PH_IDLE) {
+    pthread_mutex_lock(&h->sp_lock);
+    bool ok = ensure_marker(h);
+    /* No cycle asked for and not done yet (one that is asked for but has
+     * not reached pause 1 is still IDLE): ask for one. */
+    if (ok && h->cycles_req == h->cycles_done) {
+      h->cycles_req++;
+      pthread_cond_signal(&h->cv_marker);
+    }
+    pthread_mutex_unlock(&h->sp_lock);
+    if (!ok) {
+      tp__gc_collect(h, m); /* no marker thread: stop-the-world */
+      return true;
+    }
+  }
+  /* A cycle is asked for or runs. Past the hard limit, wait for it. */
+  if (tp__heap_alloc_now(h) < tp__gc_hard_limit(h)) return false;
+  pthread_mutex_lock(&h->sp_lock);
+  if (h->cycles_done < h->cycles_req) wait_cycle(h, m, h->cycles_req);
+  pthread_mutex_unlock(&h->sp_lock);
+  return true;
+}
+
+/* ---- tp_heap_collect ------------------------------------------------------------------- */
+
+void tp_heap_collect(tp_heap *h) {
+  if (!h || h->magic != TP__HEAP_MAGIC) {
+    errno = EINVAL;
+    return;
+  }
+  tp__mut *m = tp__find_mut(h);
+  tp__mut *self = m && m->attach_depth && m->state == TP__MS_RUNNING ? m : NULL;
+  if (!collect_concurrent(h, self)) tp__gc_collect(h, self);
+  tp__gc_after_collection(h);
 }

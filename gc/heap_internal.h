@@ -1,8 +1,8 @@
 /*
- * Internal: the tracing collector's structures, shared by gc/heap.c (the
- * API, allocation, threads, roots, weak references, stats) and
- * gc/collect.c (stopping the world, marking, verification, sweeping,
- * pacing).
+ * Internal: the tracing collector's structures and the functions its
+ * files share (gc/heap.c, map.c, mutators.c, alloc.c, roots.c, mark.c,
+ * weak.c, sweep.c, pacing.c, collect.c; docs/ARCHITECTURE.md lists what
+ * each holds). The marker's own state is in gc/mark_internal.h.
  *
  * Memory layout
  * -------------
@@ -86,6 +86,7 @@
 #define TP__REGION_DEFAULT ((size_t)256 << 10)
 #define TP__MIN_HEAP_DEFAULT ((size_t)4 << 20)
 #define TP__GRAY_DEFAULT ((size_t)64 << 10)
+#define TP__MARKER_STACK ((size_t)1 << 20)
 /* A removed root slot in h->roots (open addressing keeps probe chains). */
 #define TP__ROOT_TOMB ((void **)1)
 
@@ -102,7 +103,7 @@
 #define TP__USER_ADDR_BITS 47
 
 enum { TP__MS_RUNNING = 0, TP__MS_PARKED = 1, TP__MS_BLOCKING = 2, TP__MS_DETACHED = 3 };
-/* Who frees a thread record (see gc/heap.c). */
+/* Who frees a thread record (see gc/mutators.c). */
 enum { TP__OWNER_ALIVE = 0, TP__OWNER_THREAD_GONE = 1, TP__OWNER_HEAP_GONE = 2 };
 
 struct tp__bitpair {
@@ -120,6 +121,11 @@ struct tp__bitpair {
  *  - full: neither; it becomes recyclable or is released at a sweep.
  * Outside a collection, mark and pend bits are all zero, and every line
  * mark is 0 (free) or the live epoch; a free line holds no start bit.
+ * While a concurrent mark runs (gc/mark.c), regions created by the
+ * allocators are born with every mark bit set and every line at the
+ * mark's epoch ("allocate black"); between its end and the end of its
+ * sweep, the regions not yet swept are on h->sweep_regions, not
+ * h->regions.
  */
 struct tp__region {
   uint32_t magic;
@@ -158,10 +164,10 @@ _Static_assert(offsetof(struct tp__large, hdr) + 8 == sizeof(struct tp__large) &
  *    (the owner also reads its own state without it).
  *  - prev/next (h->muts, every record of the heap, any state): changed
  *    only with both h->lock and h->sp_lock held, so either lock suffices
- *    to walk the list; frozen while h->stw is set.
+ *    to walk the list; frozen while TP__F_STW is set.
  *  - heap: set at creation; pointed at a marker that is no heap when the
  *    heap is destroyed while the thread lives ("orphaned").
- *  - owner: TP__OWNER_*, changed once by CAS (see gc/heap.c).
+ *  - owner: TP__OWNER_*, changed once by CAS (see gc/mutators.c).
  */
 typedef struct tp__mut {
   tp_heap *heap;
@@ -180,6 +186,8 @@ typedef struct tp__mut {
   unsigned blocking_depth;
   char *scan_lo;           /* stopped: scan [scan_lo, stack_hi) */
   char *stack_hi;
+  struct tp__satb *satb;   /* SATB log (the owner; the collector when it
+                              is stopped; gc/barrier.c) */
   size_t nspill;           /* BLOCKING: words of the enter frame copied */
   uintptr_t spill[64];
   pthread_t tid;
@@ -198,12 +206,48 @@ struct tp__range {
   uintptr_t start, len;
 };
 
+/* A chunk of the SATB log: values overwritten by tp_heap_write while a
+ * mark runs (gc/barrier.c). */
+#define TP__SATB_N 254
+struct tp__satb {
+  struct tp__satb *next;
+  size_t n;
+  uintptr_t v[TP__SATB_N];
+};
+
+/* h->flags: what makes the allocation fast path and the write barrier
+ * leave their fast paths. TP__F_MARK is the public TP__HEAP_MARKING. */
+#define TP__F_STW 1u  /* a collection wants the threads stopped */
+#define TP__F_MARK TP__HEAP_MARKING /* a concurrent mark runs: barrier on */
+
+/* h->phase */
+enum { TP__PH_IDLE = 0, TP__PH_MARK = 1, TP__PH_SWEEP = 2 };
+
+/* The marker's state: on the heap (the concurrent mark keeps it from
+ * pause 1 to pause 2) or on the stack (stop-the-world, checkmark). */
+struct tp__marker {
+  tp_heap *h;
+  uintptr_t lo, span; /* [h->lo, h->hi) when the mark started */
+  uintptr_t *st;      /* the gray stack (payload addresses) */
+  size_t top, cap;
+  struct tp__region *regions; /* the overflow pass's regions: h->regions */
+  struct tp__large *large;    /*  and h->large when the mark started */
+  bool check;         /* checkmark traversal (growable stack) */
+  bool lenient;       /* checkmark of a concurrent mark, now scanning a
+                         stack: an unmarked target is a stale word */
+  bool concurrent;    /* checkmark of a concurrent mark */
+  bool overflowed;    /* pend bits set since the last overflow round */
+  bool any_overflow;  /* ... ever in this collection */
+  uint8_t epoch;
+  uint64_t bytes, objs;
+};
+
 struct tp_heap {
-  /* ---- read on every allocation; immutable after create except stw ---- */
-  uint32_t magic;
-  uint32_t stw;          /* a collection wants the threads stopped
-                            (written under sp_lock; read relaxed by the
-                            fast path, which then takes the slow path) */
+  /* ---- read on every allocation; immutable after create except flags ---- */
+  uint32_t magic;        /* first two words: struct tp__heap_head (gc.h) */
+  uint32_t flags;        /* TP__F_STW | TP__F_MARK (written under sp_lock;
+                            read relaxed by the fast paths and the
+                            barrier, which then take their slow paths) */
   uintptr_t region_mask; /* ~(region_size - 1) */
   size_t region_size;
   unsigned region_shift;
@@ -216,6 +260,7 @@ struct tp_heap {
   unsigned trigger_percent;
   size_t min_heap, memory_limit, gray_cap;
   bool checkmark;
+  bool nobarrier;        /* TIDEPOOL_GC_NOBARRIER (debug) */
 
   /* ---- under lock ---- */
   pthread_mutex_t lock __attribute__((aligned(TP_CACHELINE)));
@@ -238,6 +283,28 @@ struct tp_heap {
   void **gray;                   /* the gray stack (mapped at first use) */
   uint8_t mark_epoch;            /* line mark of the current/last mark */
   bool destroying;
+  struct tp__region *sweep_regions; /* not yet swept (the marker thread) */
+  struct tp__large *sweep_large;
+  uint8_t sweep_epoch;
+
+  /* ---- the concurrent cycle (gc/collect.c) ---- */
+  struct tp__marker mk;          /* the marker thread's, pause 1 .. pause 2 */
+  uintptr_t gray_fallback[64];   /* its gray stack if none could be mapped */
+  uint64_t black_from;           /* total_alloc at pause 1 */
+  void *marker_stack;            /* its stack (TP__MARKER_STACK bytes) */
+  pthread_t marker_tid;          /* the marker thread (sp_lock): */
+  bool marker_running, marker_stop;
+  int phase;                     /* TP__PH_* (sp_lock; read relaxed) */
+  uint64_t cycles_req, cycles_started, cycles_done; /* sp_lock */
+  pthread_cond_t cv_marker;      /* the marker waits for work */
+  pthread_cond_t cv_cycle;       /* cycles_done advanced */
+
+  /* ---- the SATB log (gc/barrier.c) ---- */
+  struct tp__satb *satb_full;    /* Treiber stack: full chunks for the
+                                    marker (lock-free push, exchange pop) */
+  pthread_mutex_t satb_lock;     /* satb_free, satb_shared */
+  struct tp__satb *satb_free;    /* chunks the marker gave back */
+  struct tp__satb *satb_shared;  /* the log of unattached writers */
 
   /* ---- the safepoint handshake (sp_lock) ---- */
   pthread_mutex_t sp_lock __attribute__((aligned(TP_CACHELINE)));
@@ -291,8 +358,84 @@ static inline uint64_t tp__heap_alloc_now(const tp_heap *h) {
 static inline void *tp__map_get(const tp_heap *h, uintptr_t a) {
   if (a >> TP__USER_ADDR_BITS) return NULL;
   uintptr_t key = a >> h->region_shift;
-  void **l2 = h->map_l1[key >> TP__MAP_L2_BITS];
-  return l2 ? l2[key & (((uintptr_t)1 << TP__MAP_L2_BITS) - 1)] : NULL;
+  /* acquire (both): pairs with tp__map_set_range's release stores, so a
+   * concurrent marker that finds a region created after its mark began
+   * also sees the region's header and bitmaps as initialized. */
+  void **l2 = __atomic_load_n(&h->map_l1[key >> TP__MAP_L2_BITS], __ATOMIC_ACQUIRE);
+  return l2 ? __atomic_load_n(&l2[key & (((uintptr_t)1 << TP__MAP_L2_BITS) - 1)],
+                              __ATOMIC_ACQUIRE)
+            : NULL;
+}
+
+/* A region's start bit word w: loaded with acquire, because allocators
+ * set start bits while a concurrent mark runs (in regions born black) and
+ * publish them with release after writing the object's header. */
+static inline uint64_t tp__start_word(const struct tp__bitpair *bp) {
+  return __atomic_load_n(&bp->start, __ATOMIC_ACQUIRE);
+}
+
+/* Whether a collection wants the threads stopped (relaxed: a hint; the
+ * slow paths re-check under sp_lock). */
+static inline bool tp__stw_wanted(const tp_heap *h) {
+  return __atomic_load_n(&h->flags, __ATOMIC_RELAXED) & TP__F_STW;
+}
+
+/* The longest backward search for a small object's start bit: one bitmap word
+ * covers 64 granules (1 KiB), and a small object spans at most small_max bytes. */
+static inline size_t tp__max_back_words(const tp_heap *h) {
+  return h->small_max / (64 * TP__GRAN) + 1;
+}
+
+/* The object containing address a: returns its payload and sets *rp and
+ * *gp (start granule) for a small object, *lp for a large one; 0 if a is
+ * in no object of h. O(1): one map lookup, then a backward search over at
+ * most tp__max_back_words(h) bitmap words. */
+static inline uintptr_t tp__find_obj(const tp_heap *h, uintptr_t a, struct tp__region **rp,
+                                     struct tp__large **lp, size_t *gp) {
+  void *e = tp__map_get(h, a);
+  if (!e) return 0;
+  if ((uintptr_t)e & 1) {
+    struct tp__large *l = (struct tp__large *)((uintptr_t)e & ~(uintptr_t)1);
+    uintptr_t p = (uintptr_t)(l + 1);
+    if (a < p || a >= p + l->payload) return 0;
+    *lp = l;
+    *rp = NULL;
+    return p;
+  }
+  struct tp__region *r = e;
+  uintptr_t base = (uintptr_t)r;
+  if (a < base + h->data_off + 8) return 0;
+  size_t g = (size_t)(a - 8 - base) >> TP__GRAN_SHIFT;
+  size_t w = g >> 6;
+  const struct tp__bitpair *bits = tp__region_bits(h, r);
+  uint64_t sw = tp__start_word(&bits[w]);
+  if (((sw >> (g & 63)) & 1) && a == base + (g << TP__GRAN_SHIFT) + 16) {
+    /* A pointer to the payload start of an object (the precise case):
+     * inside it whatever its size, so its header is not read here. */
+    *rp = r;
+    *lp = NULL;
+    *gp = g;
+    return a;
+  }
+  /* Bits at or below g (g & 63 == 63: all of them; the shift wraps to 0). */
+  uint64_t word = sw & ((((uint64_t)2) << (g & 63)) - 1);
+  if (!word) {
+    size_t back = tp__max_back_words(h);
+    size_t wmin = w > back ? w - back : 0;
+    if (wmin < h->first_word) wmin = h->first_word;
+    do {
+      if (w <= wmin) return 0;
+      word = tp__start_word(&bits[--w]);
+    } while (!word);
+  }
+  size_t gs = (w << 6) + 63 - (size_t)__builtin_clzll(word);
+  uintptr_t hp = base + (gs << TP__GRAN_SHIFT) + 8;
+  uintptr_t hdr = *(const uintptr_t *)hp;
+  if (a >= hp + ((hdr >> TP__HDR_K_SHIFT) << TP__GRAN_SHIFT)) return 0;
+  *rp = r;
+  *lp = NULL;
+  *gp = gs;
+  return hp + 8;
 }
 
 /* Takes m off h->muts (caller holds what the list's writers hold: h->lock
@@ -322,7 +465,51 @@ static inline char *tp__current_sp(void) {
     __asm__ volatile("" ::: "memory");                                               \
   } while (0)
 
-/* ---- between heap.c and collect.c ---------------------------------------- */
+/* ---- between the gc/ files --------------------------------------------- */
+
+/* The calling thread's record used last (the allocation fast path's cache;
+ * gc/mutators.c), and whether it is running finalizers (gc/weak.c). Only
+ * the thread itself touches them. */
+extern __thread tp__mut *tp__tls_mut;
+extern __thread int tp__tls_in_finalizers;
+
+/* gc/mutators.c: thread records, attach/detach, safepoints, blocking
+ * sections and stopping the world. */
+
+/* Once per process (from tp_heap_create): the thread-exit key and the
+ * blocking hooks of the other layers. */
+void tp__mut_init_once(void);
+
+/* The calling thread's record for h, or NULL. Frees orphans it passes. */
+tp__mut *tp__find_mut(tp_heap *h);
+
+/* Creates the calling thread's record for h (detached). NULL + ENOMEM. */
+tp__mut *tp__mut_create(tp_heap *h);
+
+/* Detached -> attached (depth 1). */
+void tp__mut_attach(tp_heap *h, tp__mut *m);
+
+/* Frees a record and its SATB chunk. */
+void tp__mut_free(tp__mut *m);
+
+/* Unlinks m (a record of the calling thread) from its list and frees it. */
+void tp__mut_free_own(tp__mut *m);
+
+/* Frees the records of threads that exited (h->lock held, world stopped). */
+void tp__mut_reap(tp_heap *h);
+
+/* Parks running mutator m (stack scanned from sp down) until the
+ * collection in progress has ended (sp_lock held). */
+void tp__mut_park_locked(tp_heap *h, tp__mut *m, char *sp);
+
+/* Waits (sp_lock held) until every attached thread but self is stopped. */
+void tp__gc_wait_all_stopped(tp_heap *h, tp__mut *self);
+
+/* Stops the calling (attached, running) thread at a safepoint if a
+ * collection wants it; registers spilled. Call with no lock held. */
+void tp__gc_park(tp_heap *h, tp__mut *m);
+
+/* gc/collect.c */
 
 /* Runs a collection with the calling thread's registers spilled onto its
  * stack (self: its record if attached, else NULL). Returns true if this
@@ -330,9 +517,22 @@ static inline char *tp__current_sp(void) {
  * Takes and releases every lock itself; call with none held. */
 bool tp__gc_collect(tp_heap *h, tp__mut *self);
 
-/* Stops the calling (attached, running) thread at a safepoint if a
- * collection wants it; registers spilled. Call with no lock held. */
-void tp__gc_park(tp_heap *h, tp__mut *m);
+/* Stops the marker thread (tp_heap_destroy; no lock held). */
+void tp__gc_stop_marker(tp_heap *h);
+
+/* The pacer says collect (an allocation slow path of attached, running m):
+ * starts a concurrent cycle if none runs, waits for the running one if
+ * the heap is past its hard limit, or collects stop-the-world if there is
+ * no marker thread. true if m's buffers may have been retired (the caller
+ * retries). Call with no lock held. */
+bool tp__gc_trigger(tp_heap *h, tp__mut *m);
+
+/* heap_alloc past which an allocation waits for the running cycle:
+ * next_gc plus the goal's growth over the live heap (at least 4 regions),
+ * capped by memory_limit (but not below next_gc). */
+uint64_t tp__gc_hard_limit(const tp_heap *h);
+
+/* gc/alloc.c */
 
 /* Ends m's allocation buffers: accounts what was allocated in them to h
  * (relaxed atomics) and drops their regions (full until the next sweep).
@@ -341,24 +541,88 @@ void tp__gc_park(tp_heap *h, tp__mut *m);
  * while the owner is stopped, or fork's child. */
 void tp__gc_retire_tlab(tp_heap *h, tp__mut *m);
 
+/* gc/barrier.c: the SATB log. */
+
+/* Logs v (a heap pointer being overwritten, or a weak reference's target
+ * returned) while a mark runs. */
+void tp__satb_log(tp_heap *h, uintptr_t v);
+
+/* Pushes m's chunk for the marker (m detaching), or frees it if empty. */
+void tp__satb_flush_mut(tp_heap *h, tp__mut *m);
+
+/* The marker: takes every full chunk pushed so far / gives chunks back. */
+struct tp__satb *tp__satb_take(tp_heap *h);
+void tp__satb_give_back(tp_heap *h, struct tp__satb *list);
+
+/* tp_heap_destroy: frees every chunk not in a record. */
+void tp__satb_free_all(tp_heap *h);
+
+/* gc/weak.c */
+
+/* Registers obj for finalization. false + ENOMEM. */
+bool tp__fin_register(tp_heap *h, void *obj);
+
+/* Appends obj to the finalizer queue (a ring; h->lock held or the
+ * collector). false on ENOMEM. */
+bool tp__finq_push(tp_heap *h, void *obj);
+
+/* Runs the finalizers a collection of ours queued, unless this thread is
+ * already running finalizers (then the outer loop picks them up). */
+void tp__gc_after_collection(tp_heap *h);
+
+/* gc/sweep.c */
+
+/* What a sweep takes from the heap, given back by tp__gc_release. */
+struct tp__release {
+  struct tp__region *regions;
+  struct tp__large *large;
+};
+
+/* Sweeps every region and large object after a mark of epoch `epoch`
+ * (h->lock held, world stopped): what is dead goes on *rel. */
+void tp__gc_sweep(tp_heap *h, uint8_t epoch, struct tp__release *rel);
+
+/* The concurrent sweep. begin (pause 2, h->lock held): moves every region
+ * and large object onto the lists to sweep. some (h->lock held): sweeps
+ * up to `budget` of them; true when none is left. */
+void tp__gc_sweep_begin(tp_heap *h, uint8_t epoch);
+bool tp__gc_sweep_some(tp_heap *h, size_t budget, struct tp__release *rel);
+
+/* Gives *rel's memory back (no heap lock held). */
+void tp__gc_release(tp_heap *h, struct tp__release *rel);
+
+/* gc/pacing.c */
+
 /* heap_sys as reported in the stats. */
 uint64_t tp__gc_heap_sys(const tp_heap *h);
 
 /* Recomputes next_gc from the last collection's results. */
 void tp__gc_pace(tp_heap *h);
 
+/* Gives empty pool memory back to the OS now (memory_limit). Call with no
+ * lock held. */
+void tp__gc_trim(tp_heap *h);
+
+/* gc/map.c */
+
 /* The object (payload) containing address a, or 0 (h->lock held or the
  * collector). */
 uintptr_t tp__gc_find(const tp_heap *h, uintptr_t a);
+
+/* Region map maintenance (h->lock held). */
+int tp__map_set_range(tp_heap *h, uintptr_t start, size_t len, void *entry);
+void tp__map_clear_range(tp_heap *h, uintptr_t start, size_t len);
+
+/* gc/heap.c */
+
+/* This process is a fork child of a process that used heaps (gc/collect.c,
+ * ensure_marker, reads it under ThreadSanitizer). */
+extern bool tp__gc_forked;
 
 /* Calls fn(h, arg) for every heap, under the heap registry lock (no heap
  * is created or destroyed meanwhile): fn must not block, take a heap's
  * lock, or call back into the registry. Returns how many it visited.
  * For tp_stats_print. */
 size_t tp__heap_foreach(void (*fn)(const tp_heap *h, void *arg), void *arg);
-
-/* Region map maintenance (h->lock held). */
-int tp__map_set_range(tp_heap *h, uintptr_t start, size_t len, void *entry);
-void tp__map_clear_range(tp_heap *h, uintptr_t start, size_t len);
 
 #endif /* TIDEPOOL_HEAP_INTERNAL_H */

@@ -587,7 +587,9 @@ static void test_stats(void **state) {
     assert_true(s.pause_max_ns >= s.last_pause_ns);
     assert_true(s.pause_total_ns >= s.pause_max_ns);
     assert_true(s.mark_ns > 0 && s.sweep_ns > 0);
-    assert_true(s.pause_total_ns >= s.mark_ns + s.sweep_ns);
+    /* Marking and sweeping run concurrently, outside the two pauses of a
+     * cycle: their times are not part of pause_total_ns any more. */
+    assert_true(s.pause_total_ns > 0);
     assert_int_equal(s.threads, 0);
   }
   tp_heap_destroy(h);

@@ -76,9 +76,13 @@ static void test_trigger_ratio(void **state) {
     tp_heap_stats s = stats(h);
     assert_int_equal(s.heap_live, 40000 * NODE_SLOT);
     assert_int_equal(s.next_gc, goal(s.heap_live, pct, 256 << 10));
-    /* Allocate garbage; each automatic collection must start when
-     * heap_alloc reaches next_gc: not before, and not more than one
-     * region (the allocation buffer that crossed it) after. */
+    /* Allocate garbage. Each automatic cycle is asked for when heap_alloc
+     * reaches next_gc (not before, give or take the allocation buffer that
+     * crossed it) and marks concurrently while this thread allocates on;
+     * the thread waits for it only past the hard limit (next_gc plus the
+     * goal's growth over live), so a cycle ends with heap_alloc between
+     * next_gc and that limit (plus a region). num_gc and the new goal
+     * change together, in the cycle's second pause. */
     int cycles = 0;
     tp_heap_stats prev = s;
     while (cycles < 8) {
@@ -89,16 +93,24 @@ static void test_trigger_ratio(void **state) {
         prev = s;
         continue;
       }
-      assert_int_equal(s.num_gc, prev.num_gc + 1);
+      if (s.num_gc != prev.num_gc + 1) {
+        /* Two cycles ended during one allocation (it waited at the hard
+         * limit, or the machine is loaded): nothing to measure. */
+        prev = s;
+        continue;
+      }
       /* prev: the last state before the collection. */
       uint64_t crossed = prev.heap_alloc + NODE_SLOT;
+      uint64_t grow = prev.next_gc - prev.heap_live;
+      if (grow < 4 * REGION) grow = 4 * REGION;
       assert_true(crossed + REGION >= prev.next_gc);
-      assert_true(prev.heap_alloc <= prev.next_gc);
+      assert_true(prev.heap_alloc <= prev.next_gc + grow + REGION);
       /* Measured ratio: bytes allocated since the last collection over
-       * what was live after it. */
+       * what was live after it: at least the goal's, at most twice. */
       double ratio = (double)(crossed - prev.heap_live) / (double)prev.heap_live * 100.0;
-      assert_true(ratio > pct - 100.0 * REGION / (double)prev.heap_live - 1);
-      assert_true(ratio < pct + 100.0 * REGION / (double)prev.heap_live + 1);
+      double slack = 100.0 * REGION / (double)prev.heap_live + 1;
+      assert_true(ratio > pct - slack);
+      assert_true(ratio < 100.0 * (double)grow / (double)prev.heap_live + pct + slack);
       /* The new goal follows the new live size. */
       assert_int_equal(s.next_gc, goal(s.heap_live, pct, 256 << 10));
       cycles++;
@@ -118,7 +130,8 @@ static void test_floor_and_manual(void **state) {
   while (stats(h).num_gc == 0) {
     assert_non_null(tp_heap_alloc(h, &node_type));
     at += NODE_SLOT;
-    assert_true(at < (9 << 20));
+    /* The cycle asked for at 8 MiB ends before the hard limit, 16 MiB. */
+    assert_true(at < (16 << 20) + REGION);
   }
   assert_true(at + REGION >= (8u << 20));
   tp_heap_destroy(h);
@@ -191,7 +204,10 @@ static void test_memory_limit(void **state) {
          (unsigned long long)(s.num_gc - s0.num_gc));
   assert_true(free_alloc > 2 * limit);
   assert_true(lim_alloc <= limit);
-  assert_true(lim_sys <= limit + limit / 4);
+  /* heap_sys overshoots more than heap_alloc: while a cycle marks, holes
+   * are whole bitmap words only and new regions come from the pool, and
+   * the regions it frees go back during its concurrent sweep, not at once. */
+  assert_true(lim_sys <= limit + limit / 2);
   assert_true(s.next_gc <= limit);
   tp_heap_destroy(h);
 }

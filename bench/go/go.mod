@@ -1,0 +1,3 @@
+module tidepool/bench/go
+
+go 1.19
