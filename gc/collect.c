@@ -27,6 +27,7 @@
 
 static void mark_and_sweep(tp_heap *h, struct tp__release *rel) {
   uint64_t t0 = tp__now_ns();
+  tp__gc_set_phase(h, TP_GC_PHASE_MARK);
   for (tp__mut *m = h->muts; m; m = m->next)
     if (m->state != TP__MS_DETACHED) tp__gc_retire_tlab(h, m);
   tp__mut_reap(h);
@@ -58,6 +59,7 @@ static void mark_and_sweep(tp_heap *h, struct tp__release *rel) {
   uint64_t t1 = tp__now_ns();
   if (h->checkmark) tp__gc_checkmark(h);
   uint64_t t2 = tp__now_ns();
+  tp__gc_set_phase(h, TP_GC_PHASE_SWEEP);
   tp__gc_sweep(h, mk.epoch, rel);
   uint64_t t3 = tp__now_ns();
 
@@ -94,9 +96,11 @@ TP_NOINLINE static bool collect_inner(tp_heap *h, tp__mut *self) {
   pthread_mutex_unlock(&h->sp_lock);
 
   struct tp__release rel = {NULL, NULL};
+  tp__heap_arenas_hold(h); /* registered arenas: see gc/arena_roots.c */
   pthread_mutex_lock(&h->lock);
   mark_and_sweep(h, &rel);
   pthread_mutex_unlock(&h->lock);
+  tp__heap_arenas_release(h);
 
   pthread_mutex_lock(&h->sp_lock);
   __atomic_store_n(&h->stw, 0, __ATOMIC_RELAXED);
@@ -104,10 +108,7 @@ TP_NOINLINE static bool collect_inner(tp_heap *h, tp__mut *self) {
   pthread_cond_broadcast(&h->cv_resume);
   pthread_mutex_unlock(&h->sp_lock);
 
-  uint64_t pause = tp__now_ns() - t0;
-  tp__counter_add(&h->pause_total, (int64_t)pause);
-  __atomic_store_n(&h->last_pause, pause, __ATOMIC_RELAXED);
-  if (pause > tp__counter_get(&h->pause_max)) __atomic_store_n(&h->pause_max, pause, __ATOMIC_RELAXED);
+  tp__gc_note_pause(h, tp__now_ns() - t0); /* gc/metrics.c */
   tp__counter_add(&h->num_gc, 1);
 
   tp__gc_release(h, &rel);
@@ -115,6 +116,7 @@ TP_NOINLINE static bool collect_inner(tp_heap *h, tp__mut *self) {
     tp__gc_trim(h);
     tp__gc_pace(h);
   }
+  tp__gc_set_phase(h, TP_GC_PHASE_IDLE);
   return true;
 }
 

@@ -1,7 +1,8 @@
 /*
  * Internal: the tracing collector's structures and the functions its
  * files share (gc/heap.c, map.c, mutators.c, alloc.c, roots.c, mark.c,
- * weak.c, sweep.c, pacing.c, collect.c; docs/ARCHITECTURE.md lists what
+ * weak.c, sweep.c, pacing.c, collect.c, arena_roots.c, metrics.c;
+ * docs/ARCHITECTURE.md lists what
  * each holds). The marker's own state is in gc/mark_internal.h.
  *
  * Memory layout
@@ -68,6 +69,7 @@
 #include <tidepool/gc.h>
 #include <tidepool/pool.h>
 
+#include "arena/arena_roots_internal.h"
 #include "core/list_internal.h"
 #include "core/os_internal.h"
 
@@ -253,6 +255,15 @@ struct tp_heap {
   uint64_t next_gc, overflows, nregions, nlarge, large_map_bytes;
   uint64_t regions_released, nthreads, meta_bytes;
   uint64_t fin_run, fin_pending;
+  /* gc/metrics.c (runtime/metrics): written by the collector */
+  uint64_t pause_hist[TP_HEAP_PAUSE_BUCKETS], pauses;
+  uint64_t mark_assist_ns, mark_bg_cpu_ns; /* filled by the concurrent marker */
+  uint32_t phase;                          /* TP_GC_PHASE_* */
+
+  /* ---- registered arenas (gc/arena_roots.c) ---- */
+  struct tp__arena_link *arena_links; /* arena_roots_lock */
+  uint64_t narenas;                   /* written under it, read relaxed */
+  bool arenas_held;                   /* the collector holds them (collector only) */
 
   /* ---- process-wide registry (registry lock) ---- */
   struct tp_heap *reg_prev, *reg_next;
@@ -483,6 +494,38 @@ void tp__gc_trim(tp_heap *h);
 /* The object (payload) containing address a, or 0 (h->lock held or the
  * collector). */
 uintptr_t tp__gc_find(const tp_heap *h, uintptr_t a);
+
+/* ---- metrics (gc/metrics.c) ----------------------------------------------- */
+
+/* Records a stop-the-world pause of ns nanoseconds: total, last, max,
+ * histogram. One collector at a time. */
+void tp__gc_note_pause(tp_heap *h, uint64_t ns);
+
+/* The phase in progress (TP_GC_PHASE_*), for readers of the stats. */
+static inline void tp__gc_set_phase(tp_heap *h, uint32_t phase) {
+  __atomic_store_n(&h->phase, phase, __ATOMIC_RELAXED);
+}
+
+/* The runtime/metrics part of tp_heap_read_stats. */
+void tp__gc_read_metrics(const tp_heap *h, tp_heap_stats *out);
+
+/* ---- registered arenas (gc/arena_roots.c) -------------------------------- */
+
+/* The collector, after the world is stopped and before it takes h->lock:
+ * holds the arena-roots lock and every arena registered with h, so none is
+ * unregistered, destroyed, reset or rewound while the roots are scanned.
+ * release: after the marking (and the checkmark), any lock of h held or
+ * not. A heap with no arena takes no lock. */
+void tp__heap_arenas_hold(tp_heap *h);
+void tp__heap_arenas_release(tp_heap *h);
+
+/* The root phase: fn(arg, lo, hi) for every allocated range of every arena
+ * registered with h (between hold and release; nothing otherwise).
+ * Returns the bytes visited. */
+size_t tp__heap_scan_arenas(tp_heap *h, tp__arena_range_fn *fn, void *arg);
+
+/* tp_heap_destroy: drops every registration of h (no lock of h held). */
+void tp__heap_arenas_destroy(tp_heap *h);
 
 /* Region map maintenance (h->lock held). */
 int tp__map_set_range(tp_heap *h, uintptr_t start, size_t len, void *entry);

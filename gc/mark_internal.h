@@ -41,7 +41,8 @@ bool tp__gc_is_marked(const tp_heap *h, uintptr_t p);
 void tp__gc_checkmark(tp_heap *h);
 
 /* gc/roots.c: visits every root: precise slots, ranges, stopped threads'
- * stacks and registers, the finalizer queue and running finalizers. */
+ * stacks and registers, registered arenas, the finalizer queue and running
+ * finalizers. */
 void tp__mark_roots(struct tp__marker *mk);
 
 /* gc/weak.c: after the roots are marked, clears the weak references whose

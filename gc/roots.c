@@ -3,7 +3,8 @@
  * of slot addresses, with tombstones) and conservative root ranges, and
  * the enumeration of every root of a collection for the marker: those,
  * the stopped threads' stacks and registers (and a blocking thread's
- * copied frame), the finalizer queue and the finalizers being run.
+ * copied frame), the registered arenas (gc/arena_roots.c), the finalizer
+ * queue and the finalizers being run.
  */
 #define _GNU_SOURCE
 #include "gc/mark_internal.h"
@@ -140,6 +141,9 @@ int tp_root_remove_range(tp_heap *h, void *start) {
 
 /* ---- the roots of a collection --------------------------------------------------- */
 
+/* tp__mark_words as the arena layer's range callback (registered arenas). */
+static void mark_range(void *mk, const char *lo, const char *hi) { tp__mark_words(mk, lo, hi); }
+
 void tp__mark_roots(struct tp__marker *mk) {
   tp_heap *h = mk->h;
   for (size_t i = 0; i < h->roots_cap; i++) {
@@ -155,6 +159,7 @@ void tp__mark_roots(struct tp__marker *mk) {
     if (m->state == TP__MS_BLOCKING)
       tp__mark_words(mk, (const char *)m->spill, (const char *)(m->spill + m->nspill));
   }
+  tp__heap_scan_arenas(h, mark_range, mk); /* gc/arena_roots.c */
   for (size_t i = 0; i < h->finq_n; i++)
     tp__mark_visit(mk, (uintptr_t)h->finq[(h->finq_head + i) % h->finq_cap]);
   for (struct tp__finrun *f = h->running; f; f = f->next)
