@@ -197,9 +197,12 @@ static void test_retire(void **state) {
   tp_weak *w;
   struct obj **slot = tp_arena_alloc(a, sizeof(void *));
   *slot = new_obj(h, 7, &w);
+  /* A read section holds the grace period (the retire's destroy) off. */
+  tp_epoch_enter();
   assert_int_equal(tp_arena_retire(a), 0);
   tt_collect_unscanned(h); /* before the grace period: still a root */
   assert_true(alive(w, 7));
+  tp_epoch_leave();
   tp_epoch_barrier(); /* the retire's destroy has run */
   tt_collect_unscanned(h);
   assert_false(alive(w, 7));
