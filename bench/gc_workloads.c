@@ -51,8 +51,9 @@
  *                  ROUNDS with them removed, interleaved; ns per
  *                  collection with them; counters pause_with_us,
  *                  pause_without_us (medians), arena_MiB, ns_per_MiB
- *                  ((with - without) / MiB scanned). _c: concurrent
- *                  arenas (TP_ARENA_CONCURRENT)
+ *                  ((with - without) / MiB scanned), read_ns_per_MiB
+ *                  (the baseline: summing the same words, interleaved).
+ *                  _c: concurrent arenas (TP_ARENA_CONCURRENT)
  *   gc_read_stats  tp_heap_read_stats on a heap after one collection, from
  *                  its (attached) thread; ns per call (issue 12's target:
  *                  <= 200 ns)
@@ -354,6 +355,8 @@ typedef struct ar_state {
   bench_gnode *nodes[AR_NODES];
   tp_arena **arenas;
   size_t narenas, bytes_each;
+  uintptr_t **recs; /* every 256-byte record (malloc'd: not a root) */
+  size_t nrecs;
 } ar_state;
 
 static const struct {
@@ -371,6 +374,7 @@ static void ar_teardown(const bench_case *c, void *state) {
   for (size_t i = 0; i < s->narenas; i++)
     if (s->arenas[i]) tp_arena_destroy(s->arenas[i]);
   free(s->arenas);
+  free(s->recs);
   if (s->h) tp_heap_destroy(s->h);
   bench_unmap(s, sizeof *s);
 }
@@ -383,7 +387,8 @@ static void *ar_setup(const bench_case *c) {
   s->narenas = ar_shapes[c->param].n;
   s->bytes_each = ar_shapes[c->param].bytes;
   s->arenas = calloc(s->narenas, sizeof *s->arenas);
-  if (!s->h || !s->arenas || tp_root_add_range(s->h, s->nodes, sizeof s->nodes) != 0) {
+  s->recs = malloc(s->narenas * (s->bytes_each / 256) * sizeof *s->recs);
+  if (!s->h || !s->arenas || !s->recs || tp_root_add_range(s->h, s->nodes, sizeof s->nodes) != 0) {
     ar_teardown(c, s);
     return NULL;
   }
@@ -397,6 +402,7 @@ static void *ar_setup(const bench_case *c) {
     for (size_t used = 0; used < s->bytes_each; used += 256) {
       uintptr_t *w = tp_arena_alloc(s->arenas[i], 256);
       if (!w) goto fail;
+      s->recs[s->nrecs++] = w;
       for (int k = 0; k < 32; k++) {
         x ^= x << 13, x ^= x >> 7, x ^= x << 17;
         w[k] = k % 8 == 0 ? (uintptr_t)s->nodes[x % AR_NODES] : (uintptr_t)(x & 0xffff);
@@ -423,11 +429,21 @@ static uint64_t ar_collect(ar_state *s) {
   return st.last_pause_ns;
 }
 
+/* The baseline: reading the same records (a sum of their words). */
+static uint64_t ar_read(ar_state *s, uint64_t *acc) {
+  uint64_t t0 = bench_now_ns(), x = 0;
+  for (size_t i = 0; i < s->nrecs; i++)
+    for (int k = 0; k < 32; k++) x += s->recs[i][k];
+  *acc += x;
+  return bench_now_ns() - t0;
+}
+
 static void ar_run(const bench_case *c, void *state, bench_out *out) {
   BENCH_NEED_STATE(state, out);
   ar_state *s = state;
-  uint64_t with[AR_ROUNDS], without[AR_ROUNDS], sum = 0;
+  uint64_t with[AR_ROUNDS], without[AR_ROUNDS], rd[AR_ROUNDS], sum = 0, acc = 0;
   for (int r = 0; r < AR_ROUNDS; r++) {
+    rd[r] = ar_read(s, &acc);
     for (size_t i = 0; i < s->narenas; i++) tp_heap_add_arena(s->h, s->arenas[i]);
     with[r] = ar_collect(s);
     sum += with[r];
@@ -436,6 +452,8 @@ static void ar_run(const bench_case *c, void *state, bench_out *out) {
   }
   qsort(with, AR_ROUNDS, sizeof with[0], cmp_u64);
   qsort(without, AR_ROUNDS, sizeof without[0], cmp_u64);
+  qsort(rd, AR_ROUNDS, sizeof rd[0], cmp_u64);
+  __asm__ volatile("" : : "r"(acc));
   double mib = 0;
   for (size_t i = 0; i < s->narenas; i++) {
     tp_arena_stats as;
@@ -449,6 +467,7 @@ static void ar_run(const bench_case *c, void *state, bench_out *out) {
   bench_counter(out, "pause_without_us", wo / 1e3);
   bench_counter(out, "arena_MiB", mib);
   bench_counter(out, "ns_per_MiB", (w - wo) / mib);
+  bench_counter(out, "read_ns_per_MiB", (double)rd[AR_ROUNDS / 2] / mib);
   (void)c;
 }
 
