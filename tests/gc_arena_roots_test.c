@@ -7,7 +7,8 @@
  * remove, destroy and retire; an arena registered with two heaps; heap
  * destroy with arenas registered; bad arguments; and add/remove/reset/
  * destroy racing collections (seeded, time-bounded, more threads than
- * cores).
+ * cores); fork() while other threads register, reset and collect (the
+ * child's locks are usable: it collects, registers, resets, destroys).
  *
  * Objects are observed through weak references (not roots), and every
  * collection that must find an object dead runs with no thread attached
@@ -23,6 +24,8 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include <tidepool/arena.h>
 #include <tidepool/epoch.h>
@@ -361,6 +364,9 @@ static void *race_worker(void *p) {
   seed ^= __atomic_fetch_add(&next_id, 1, __ATOMIC_RELAXED) * 0x9e3779b97f4a7c15ull;
   while (!__atomic_load_n(&r->stop, __ATOMIC_ACQUIRE)) {
     uint64_t x = tt_rand(&seed);
+    /* A registered plain arena is used only by threads a collection stops
+     * (gc.h): attached from here to the detach below. */
+    tp_heap_attach(r->h);
     tp_arena_config ac = {.chunk_size = 8 << 10,
                           .flags = (x & 1) ? TP_ARENA_CONCURRENT : 0};
     tp_arena *a = tp_arena_create(&ac);
@@ -392,12 +398,17 @@ static void *race_worker(void *p) {
     /* Detached: only the arena holds the object now. */
     tp_heap_detach(r->h);
     wait_collection(r);
+    /* Attached again to read the object (docs/gc.md, rule 4: a detached
+     * thread does not touch heap objects while collections may run);
+     * attach waits for a running collection. */
+    tp_heap_attach(r->h);
     struct obj *got = tp_weak_get(w);
     if (!got || got->magic != MAGIC || got->id != id)
       tt_fail_once(&r->f, "object kept only by a registered arena was collected (round %llu)",
                    (unsigned long long)__atomic_load_n(&r->rounds, __ATOMIC_RELAXED));
     __atomic_fetch_add(&r->checks, 1, __ATOMIC_RELAXED);
     got = NULL;
+    tp_heap_detach(r->h);
     /* Let it go one way or another, while collections run. */
     switch ((x >> 40) % 5) {
       case 0: tp_heap_remove_arena(r->h, a); tp_arena_destroy(a); break;
@@ -459,11 +470,91 @@ static void test_races(void **state) {
   tp_heap_destroy(r.h);
 }
 
+/* ---- fork while others register, reset and collect --------------------------- */
+
+struct fk {
+  tp_heap *h;
+  tp_arena *ca; /* registered concurrent arena the thread allocates from */
+  int stop;
+};
+
+static void *fork_churn(void *p) {
+  struct fk *f = p;
+  tp_heap_attach(f->h); /* it uses a registered plain arena (gc.h) */
+  while (!__atomic_load_n(&f->stop, __ATOMIC_ACQUIRE)) {
+    tp_arena *a = tp_arena_create(NULL);
+    if (!a) abort();
+    tp_heap_add_arena(f->h, a);
+    for (int i = 0; i < 64; i++) tp_arena_alloc(f->ca, 48); /* refills under ca's lock */
+    tp_arena_alloc(a, 100);
+    tp_arena_reset(a);
+    tp_heap_collect(f->h);
+    tp_arena_destroy(a);
+  }
+  tp_heap_detach(f->h);
+  return NULL;
+}
+
+/* The child: what a collection, a registration, a reset and a destroy
+ * need must not be left locked by the parent's other threads. 0: ok. */
+static int fork_child(struct fk *f, tp_weak *w) {
+  tp_heap_collect(f->h);
+  if (!tp_weak_get(w)) return 1;
+  tp_arena *a = tp_arena_create(NULL);
+  if (!a || tp_heap_add_arena(f->h, a) != 0) return 2;
+  tp_arena_alloc(f->ca, 48);
+  tp_arena_reset(a);
+  tp_heap_collect(f->h);
+  tp_arena_destroy(a);
+  return tp_weak_get(w) ? 0 : 3;
+}
+
+static void test_fork(void **state) {
+  (void)state;
+  struct fk f = {.h = new_heap()};
+  tp_arena_config cc = {.flags = TP_ARENA_CONCURRENT, .chunk_size = 8 << 10};
+  f.ca = tp_arena_create(&cc);
+  assert_non_null(f.ca);
+  assert_int_equal(tp_heap_add_arena(f.h, f.ca), 0);
+  tp_weak *w;
+  struct obj **slot = tp_arena_alloc(f.ca, 2 * sizeof(void *));
+  slot[0] = new_obj(f.h, 3, &w);
+  slot[1] = NULL;
+  tp_heap_detach(f.h); /* the child's collections wait for nobody */
+  pthread_t t[2];
+  for (int i = 0; i < 2; i++) assert_int_equal(pthread_create(&t[i], NULL, fork_churn, &f), 0);
+  for (int round = 0; round < 5; round++) {
+    tt_sleep_ms(20);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) _exit(fork_child(&f, w));
+    int st = 0;
+    uint64_t end = tt_hang_deadline();
+    pid_t r;
+    while ((r = waitpid(pid, &st, WNOHANG)) == 0 && tt_now_ns() < end) tt_sleep_ms(5);
+    if (r == 0) {
+      kill(pid, SIGKILL);
+      waitpid(pid, &st, 0);
+      fail_msg("fork child %d hung (a lock left held across fork?)", round);
+    }
+    assert_true(WIFEXITED(st));
+    assert_int_equal(WEXITSTATUS(st), 0);
+  }
+  __atomic_store_n(&f.stop, 1, __ATOMIC_RELEASE);
+  for (int i = 0; i < 2; i++) assert_int_equal(tt_join_within(t[i], TT_HANG_MS, NULL), 0);
+  tt_collect_unscanned(f.h);
+  assert_true(alive(w, 3));
+  tp_weak_free(w);
+  tp_arena_destroy(f.ca);
+  tp_heap_destroy(f.h);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_bad_args),   cmocka_unit_test(test_plain),
       cmocka_unit_test(test_retire),     cmocka_unit_test(test_two_heaps),
       cmocka_unit_test(test_concurrent), cmocka_unit_test(test_races),
+      cmocka_unit_test(test_fork),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
