@@ -324,6 +324,11 @@ static void pause2(tp_heap *h, uint64_t mark_t0) {
   tp__counter_add(&h->num_gc, 1); /* with the new goal, while all are stopped */
   tp__gc_sweep_begin(h, mk->epoch);
   tp__gc_pace(h);
+  /* SWEEP before h->lock goes (the world is still stopped): a fork child
+   * (its prepare handler takes h->lock) sees MARK_TERMINATION never, and
+   * once the sweep has begun it sees SWEEP, so it finishes that sweep
+   * rather than abandon a mark that is complete. */
+  __atomic_store_n(&h->phase, TP__PH_SWEEP, __ATOMIC_RELAXED);
   pthread_mutex_unlock(&h->lock);
   restart_world(h, 0, TP__PH_SWEEP);
   tp__gc_note_pause(h, tp__now_ns() - t0); /* gc/metrics.c */
