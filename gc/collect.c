@@ -7,9 +7,10 @@
  *
  *   pause 1 (world stopped): retire every allocation buffer, shade the
  *     roots (gc/roots.c: root slots, ranges, every attached thread's stack
- *     and registers, blocking threads' saved frames, the finalizer queue
- *     and running finalizers) -- mark and push, no tracing -- then set
- *     TP__F_MARK (barrier on, new regions born black) and restart.
+ *     and registers, blocking threads' saved frames, registered arenas
+ *     (gc/arena_roots.c), the finalizer queue and running finalizers) --
+ *     mark and push, no tracing -- then set TP__F_MARK (barrier on, new
+ *     regions born black) and restart.
  *   concurrent mark: drain the gray stack and its address-ordered overflow
  *     pass, and the SATB chunks the mutators push, until all are empty.
  *   pause 2 (world stopped): the SATB chunks not yet pushed (every record's
@@ -19,6 +20,12 @@
  *     sweep list, pace the next cycle, clear TP__F_MARK and restart.
  *   concurrent sweep (gc/sweep.c), a few regions per h->lock hold; then
  *     the cycle is done (cycles_done, num_gc).
+ *
+ * h->phase (the public TP_GC_PHASE_* values, read by tp_heap_read_stats):
+ * MARK from pause 1, MARK_TERMINATION in pause 2, SWEEP from the end of
+ * pause 2, IDLE when the sweep is done. Each pause, and the fallback's one,
+ * is recorded by tp__gc_note_pause (gc/metrics.c: total, last, max,
+ * histogram): two per concurrent cycle.
  *
  * The argument that this marks everything reachable is at the top of
  * gc/mark.c. What the pauses hold: pause 1 is O(threads + stack bytes +
@@ -49,8 +56,11 @@
  * Locks: the marker takes h->sp_lock to stop and restart the world and to
  * wait for work, h->lock during the pauses and per sweep batch, satb_lock
  * briefly to give chunks back; never two of them except h->lock then
- * satb_lock (pause 2), in rank order. It holds none while it marks
- * concurrently.
+ * satb_lock (pause 2), in rank order. With registered arenas, once the
+ * world is stopped and before h->lock, it takes the arena-roots lock and
+ * the arenas' locks (ranks 22, 25 < 40): in pause 1 until the roots are
+ * shaded, in pause 2 only around the checkmark. It holds none while it
+ * marks concurrently.
  */
 #define _GNU_SOURCE
 #include <tidepool/epoch.h>
