@@ -13,6 +13,9 @@
  * size that fits the current chunk; the slow path does the same, so every
  * build, with the fast path or without it, lays out alike.)
  *
+ * An observed arena (arena_ranges.c: the collector scans it) tells its
+ * observer at the start of destroy, and drops memory in reset and rewind
+ * holding its lock, after the cleanups ran.
  */
 #define _GNU_SOURCE
 #include <stdatomic.h>
@@ -283,6 +286,7 @@ static void give_list(tp_arena *a, struct tp__arena_chunk *c) {
 
 void tp_arena_destroy(tp_arena *a) {
   if (!a) return;
+  tp__arena_notify_destroy(a); /* an observer (a heap scanning it) lets go first */
   run_cleanups(a, NULL);
   release_large(a, NULL);
   give_list(a, a->cur);
@@ -374,6 +378,7 @@ void tp_arena_rewind(tp_arena *a, tp_arena_mark m) {
     return;
   }
   run_cleanups(a, m.cleanup);
+  bool locked = tp__arena_drop_begin(a); /* observed: no range walk meanwhile */
   release_large(a, m.large);
   while (a->cur != m.chunk) {
     struct tp__arena_chunk *c = a->cur;
@@ -389,6 +394,7 @@ void tp_arena_rewind(tp_arena *a, tp_arena_mark m) {
   TP_POISON(m.ptr, (size_t)(end - m.ptr));
   *tp__arena_bump_ptr(a) = m.ptr;
   *tp__arena_bump_end(a) = end;
+  tp__arena_drop_end(a, locked);
 }
 
 void tp_arena_reset(tp_arena *a) {
@@ -396,6 +402,7 @@ void tp_arena_reset(tp_arena *a) {
   /* Debug builds: the lists are whole before reset walks them. */
   if (TP_DEBUG && tp_arena_check(a) != 0) tp__fatal("tp_arena_reset", a, "tp_arena_check failed");
   run_cleanups(a, NULL);
+  bool locked = tp__arena_drop_begin(a); /* observed: no range walk meanwhile */
   release_large(a, NULL);
   /* One walk: chunks become spares up to keep_bytes (spares a rewind left
    * count first), the rest goes back to the chunk pool (the inline put:
@@ -425,6 +432,7 @@ void tp_arena_reset(tp_arena *a) {
     c = next;
   }
   a->first->next = NULL;
+  a->first->used = 0;
   a->cur = a->first;
   a->retired_used = 0;
   atomic_store_explicit(&a->wasted, 0, memory_order_relaxed);
@@ -436,10 +444,11 @@ void tp_arena_reset(tp_arena *a) {
     memset(a->head.regions, 0, (size_t)a->ncpu << REGION_SHIFT);
     a->sptr = from;
     a->send = tp__arena_chunk_end(a, a->first);
-    return;
+  } else {
+    *tp__arena_bump_ptr(a) = from;
+    *tp__arena_bump_end(a) = tp__arena_chunk_end(a, a->first);
   }
-  *tp__arena_bump_ptr(a) = from;
-  *tp__arena_bump_end(a) = tp__arena_chunk_end(a, a->first);
+  tp__arena_drop_end(a, locked);
 }
 
 int tp_arena_read_stats(const tp_arena *ca, tp_arena_stats *out) {

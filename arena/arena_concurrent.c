@@ -31,11 +31,12 @@
 
 /* A concurrent arena's lock is taken by refills and large allocations from
  * any thread; a fork while another thread holds it would leave the child's
- * copy locked forever. The registry lists the concurrent arenas so that
+ * copy locked forever. The registry lists the concurrent arenas, and the
+ * observed ones (arena_ranges.c: a collector takes their locks), so that
  * fork's prepare handler (rank TP__FORK_RANK_ARENAS, below the pools' locks
  * that a refill takes under a->lock) holds every one of them across fork. */
 static pthread_mutex_t arenas_lock = PTHREAD_MUTEX_INITIALIZER;
-static struct tp_arena *arenas; /* concurrent arenas (arenas_lock) */
+static struct tp_arena *arenas; /* concurrent and observed arenas (arenas_lock) */
 static pthread_once_t arenas_once = PTHREAD_ONCE_INIT;
 
 static void arenas_fork_prepare(void) {
@@ -51,8 +52,10 @@ static void arenas_init_once(void) {
                     arenas_fork_release);
 }
 
+void tp__arena_arenas_init(void) { pthread_once(&arenas_once, arenas_init_once); }
+
 void tp__arena_arenas_link(struct tp_arena *a) {
-  pthread_once(&arenas_once, arenas_init_once);
+  tp__arena_arenas_init();
   pthread_mutex_lock(&arenas_lock);
   TP__LIST_PUSH(arenas, a, reg_prev, reg_next);
   pthread_mutex_unlock(&arenas_lock);
@@ -69,14 +72,27 @@ void tp__arena_arenas_unlink(struct tp_arena *a) {
 /*
  * Installs chunk data [from, to) as the calling CPU's region and allocates n
  * bytes from it, in one sequence; returns the allocation. old_ptr and old_end
- * receive what the region held (its unused tail is counted as waste).
+ * receive what the region held (its unused tail is counted as waste). The
+ * old chunk (old_end - cs, when old_end is not 0) gets its used bytes
+ * recorded first, before end is zeroed, so a range walk
+ * (arena_ranges.c) finds them whichever store it sees; a restart stores the
+ * same value again.
  */
-static char *region_install_rseq(char *base, char *from, char *to, size_t n,
+static char *region_install_rseq(char *base, char *from, char *to, size_t n, size_t cs,
                                  char **old_ptr, char **old_end) {
   char *optr, *oend;
   __asm__ volatile(TP__RSEQ_CS_DESCRIPTOR TP__RSEQ_ENTER TP__RSEQ_BLOCK_AT(REGION_SHIFT)
                    "movq (%%rax), %[optr]\n\t"
                    "movq 8(%%rax), %[oend]\n\t"
+                   "testq %[oend], %[oend]\n\t"
+                   "jz 6f\n\t"                     /* no chunk yet (or end 0) */
+                   "movq %[oend], %%rcx\n\t"
+                   "subq %[cs], %%rcx\n\t"         /* the old chunk */
+                   "movq %[optr], %%rdx\n\t"
+                   "subq %%rcx, %%rdx\n\t"
+                   "subq $16, %%rdx\n\t"           /* - CHUNK_HDR */
+                   "movq %%rdx, 8(%%rcx)\n\t"      /* old->used */
+                   "6:\n\t"
                    "movq $0, 8(%%rax)\n\t"          /* end = 0: refuse all */
                    "leaq (%[from],%[n]), %%rcx\n\t"
                    "movq %%rcx, (%%rax)\n\t"        /* ptr = from + n */
@@ -84,8 +100,8 @@ static char *region_install_rseq(char *base, char *from, char *to, size_t n,
                    "2:\n\t" TP__RSEQ_ABORT_HANDLER
                    : [optr] "=&r"(optr), [oend] "=&r"(oend)
                    : [rseq] "r"(__rseq_offset), [base] "r"(base), [from] "r"(from),
-                     [to] "r"(to), [n] "r"(n)
-                   : "rax", "rcx", "memory", "cc");
+                     [to] "r"(to), [n] "r"(n), [cs] "r"(cs)
+                   : "rax", "rcx", "rdx", "memory", "cc");
   *old_ptr = optr;
   *old_end = oend;
   return from;
@@ -128,6 +144,12 @@ static char *range_alloc(tp_arena *a, char **pp, char **pe, size_t n, bool locke
   if (!p || n > (size_t)(e - p)) {
     if (!locked) pthread_mutex_lock(&a->lock);
     struct tp__arena_chunk *c = concurrent_chunk_locked(a);
+    if (c && p && e) {
+      /* The old chunk's use, for range walks (arena_ranges.c), under the
+       * lock they hold. */
+      struct tp__arena_chunk *old = (struct tp__arena_chunk *)(e - a->chunk_size);
+      __atomic_store_n(&old->used, (size_t)(p - tp__arena_alloc_start(a, old)), __ATOMIC_RELEASE);
+    }
     if (!locked) pthread_mutex_unlock(&a->lock);
     if (!c) return NULL;
     if (p && e > p) atomic_fetch_add_explicit(&a->wasted, (size_t)(e - p), memory_order_relaxed);
@@ -168,7 +190,8 @@ TP_NOINLINE void *tp__arena_rseq_refill(tp_arena *a, size_t n) {
    * the shared region (the first chunk's tail, at first) may still fit. */
   if (!c) return shared_alloc(a, n);
   char *optr, *oend;
-  char *p = region_install_rseq(a->head.regions, tp__arena_chunk_data(c), tp__arena_chunk_end(a, c), n, &optr, &oend);
+  char *p = region_install_rseq(a->head.regions, tp__arena_chunk_data(c), tp__arena_chunk_end(a, c), n,
+                                a->chunk_size, &optr, &oend);
   /* relaxed: a statistic; no second trip through the lock per refill. */
   if (optr && oend > optr) atomic_fetch_add_explicit(&a->wasted, (size_t)(oend - optr), memory_order_relaxed);
   TP_UNPOISON(p, n);

@@ -23,6 +23,7 @@
 
 #include <pthread.h>
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <sys/types.h>
 
@@ -33,9 +34,16 @@
 
 struct tp__arena_chunk {
   struct tp__arena_chunk *next; /* older chunk */
-  size_t used;        /* bytes used, recorded when it stopped being current */
+  size_t used;        /* bytes used (from tp__arena_alloc_start), recorded
+                         when it stopped being current; concurrent arenas:
+                         0 while a region or the shared region is in it
+                         (the region install's rseq sequence stores it: an
+                         atomic 8-byte store, read with atomic loads) */
 };
 #define CHUNK_HDR tp__round_up(sizeof(struct tp__arena_chunk), 16)
+/* The region install (arena_concurrent.c) writes `used` from assembly. */
+_Static_assert(sizeof(struct tp__arena_chunk) == 16 && offsetof(struct tp__arena_chunk, used) == 8,
+               "chunk header: 16 bytes, used at offset 8");
 
 /* A large allocation's record (from the large_records pool). */
 struct tp__arena_large {
@@ -93,7 +101,9 @@ struct tp_arena {
   pthread_mutex_t lock;
   char *sptr, *send; /* the shared region (lock) */
   unsigned ncpu;
-  struct tp_arena *reg_prev, *reg_next; /* concurrent arenas (arenas_lock) */
+  struct tp_arena *reg_prev, *reg_next; /* concurrent and observed arenas (arenas_lock) */
+  void *observer; /* the layer above's word (arena_roots_internal.h); relaxed
+                     atomic: set under that layer's lock, read by reset */
 };
 
 static inline char *tp__arena_chunk_data(struct tp__arena_chunk *c) { return (char *)c + CHUNK_HDR; }
@@ -125,11 +135,16 @@ void tp__arena_note_held(tp_arena *a, ssize_t delta);
 bool tp__arena_may_hold(const tp_arena *a, size_t more);
 struct tp__arena_chunk *tp__arena_chunk_take(tp_arena *a);
 /* arena_concurrent.c */
+void tp__arena_arenas_init(void); /* the registry's fork handlers, once */
 void tp__arena_arenas_link(struct tp_arena *a);
 void tp__arena_arenas_unlink(struct tp_arena *a);
 void *tp__arena_concurrent_alloc(tp_arena *a, size_t n);
 void *tp__arena_concurrent_alloc_impl(tp_arena *a, size_t size, size_t align);
 void *tp__arena_rseq_refill(tp_arena *a, size_t n);
+/* arena_ranges.c */
+void tp__arena_notify_destroy(tp_arena *a);
+bool tp__arena_drop_begin(tp_arena *a);
+void tp__arena_drop_end(tp_arena *a, bool locked);
 /* arena_chunks.c */
 tp_pool *tp__arena_chunk_pool(size_t size);
 void *tp__arena_large_alloc(tp_arena *a, size_t size);

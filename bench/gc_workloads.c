@@ -41,6 +41,22 @@
  *                  gc_share and the pause distribution (pause_cdf_PPPP_ms,
  *                  pauses_seen, polled after every ring); fails if the
  *                  heap grows past 256 MiB (the cycles leaked)
+ *
+ * tidepool only (tp_heap API directly):
+ *   gc_arena_roots_NxS  N arenas of S bytes used each registered as roots
+ *                  (tp_heap_add_arena; issue 12): every 8th word of the
+ *                  arenas points into one of 4096 live heap nodes (also
+ *                  rooted), the rest are small integers. Each run does
+ *                  ROUNDS collections with the arenas registered and
+ *                  ROUNDS with them removed, interleaved; ns per
+ *                  collection with them; counters pause_with_us,
+ *                  pause_without_us (medians), arena_MiB, ns_per_MiB
+ *                  ((with - without) / MiB scanned), read_ns_per_MiB
+ *                  (the baseline: summing the same words, interleaved).
+ *                  _c: concurrent arenas (TP_ARENA_CONCURRENT)
+ *   gc_read_stats  tp_heap_read_stats on a heap after one collection, from
+ *                  its (attached) thread; ns per call (issue 12's target:
+ *                  <= 200 ns)
  */
 #include "bench/alloc.h"
 
@@ -308,5 +324,184 @@ static void gc_cycles_run(const bench_case *c, void *state, bench_out *out) {
 BENCH_CASE(gc_cycles, .workload = "gc_cycles", .impl = bench_gc_impl.name, .group = "gc",
            .unit = "ring of 100 nodes (cyclic garbage)", .throughput = 1, .ops = RINGS,
            .setup = gc_cycles_setup, .run = gc_cycles_run, .teardown = gc_teardown)
+
+/* ---- tidepool only: arenas as roots, reading the stats --------------------------- */
+
+#ifdef TIDEPOOL_GC_H
+
+#define AR_NODES 4096
+#define AR_ROUNDS 9
+
+typedef struct ar_state {
+  tp_heap *h;
+  bench_gnode *nodes[AR_NODES];
+  tp_arena **arenas;
+  size_t narenas, bytes_each;
+  uintptr_t **recs; /* every 256-byte record (malloc'd: not a root) */
+  size_t nrecs;
+} ar_state;
+
+static const struct {
+  size_t n, bytes;
+  unsigned flags;
+} ar_shapes[] = {
+    {1, 64 << 10, 0},       {1, 4 << 20, 0},     {16, 1 << 20, 0}, {16, 4 << 20, 0},
+    {256, 64 << 10, 0},     {256, 256 << 10, 0}, {16, 1 << 20, TP_ARENA_CONCURRENT},
+};
+
+static void ar_teardown(const bench_case *c, void *state) {
+  (void)c;
+  ar_state *s = state;
+  if (!s) return;
+  for (size_t i = 0; i < s->narenas; i++)
+    if (s->arenas[i]) tp_arena_destroy(s->arenas[i]);
+  free(s->arenas);
+  free(s->recs);
+  if (s->h) tp_heap_destroy(s->h);
+  bench_unmap(s, sizeof *s);
+}
+
+static void *ar_setup(const bench_case *c) {
+  ar_state *s = bench_map(sizeof *s);
+  if (!s) return NULL;
+  tp_heap_config hc = {.trigger_percent = 0};
+  s->h = tp_heap_create(&hc);
+  s->narenas = ar_shapes[c->param].n;
+  s->bytes_each = ar_shapes[c->param].bytes;
+  s->arenas = calloc(s->narenas, sizeof *s->arenas);
+  s->recs = malloc(s->narenas * (s->bytes_each / 256) * sizeof *s->recs);
+  if (!s->h || !s->arenas || !s->recs || tp_root_add_range(s->h, s->nodes, sizeof s->nodes) != 0) {
+    ar_teardown(c, s);
+    return NULL;
+  }
+  for (size_t i = 0; i < AR_NODES; i++)
+    if (!(s->nodes[i] = tp_heap_alloc(s->h, &tp_b_gnode_type))) goto fail;
+  uint64_t x = 88172645463325252ull;
+  for (size_t i = 0; i < s->narenas; i++) {
+    tp_arena_config ac = {.flags = ar_shapes[c->param].flags};
+    if (!(s->arenas[i] = tp_arena_create(&ac))) goto fail;
+    /* Requests' worth of 256-byte records. */
+    for (size_t used = 0; used < s->bytes_each; used += 256) {
+      uintptr_t *w = tp_arena_alloc(s->arenas[i], 256);
+      if (!w) goto fail;
+      s->recs[s->nrecs++] = w;
+      for (int k = 0; k < 32; k++) {
+        x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+        w[k] = k % 8 == 0 ? (uintptr_t)s->nodes[x % AR_NODES] : (uintptr_t)(x & 0xffff);
+      }
+    }
+  }
+  tp_heap_detach(s->h); /* this thread's stack is not a root: only the arenas */
+  tp_heap_collect(s->h); /* warm-up */
+  return s;
+fail:
+  ar_teardown(c, s);
+  return NULL;
+}
+
+static int cmp_u64(const void *a, const void *b) {
+  uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+  return x < y ? -1 : x > y;
+}
+
+static uint64_t ar_collect(ar_state *s) {
+  tp_heap_stats st;
+  tp_heap_collect(s->h);
+  tp_heap_read_stats(s->h, &st);
+  return st.last_pause_ns;
+}
+
+/* The baseline: reading the same records (a sum of their words). */
+static uint64_t ar_read(ar_state *s, uint64_t *acc) {
+  uint64_t t0 = bench_now_ns(), x = 0;
+  for (size_t i = 0; i < s->nrecs; i++)
+    for (int k = 0; k < 32; k++) x += s->recs[i][k];
+  *acc += x;
+  return bench_now_ns() - t0;
+}
+
+static void ar_run(const bench_case *c, void *state, bench_out *out) {
+  BENCH_NEED_STATE(state, out);
+  ar_state *s = state;
+  uint64_t with[AR_ROUNDS], without[AR_ROUNDS], rd[AR_ROUNDS], sum = 0, acc = 0;
+  for (int r = 0; r < AR_ROUNDS; r++) {
+    rd[r] = ar_read(s, &acc);
+    for (size_t i = 0; i < s->narenas; i++) tp_heap_add_arena(s->h, s->arenas[i]);
+    with[r] = ar_collect(s);
+    sum += with[r];
+    for (size_t i = 0; i < s->narenas; i++) tp_heap_remove_arena(s->h, s->arenas[i]);
+    without[r] = ar_collect(s);
+  }
+  qsort(with, AR_ROUNDS, sizeof with[0], cmp_u64);
+  qsort(without, AR_ROUNDS, sizeof without[0], cmp_u64);
+  qsort(rd, AR_ROUNDS, sizeof rd[0], cmp_u64);
+  __asm__ volatile("" : : "r"(acc));
+  double mib = 0;
+  for (size_t i = 0; i < s->narenas; i++) {
+    tp_arena_stats as;
+    tp_arena_read_stats(s->arenas[i], &as);
+    mib += (double)as.allocated / (1024.0 * 1024.0);
+  }
+  double w = (double)with[AR_ROUNDS / 2], wo = (double)without[AR_ROUNDS / 2];
+  out->ns = (double)sum;
+  out->ops = AR_ROUNDS;
+  bench_counter(out, "pause_with_us", w / 1e3);
+  bench_counter(out, "pause_without_us", wo / 1e3);
+  bench_counter(out, "arena_MiB", mib);
+  bench_counter(out, "ns_per_MiB", (w - wo) / mib);
+  bench_counter(out, "read_ns_per_MiB", (double)rd[AR_ROUNDS / 2] / mib);
+  (void)c;
+}
+
+#define AR_CASE(id, idx, what)                                                                   \
+  BENCH_CASE(id, .workload = #id, .impl = "tp", .group = "gc",                                  \
+             .unit = "collection with " what " registered as roots", .ops = AR_ROUNDS,          \
+             .iterations = 3, .param = idx, .setup = ar_setup, .run = ar_run,                   \
+             .teardown = ar_teardown)
+AR_CASE(gc_arena_roots_1x64k, 0, "1 arena of 64 KiB")
+AR_CASE(gc_arena_roots_1x4m, 1, "1 arena of 4 MiB")
+AR_CASE(gc_arena_roots_16x1m, 2, "16 arenas of 1 MiB")
+AR_CASE(gc_arena_roots_16x4m, 3, "16 arenas of 4 MiB")
+AR_CASE(gc_arena_roots_256x64k, 4, "256 arenas of 64 KiB")
+AR_CASE(gc_arena_roots_256x256k, 5, "256 arenas of 256 KiB")
+AR_CASE(gc_arena_roots_16x1m_c, 6, "16 concurrent arenas of 1 MiB")
+
+/* tp_heap_read_stats on a heap after one collection. */
+static void *rs_setup(const bench_case *c) {
+  (void)c;
+  tp_heap_config hc = {.trigger_percent = 0};
+  tp_heap *h = tp_heap_create(&hc);
+  if (!h) return NULL;
+  for (int i = 0; i < 1000; i++) tp_heap_alloc(h, &tp_b_gnode_type);
+  tp_heap_collect(h);
+  return h;
+}
+
+static void rs_run(const bench_case *c, void *state, bench_out *out) {
+  BENCH_NEED_STATE(state, out);
+  tp_heap *h = state;
+  tp_heap_stats st;
+  uint64_t sum = 0, t0 = bench_now_ns();
+  for (uint64_t i = 0; i < c->ops; i++) {
+    tp_heap_read_stats(h, &st);
+    sum += st.num_gc;
+    __asm__ volatile("" : : "r"(&st) : "memory");
+  }
+  uint64_t t1 = bench_now_ns();
+  if (sum != c->ops) bench_fail(out, "num_gc changed");
+  out->ns = (double)(t1 - t0);
+  out->ops = (double)c->ops;
+}
+
+static void rs_teardown(const bench_case *c, void *state) {
+  (void)c;
+  if (state) tp_heap_destroy(state);
+}
+
+BENCH_CASE(gc_read_stats, .workload = "gc_read_stats", .impl = "tp", .group = "gc",
+           .unit = "tp_heap_read_stats call", .ops = 1000000, .setup = rs_setup,
+           .run = rs_run, .teardown = rs_teardown)
+
+#endif /* TIDEPOOL_GC_H */
 
 #endif /* BENCH_HAVE_GC */

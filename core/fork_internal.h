@@ -15,6 +15,9 @@
  *                      reaches any layer above epoch (pool put, arena free)
  *   18 SWEEPER_CTL     [pool]  sweeper start/stop
  *   20 SWEEPER         [pool]  the pass lock (no pool destroyed in a pass)
+ *   22 HEAP_ARENAS     [gc]    arenas registered as heap roots (held by a
+ *                              collection with the arenas' locks, before
+ *                              the heap's lock)
  *   25 ARENAS          [arena] the concurrent-arena registry and each
  *                              concurrent arena's refill lock (a refill takes
  *                              pool locks under it)
@@ -42,6 +45,7 @@ enum {
   TP__FORK_RANK_EPOCH_CONSUME = 12,
   TP__FORK_RANK_SWEEPER_CTL = 18,
   TP__FORK_RANK_SWEEPER = 20,
+  TP__FORK_RANK_HEAP_ARENAS = 22, /* gc: arenas registered with heaps */
   TP__FORK_RANK_ARENAS = 25, /* a refill takes pool locks under a->lock */
   TP__FORK_RANK_POOLS = 30,
   TP__FORK_RANK_HEAPS = 40,

@@ -49,6 +49,8 @@ static const struct rank_entry {
     {"sweeper", "&ctl_lock", 18, "sweeper start/stop lock", NULL},
     {"pool", "&tp__pool_pass_lock", 20, "sweeper pass lock", NULL},
     {"gc", "&tp__pool_pass_lock", 20, "sweeper pass lock", NULL},
+    /* gc/arena_roots.c: its path names "arena" first. */
+    {"arena", "&arena_roots_lock", 22, "heap arena-roots lock", NULL},
     {"arena", "&arenas_lock", 24, "arena registry lock", NULL},
     {"arena", "&a->lock", 25, "concurrent arena refill lock", NEST_ARENAS},
     {"pool", "&registry_lock", 30, "pool registry lock", NULL},

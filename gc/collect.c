@@ -7,9 +7,10 @@
  *
  *   pause 1 (world stopped): retire every allocation buffer, shade the
  *     roots (gc/roots.c: root slots, ranges, every attached thread's stack
- *     and registers, blocking threads' saved frames, the finalizer queue
- *     and running finalizers) -- mark and push, no tracing -- then set
- *     TP__F_MARK (barrier on, new regions born black) and restart.
+ *     and registers, blocking threads' saved frames, registered arenas
+ *     (gc/arena_roots.c), the finalizer queue and running finalizers) --
+ *     mark and push, no tracing -- then set TP__F_MARK (barrier on, new
+ *     regions born black) and restart.
  *   concurrent mark: drain the gray stack and its address-ordered overflow
  *     pass, and the SATB chunks the mutators push, until all are empty.
  *   pause 2 (world stopped): the SATB chunks not yet pushed (every record's
@@ -19,6 +20,12 @@
  *     sweep list, pace the next cycle, clear TP__F_MARK and restart.
  *   concurrent sweep (gc/sweep.c), a few regions per h->lock hold; then
  *     the cycle is done (cycles_done, num_gc).
+ *
+ * h->phase (the public TP_GC_PHASE_* values, read by tp_heap_read_stats):
+ * MARK from pause 1, MARK_TERMINATION in pause 2, SWEEP from the end of
+ * pause 2, IDLE when the sweep is done. Each pause, and the fallback's one,
+ * is recorded by tp__gc_note_pause (gc/metrics.c: total, last, max,
+ * histogram): two per concurrent cycle.
  *
  * The argument that this marks everything reachable is at the top of
  * gc/mark.c. What the pauses hold: pause 1 is O(threads + stack bytes +
@@ -49,8 +56,11 @@
  * Locks: the marker takes h->sp_lock to stop and restart the world and to
  * wait for work, h->lock during the pauses and per sweep batch, satb_lock
  * briefly to give chunks back; never two of them except h->lock then
- * satb_lock (pause 2), in rank order. It holds none while it marks
- * concurrently.
+ * satb_lock (pause 2), in rank order. With registered arenas, once the
+ * world is stopped and before h->lock, it takes the arena-roots lock and
+ * the arenas' locks (ranks 22, 25 < 40): in pause 1 until the roots are
+ * shaded, in pause 2 only around the checkmark. It holds none while it
+ * marks concurrently.
  */
 #define _GNU_SOURCE
 #include <tidepool/epoch.h>
@@ -99,16 +109,11 @@ static void finish_sweep(tp_heap *h, struct tp__release *rel) {
   }
 }
 
-static void record_pause(tp_heap *h, uint64_t pause) {
-  tp__counter_add(&h->pause_total, (int64_t)pause);
-  __atomic_store_n(&h->last_pause, pause, __ATOMIC_RELAXED);
-  if (pause > tp__counter_get(&h->pause_max)) __atomic_store_n(&h->pause_max, pause, __ATOMIC_RELAXED);
-}
-
 /* ---- stop-the-world: the fallback without a marker thread -------------------- */
 
 static void mark_and_sweep(tp_heap *h, struct tp__release *rel) {
   uint64_t t0 = tp__now_ns();
+  __atomic_store_n(&h->phase, TP__PH_MARK, __ATOMIC_RELAXED);
   retire_all(h);
   tp__mut_reap(h);
   finish_sweep(h, rel);
@@ -118,6 +123,7 @@ static void mark_and_sweep(tp_heap *h, struct tp__release *rel) {
   tp__mark_roots(&mk);
   tp__mark_drain_all(&mk);
 
+  __atomic_store_n(&h->phase, TP__PH_MARK_TERM, __ATOMIC_RELAXED);
   tp__gc_clear_weaks(h);
   tp__gc_queue_finalizers(h, &mk);
   tp__mark_drain_all(&mk);
@@ -125,7 +131,9 @@ static void mark_and_sweep(tp_heap *h, struct tp__release *rel) {
 
   uint64_t t1 = tp__now_ns();
   if (h->checkmark) tp__gc_checkmark(h, false);
+  tp__heap_arenas_release(h); /* the scans are done: the caller held them */
   uint64_t t2 = tp__now_ns();
+  __atomic_store_n(&h->phase, TP__PH_SWEEP, __ATOMIC_RELAXED);
   tp__gc_sweep(h, mk.epoch, rel);
   uint64_t t3 = tp__now_ns();
 
@@ -135,6 +143,9 @@ static void mark_and_sweep(tp_heap *h, struct tp__release *rel) {
   tp__counter_add(&h->mark_ns, (int64_t)(t1 - t0));
   tp__counter_add(&h->sweep_ns, (int64_t)(t3 - t2));
   tp__gc_pace(h);
+  /* Idle again before h->lock goes: a fork child (its prepare handler
+   * takes h->lock) never sees this collection's phases. */
+  __atomic_store_n(&h->phase, TP__PH_IDLE, __ATOMIC_RELAXED);
 }
 
 /* The collection proper, called with the caller's registers spilled into
@@ -162,19 +173,20 @@ TP_NOINLINE static bool collect_inner(tp_heap *h, tp__mut *self) {
   pthread_mutex_unlock(&h->sp_lock);
 
   struct tp__release rel = {NULL, NULL};
+  /* Registered arenas (gc/arena_roots.c): world stopped, before h->lock
+   * (rank order); mark_and_sweep releases them after its checkmark. */
+  tp__heap_arenas_hold(h);
   pthread_mutex_lock(&h->lock);
   mark_and_sweep(h, &rel);
   pthread_mutex_unlock(&h->lock);
 
   pthread_mutex_lock(&h->sp_lock);
   __atomic_fetch_and(&h->flags, ~TP__F_STW, __ATOMIC_RELAXED);
-  if (__atomic_load_n(&h->phase, __ATOMIC_RELAXED) == TP__PH_SWEEP) /* finish_sweep did it */
-    __atomic_store_n(&h->phase, TP__PH_IDLE, __ATOMIC_RELAXED);
   h->stw_epoch++;
   pthread_cond_broadcast(&h->cv_resume);
   pthread_mutex_unlock(&h->sp_lock);
 
-  record_pause(h, tp__now_ns() - t0);
+  tp__gc_note_pause(h, tp__now_ns() - t0); /* gc/metrics.c */
   tp__counter_add(&h->num_gc, 1);
 
   tp__gc_release(h, &rel);
@@ -222,6 +234,14 @@ static void restart_world(tp_heap *h, uint32_t flags, int phase) {
 static void pause1(tp_heap *h, struct tp__release *rel) {
   uint64_t t0 = tp__now_ns();
   stop_world(h);
+  /* Registered arenas (gc/arena_roots.c): held from here, with the world
+   * stopped and before h->lock (ranks 22, 25 < 40), to the end of the
+   * root shading. No attached thread can be waiting for one of these
+   * locks: every one is stopped at a safepoint or in a blocking section,
+   * and neither is reached holding an arena's lock (the arena layer calls
+   * no collector); a blocking or unattached thread that takes one (reset,
+   * refill) releases it without waiting for this collector. */
+  tp__heap_arenas_hold(h);
   pthread_mutex_lock(&h->lock);
   retire_all(h);
   tp__mut_reap(h);
@@ -232,12 +252,14 @@ static void pause1(tp_heap *h, struct tp__release *rel) {
    * h->lock) sees the mark begun and abandons it (gc/heap.c). */
   __atomic_store_n(&h->phase, TP__PH_MARK, __ATOMIC_RELAXED);
   /* Shade the roots: mark and push, no tracing in the pause. */
+  /* Registered arenas are roots like ranges and are shaded here too, from
+   * tp__mark_roots (gc/roots.c); then the arenas go: resets, rewinds,
+   * destroys and removals during the mark need no barrier (gc/mark.c). */
   tp__mark_roots(&h->mk);
-  /* Registered arenas (issue 12 item 5) are roots like ranges and are
-   * shaded here too, from tp__mark_roots: that is where their scan goes. */
+  tp__heap_arenas_release(h);
   pthread_mutex_unlock(&h->lock);
   restart_world(h, TP__F_MARK, TP__PH_MARK);
-  record_pause(h, tp__now_ns() - t0);
+  tp__gc_note_pause(h, tp__now_ns() - t0); /* gc/metrics.c */
 }
 
 /* Drains the gray stack, the overflow pass and the pushed SATB chunks
@@ -273,7 +295,12 @@ static void mark_unpushed(tp_heap *h) {
 static void pause2(tp_heap *h, uint64_t mark_t0) {
   uint64_t t0 = tp__now_ns();
   stop_world(h);
+  /* The checkmark traverses from the roots, registered arenas included
+   * (leniently: gc/mark.c): it holds them as pause 1 does, before h->lock
+   * (rank order) and until it is done. Without it pause 2 reads no arena. */
+  if (h->checkmark) tp__heap_arenas_hold(h);
   pthread_mutex_lock(&h->lock);
+  __atomic_store_n(&h->phase, TP__PH_MARK_TERM, __ATOMIC_RELAXED);
   struct tp__marker *mk = &h->mk;
   mark_unpushed(h);
   for (;;) {
@@ -290,7 +317,10 @@ static void pause2(tp_heap *h, uint64_t mark_t0) {
   tp__mark_drain_all(mk);
   if (mk->any_overflow) tp__counter_add(&h->overflows, 1);
   uint64_t t1 = tp__now_ns();
-  if (h->checkmark) tp__gc_checkmark(h, true);
+  if (h->checkmark) {
+    tp__gc_checkmark(h, true);
+    tp__heap_arenas_release(h);
+  }
 
   /* heap_live: what the mark found reachable from the snapshot. What was
    * allocated while it marked (born black, kept by this sweep) counts as
@@ -304,9 +334,14 @@ static void pause2(tp_heap *h, uint64_t mark_t0) {
   tp__counter_add(&h->num_gc, 1); /* with the new goal, while all are stopped */
   tp__gc_sweep_begin(h, mk->epoch);
   tp__gc_pace(h);
+  /* SWEEP before h->lock goes (the world is still stopped): a fork child
+   * (its prepare handler takes h->lock) sees MARK_TERMINATION never, and
+   * once the sweep has begun it sees SWEEP, so it finishes that sweep
+   * rather than abandon a mark that is complete. */
+  __atomic_store_n(&h->phase, TP__PH_SWEEP, __ATOMIC_RELAXED);
   pthread_mutex_unlock(&h->lock);
   restart_world(h, 0, TP__PH_SWEEP);
-  record_pause(h, tp__now_ns() - t0);
+  tp__gc_note_pause(h, tp__now_ns() - t0); /* gc/metrics.c */
 }
 
 /* Sweeps 16 regions per h->lock hold, giving memory back between. */
@@ -332,12 +367,21 @@ static void abandon_mark(tp_heap *h) {
   restart_world(h, 0, TP__PH_IDLE);
 }
 
+/* This thread's CPU time (0 if the clock cannot be read). */
+static uint64_t thread_cpu_ns(void) {
+  struct timespec ts;
+  if (clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts)) return 0;
+  return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
 static void run_cycle(tp_heap *h) {
   struct tp__release rel = {NULL, NULL};
   pause1(h, &rel);
   tp__gc_release(h, &rel);
-  uint64_t t0 = tp__now_ns();
-  if (!mark_concurrently(h)) {
+  uint64_t t0 = tp__now_ns(), cpu0 = thread_cpu_ns();
+  bool marked = mark_concurrently(h);
+  tp__counter_add(&h->mark_bg_cpu_ns, (int64_t)(thread_cpu_ns() - cpu0));
+  if (!marked) {
     abandon_mark(h);
     return;
   }

@@ -50,6 +50,7 @@
 #ifndef TIDEPOOL_GC_H
 #define TIDEPOOL_GC_H
 
+#include <tidepool/arena.h>
 #include <tidepool/common.h>
 #include <tidepool/sweeper.h>
 
@@ -126,6 +127,27 @@ typedef struct tp_heap_config {
                                rescanning), so tests set it tiny. */
 } tp_heap_config;
 
+/* Buckets of tp_heap_stats.pause_hist. */
+#define TP_HEAP_PAUSE_BUCKETS 24
+
+/* The lower bound in ns of pause_hist bucket i (0 for bucket 0); bucket i
+ * ends where bucket i + 1 starts; the last has no upper bound. */
+TP_INLINE uint64_t tp_heap_pause_bucket_ns(unsigned i) {
+  return i == 0 ? 0 : i < TP_HEAP_PAUSE_BUCKETS ? (uint64_t)1 << (9 + i) : UINT64_MAX;
+}
+
+/* tp_heap_stats.phase. A concurrent cycle: IDLE until pause 1, MARK from
+ * pause 1 while the marker thread marks, MARK_TERMINATION in pause 2 (the
+ * mark's end, weak references, finalizers), SWEEP while the sweep runs
+ * concurrently, then IDLE. The stop-the-world fallback (no marker thread)
+ * goes MARK, MARK_TERMINATION, SWEEP, IDLE inside its one pause. */
+enum {
+  TP_GC_PHASE_IDLE = 0,
+  TP_GC_PHASE_MARK = 1,
+  TP_GC_PHASE_MARK_TERMINATION = 2,
+  TP_GC_PHASE_SWEEP = 3,
+};
+
 /* Statistics after Go's runtime.MemStats. Each field is read with a
  * relaxed atomic load while the mutators run: each is exact on its own at
  * the moment it is read (heap_alloc and objects_alloc lag by at most one
@@ -162,6 +184,28 @@ typedef struct tp_heap_stats {
   uint64_t threads;         /* attached threads */
   uint32_t checkmark;       /* 1 when TIDEPOOL_GC_CHECKMARK=1 verification is on */
   uint32_t region_size;     /* bytes */
+  /* ---- after Go's runtime/metrics (fields added at the end) ---- */
+  /* Stop-the-world pauses by duration, like Go's /gc/pauses:seconds:
+   * pause_hist[0] counts pauses under 2^10 ns (~1 us), pause_hist[i] for
+   * 1 <= i <= 22 those in [2^(9+i), 2^(10+i)) ns, pause_hist[23] those of
+   * 2^32 ns (~4.3 s) or more (tp_heap_pause_bucket_ns gives the bounds).
+   * Every pause is counted once, when it ends: two per concurrent
+   * collection (pause 1 and pause 2), one per stop-the-world fallback, so
+   * pauses >= num_gc. pause_total_ns, last_pause_ns and pause_max_ns
+   * cover the same pauses. */
+  uint64_t pause_hist[TP_HEAP_PAUSE_BUCKETS];
+  uint64_t pauses;          /* pauses counted in pause_hist, summed */
+  uint64_t mark_assist_ns;  /* time mutators spent marking in allocation
+                               assists: always 0, the collector has no
+                               assists (an allocation past the hard limit
+                               waits for the cycle instead) */
+  uint64_t mark_bg_cpu_ns;  /* CPU time of the marker thread marking
+                               concurrently, between pause 1 and pause 2
+                               (the pauses' own time is in pause_total_ns;
+                               0 while every collection is the
+                               stop-the-world fallback) */
+  uint32_t phase;           /* TP_GC_PHASE_*: what the collector is doing now */
+  uint32_t arenas;          /* arenas registered as roots (tp_heap_add_arena) */
 } tp_heap_stats;
 
 /* Creates a heap (NULL config = defaults). NULL + errno EINVAL (bad
@@ -208,6 +252,54 @@ TP_API int tp_root_remove(tp_heap *h, void **slot);
  * added), EEXIST (start already added), ENOMEM. Safe to call concurrently. */
 TP_API int tp_root_add_range(tp_heap *h, void *start, size_t len);
 TP_API int tp_root_remove_range(tp_heap *h, void *start);
+
+/*
+ * Arenas as roots: while arena a is registered with h, its allocated bytes
+ * — every chunk up to its bump pointer, every large allocation; for a
+ * TP_ARENA_CONCURRENT arena every CPU's region and the shared one — are
+ * scanned conservatively at each collection, like a tp_root_add_range, so
+ * a per-request arena may hold pointers to heap objects. Unallocated chunk
+ * tails and memory given up by a reset or rewind are never read.
+ *
+ *   tp_arena *req = tp_arena_create(NULL);
+ *   tp_heap_add_arena(h, req);
+ *   struct ctx *c = tp_arena_alloc(req, sizeof *c);
+ *   c->user = tp_heap_alloc(h, &user_type);      // kept alive by the arena
+ *   ...
+ *   tp_arena_destroy(req);                       // unregisters it too
+ *
+ * An arena may be registered with several heaps (each scans it), once per
+ * heap. tp_arena_destroy, and tp_arena_retire's deferred destroy, remove it
+ * from every heap; tp_heap_destroy removes every arena registered with it.
+ * tp_arena_reset and tp_arena_rewind need nothing: what they drop is no
+ * longer a root from the next collection on (dropping arena memory is a
+ * bulk deletion; under snapshot-at-the-beginning marking the arena is
+ * scanned in the initial pause, so a deletion during a mark needs no
+ * barrier either). Stores of heap pointers into arena memory need no
+ * barrier.
+ *
+ * Threads. Who writes heap pointers into a registered arena must be
+ * attached to h (as for any heap pointer held outside the heap): a
+ * collection scans the arena with the attached threads stopped. A plain
+ * (single-threaded) registered arena must therefore only be used by
+ * threads attached to h, outside blocking sections, or while no collection
+ * of h can run; a concurrent one may be allocated from by any thread at any
+ * time (the collection takes the arena's lock, and reads each region's bump
+ * pointer atomically). Reset, rewind and destroy of a registered arena wait
+ * for a collection scanning it (they drop memory under the arena's lock).
+ * Registering a plain arena costs it nothing on its allocation paths; a
+ * reset or rewind of a registered arena takes its (uncontended) lock. Cost
+ * in the pause (docs/gc.md): ~0.2 ms per MiB of arena scanned while it
+ * fits the cache, up to ~1 ms per MiB beyond (memory-bound).
+ *
+ * add: 0, or -errno: EINVAL (NULL h or a, h not a heap), EEXIST (already
+ * registered with h), ENOMEM. remove: 0, or -errno: EINVAL (NULL),
+ * ENOENT (not registered with h). Both are safe to call concurrently with
+ * anything but the destroy of h or a, and a reset or rewind of a; they wait
+ * for a collection of h that is scanning arenas.
+ */
+TP_API int tp_heap_add_arena(tp_heap *h, tp_arena *a);
+TP_API int tp_heap_remove_arena(tp_heap *h, tp_arena *a);
 
 /* Makes the calling thread a mutator of h: from now on its stack (from
  * the frame of its current safepoint up to the stack's base) and its
@@ -264,7 +356,9 @@ TP_API void *tp_weak_get(tp_weak *w);
 TP_API void tp_weak_free(tp_weak *w);
 
 /* Fills *out; 0, or -EINVAL (errno). Never stops or waits for mutators or
- * a collection (relaxed atomic loads). Safe to call concurrently. */
+ * a collection (relaxed atomic loads, no lock, no system call: ~280
+ * instructions, ~100 ns; docs/gc.md). Safe to call concurrently, from any thread, attached or
+ * not, at any time (during a collection too). */
 TP_API int tp_heap_read_stats(const tp_heap *h, tp_heap_stats *out);
 
 /*

@@ -139,6 +139,7 @@ void tp_heap_destroy(tp_heap *h) {
   pthread_mutex_lock(&registry_lock);
   TP__LIST_UNLINK(registry, h, reg_prev, reg_next);
   pthread_mutex_unlock(&registry_lock);
+  tp__heap_arenas_destroy(h); /* registered arenas keep no observer of h */
 
   /* 2. Weak references read NULL from now on. */
   pthread_mutex_lock(&h->lock);
@@ -261,6 +262,7 @@ int tp_heap_read_stats(const tp_heap *h, tp_heap_stats *out) {
   out->threads = tp__counter_get(&h->nthreads);
   out->checkmark = h->checkmark;
   out->region_size = (uint32_t)h->region_size;
+  tp__gc_read_metrics(h, out);
   return 0;
 }
 

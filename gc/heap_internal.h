@@ -1,7 +1,8 @@
 /*
  * Internal: the tracing collector's structures and the functions its
  * files share (gc/heap.c, map.c, mutators.c, alloc.c, roots.c, mark.c,
- * weak.c, sweep.c, pacing.c, collect.c; docs/ARCHITECTURE.md lists what
+ * weak.c, sweep.c, pacing.c, collect.c, arena_roots.c, metrics.c;
+ * docs/ARCHITECTURE.md lists what
  * each holds). The marker's own state is in gc/mark_internal.h.
  *
  * Memory layout
@@ -68,6 +69,7 @@
 #include <tidepool/gc.h>
 #include <tidepool/pool.h>
 
+#include "arena/arena_roots_internal.h"
 #include "core/list_internal.h"
 #include "core/os_internal.h"
 
@@ -220,8 +222,18 @@ struct tp__satb {
 #define TP__F_STW 1u  /* a collection wants the threads stopped */
 #define TP__F_MARK TP__HEAP_MARKING /* a concurrent mark runs: barrier on */
 
-/* h->phase */
-enum { TP__PH_IDLE = 0, TP__PH_MARK = 1, TP__PH_SWEEP = 2 };
+/* h->phase: the collector's phase, the one word the cycle's control flow
+ * tests (tp__gc_trigger, fork_child) and tp_heap_read_stats reports, so
+ * its values are the public TP_GC_PHASE_* (gc.h). MARK from pause 1 to
+ * pause 2 (and the stop-the-world fallback's mark), MARK_TERM while
+ * pause 2 (or the fallback) finishes the mark: SATB leftovers, weak
+ * references, finalizers, checkmark; SWEEP until the sweep is done. */
+enum {
+  TP__PH_IDLE = TP_GC_PHASE_IDLE,
+  TP__PH_MARK = TP_GC_PHASE_MARK,
+  TP__PH_MARK_TERM = TP_GC_PHASE_MARK_TERMINATION,
+  TP__PH_SWEEP = TP_GC_PHASE_SWEEP,
+};
 
 /* The marker's state: on the heap (the concurrent mark keeps it from
  * pause 1 to pause 2) or on the stack (stop-the-world, checkmark). */
@@ -294,7 +306,8 @@ struct tp_heap {
   void *marker_stack;            /* its stack (TP__MARKER_STACK bytes) */
   pthread_t marker_tid;          /* the marker thread (sp_lock): */
   bool marker_running, marker_stop;
-  int phase;                     /* TP__PH_* (sp_lock; read relaxed) */
+  int phase;                     /* TP__PH_*: written with every attached thread
+                                    stopped (and h->lock or sp_lock held); read relaxed */
   uint64_t cycles_req, cycles_started, cycles_done; /* sp_lock */
   pthread_cond_t cv_marker;      /* the marker waits for work */
   pthread_cond_t cv_cycle;       /* cycles_done advanced */
@@ -320,6 +333,15 @@ struct tp_heap {
   uint64_t next_gc, overflows, nregions, nlarge, large_map_bytes;
   uint64_t regions_released, nthreads, meta_bytes;
   uint64_t fin_run, fin_pending;
+  /* gc/metrics.c (runtime/metrics): written by the collector */
+  uint64_t pause_hist[TP_HEAP_PAUSE_BUCKETS], pauses;
+  uint64_t mark_assist_ns; /* no assists: allocators past the hard limit wait */
+  uint64_t mark_bg_cpu_ns; /* the marker thread's CPU time between the pauses */
+
+  /* ---- registered arenas (gc/arena_roots.c) ---- */
+  struct tp__arena_link *arena_links; /* arena_roots_lock */
+  uint64_t narenas;                   /* written under it, read relaxed */
+  bool arenas_held;                   /* the collector holds them (collector only) */
 
   /* ---- process-wide registry (registry lock) ---- */
   struct tp_heap *reg_prev, *reg_next;
@@ -608,6 +630,35 @@ void tp__gc_trim(tp_heap *h);
 /* The object (payload) containing address a, or 0 (h->lock held or the
  * collector). */
 uintptr_t tp__gc_find(const tp_heap *h, uintptr_t a);
+
+/* ---- metrics (gc/metrics.c) ----------------------------------------------- */
+
+/* Records a stop-the-world pause of ns nanoseconds: total, last, max,
+ * histogram, pauses. Every pause: pause 1 and pause 2 of a concurrent
+ * cycle (two per collection) and the stop-the-world fallback's one. */
+void tp__gc_note_pause(tp_heap *h, uint64_t ns);
+
+/* The runtime/metrics part of tp_heap_read_stats. */
+void tp__gc_read_metrics(const tp_heap *h, tp_heap_stats *out);
+
+/* ---- registered arenas (gc/arena_roots.c) -------------------------------- */
+
+/* The collector, after the world is stopped and before it takes h->lock:
+ * holds the arena-roots lock and every arena registered with h, so none is
+ * unregistered, destroyed, reset or rewound while the roots are scanned.
+ * release: after the scan (pause 1's root shading; pause 2's checkmark;
+ * the fallback's mark and checkmark), any lock of h held or not. A heap
+ * with no arena takes no lock. */
+void tp__heap_arenas_hold(tp_heap *h);
+void tp__heap_arenas_release(tp_heap *h);
+
+/* The root phase: fn(arg, lo, hi) for every allocated range of every arena
+ * registered with h (between hold and release; nothing otherwise).
+ * Returns the bytes visited. */
+size_t tp__heap_scan_arenas(tp_heap *h, tp__arena_range_fn *fn, void *arg);
+
+/* tp_heap_destroy: drops every registration of h (no lock of h held). */
+void tp__heap_arenas_destroy(tp_heap *h);
 
 /* Region map maintenance (h->lock held). */
 int tp__map_set_range(tp_heap *h, uintptr_t start, size_t len, void *entry);

@@ -115,8 +115,12 @@
  * unmarked object is skipped, not fatal: stack slots below the stack
  * pointer at pause 1 were not scanned then, can hold stale pointers to
  * objects already garbage at pause 1, and may be inside a frame by
- * pause 2 (an uninitialized local); the program cannot use them. Roots,
- * ranges and fields stay strict.
+ * pause 2 (an uninitialized local); the program cannot use them. Words of
+ * registered arenas are skipped the same way, for the same reason: arena
+ * memory changes after pause 1 without a barrier, and a chunk re-used
+ * after a reset or rewind holds stale words from before it, pointing to
+ * objects garbage at pause 1 (gc/roots.c says more). Roots, ranges and
+ * fields stay strict.
  */
 #define _GNU_SOURCE
 #include "gc/mark_internal.h"
@@ -200,7 +204,7 @@ static void check_addr(struct tp__marker *mk, uintptr_t a) {
     uint64_t bit = (uint64_t)1 << (g & 63);
     if (*seen & bit) return;
     bool marked = tp__region_bits(mk->h, r)[g >> 6].mark & bit;
-    if (!marked && mk->lenient) return; /* a stale stack word: see tp__gc_checkmark */
+    if (!marked && mk->lenient) return; /* a stale stack or arena word: see the top */
     *seen |= bit;
     if (!marked)
       tp__fatal("tp_heap_collect", (void *)p,

@@ -36,7 +36,8 @@ void tp__gc_checkmark(tp_heap *h, bool concurrent);
 size_t tp__mark_satb_list(struct tp__marker *mk, struct tp__satb *list);
 
 /* gc/roots.c: visits every root: precise slots, ranges, stopped threads'
- * stacks and registers, the finalizer queue and running finalizers. */
+ * stacks and registers, registered arenas, the finalizer queue and running
+ * finalizers. */
 void tp__mark_roots(struct tp__marker *mk);
 
 /* gc/weak.c: after the roots are marked, clears the weak references whose

@@ -3,7 +3,8 @@
  * of slot addresses, with tombstones) and conservative root ranges, and
  * the enumeration of every root of a collection for the marker: those,
  * the stopped threads' stacks and registers (and a blocking thread's
- * copied frame), the finalizer queue and the finalizers being run.
+ * copied frame), the registered arenas (gc/arena_roots.c), the finalizer
+ * queue and the finalizers being run.
  */
 #define _GNU_SOURCE
 #include "gc/mark_internal.h"
@@ -140,6 +141,9 @@ int tp_root_remove_range(tp_heap *h, void *start) {
 
 /* ---- the roots of a collection --------------------------------------------------- */
 
+/* tp__mark_words as the arena layer's range callback (registered arenas). */
+static void mark_range(void *mk, const char *lo, const char *hi) { tp__mark_words(mk, lo, hi); }
+
 void tp__mark_roots(struct tp__marker *mk) {
   tp_heap *h = mk->h;
   for (size_t i = 0; i < h->roots_cap; i++) {
@@ -157,6 +161,21 @@ void tp__mark_roots(struct tp__marker *mk) {
       tp__mark_words(mk, (const char *)m->spill, (const char *)(m->spill + m->nspill));
     mk->lenient = false;
   }
+  /* Registered arenas (gc/arena_roots.c; nothing unless the collector
+   * holds them). The checkmark after a concurrent mark reads their words
+   * leniently, like stack words: arena memory changes between pause 1 and
+   * pause 2 without a barrier (stores, resets, rewinds), a chunk re-used
+   * after a reset or rewind can hold stale words left from before it
+   * (pointers to objects already unreachable at pause 1, freed by this
+   * sweep), and an arena added during the mark was not a root at pause 1
+   * (what only it held then was garbage by the rules, as it would be for
+   * a stop-the-world collection run just before the add). A stale word is
+   * memory the program did not write since and cannot use; every pointer
+   * it stored there since pause 1 is marked by the argument in gc/mark.c.
+   * Objects found marked are traced strictly. */
+  mk->lenient = mk->check && mk->concurrent;
+  tp__heap_scan_arenas(h, mark_range, mk);
+  mk->lenient = false;
   for (size_t i = 0; i < h->finq_n; i++)
     tp__mark_visit(mk, (uintptr_t)h->finq[(h->finq_head + i) % h->finq_cap]);
   for (struct tp__finrun *f = h->running; f; f = f->next)

@@ -117,6 +117,16 @@ static const char *nanos(char *buf, size_t n, uint64_t v) {
   return buf;
 }
 
+static const char *phase_name(uint32_t phase) {
+  switch (phase) {
+    case TP_GC_PHASE_IDLE: return "idle";
+    case TP_GC_PHASE_MARK: return "mark";
+    case TP_GC_PHASE_MARK_TERMINATION: return "mark termination";
+    case TP_GC_PHASE_SWEEP: return "sweep";
+    default: return "?";
+  }
+}
+
 static void print_pool_row(FILE *f, const char *name, const tp_pool_stats *s) {
   char m[16], rs[16];
   uint64_t ops = s->cache_hits + s->cache_misses;
@@ -191,6 +201,21 @@ static void print_table(FILE *f, const struct report *r) {
                "regions released %" PRIu64 "; finalizers run %" PRIu64 ", pending %" PRIu64 "\n",
             h->objects_live, h->objects_alloc, h->objects_freed, bytes(a, sizeof a, h->total_alloc),
             h->regions_released, h->finalizers_run, h->finalizers_pending);
+    fprintf(f, "  phase %s; arenas as roots %" PRIu32 "; mark assists %s, background mark CPU %s\n",
+            phase_name(h->phase), h->arenas, nanos(a, sizeof a, h->mark_assist_ns),
+            nanos(b, sizeof b, h->mark_bg_cpu_ns));
+    /* The non-empty buckets of the pause histogram, as [low, high). */
+    fprintf(f, "  pauses %" PRIu64 ":", h->pauses);
+    for (unsigned k = 0; k < TP_HEAP_PAUSE_BUCKETS; k++) {
+      if (!h->pause_hist[k]) continue;
+      if (k + 1 < TP_HEAP_PAUSE_BUCKETS)
+        fprintf(f, " [%s, %s) %" PRIu64, nanos(a, sizeof a, tp_heap_pause_bucket_ns(k)),
+                nanos(b, sizeof b, tp_heap_pause_bucket_ns(k + 1)), h->pause_hist[k]);
+      else
+        fprintf(f, " [%s, ...) %" PRIu64, nanos(a, sizeof a, tp_heap_pause_bucket_ns(k)),
+                h->pause_hist[k]);
+    }
+    fputc('\n', f);
   }
   if (r->heaps_omitted) fprintf(f, "(%zu heaps omitted: out of memory)\n", r->heaps_omitted);
 }
@@ -325,6 +350,21 @@ static void print_json(FILE *f, const struct report *r) {
     JU(f, ", ", "threads", h->threads);
     JU(f, ", ", "checkmark", h->checkmark);
     JU(f, ", ", "region_size", h->region_size);
+    JU(f, ", ", "pauses", h->pauses);
+    /* Like Go's /gc/pauses:seconds: bucket k counts pauses of at least
+     * pause_hist_lo_ns[k] and under pause_hist_lo_ns[k + 1] (the last has
+     * no upper bound). */
+    fprintf(f, ", \"pause_hist_lo_ns\": [");
+    for (unsigned k = 0; k < TP_HEAP_PAUSE_BUCKETS; k++)
+      fprintf(f, "%s%" PRIu64, k ? ", " : "", tp_heap_pause_bucket_ns(k));
+    fprintf(f, "], \"pause_hist\": [");
+    for (unsigned k = 0; k < TP_HEAP_PAUSE_BUCKETS; k++)
+      fprintf(f, "%s%" PRIu64, k ? ", " : "", h->pause_hist[k]);
+    fprintf(f, "]");
+    JU(f, ", ", "mark_assist_ns", h->mark_assist_ns);
+    JU(f, ", ", "mark_bg_cpu_ns", h->mark_bg_cpu_ns);
+    fprintf(f, ", \"phase\": \"%s\"", phase_name(h->phase));
+    JU(f, ", ", "arenas", h->arenas);
     fputc('}', f);
   }
   fprintf(f, "]");

@@ -88,7 +88,9 @@ static void check_put(tp_pool *p, void *obj, const char *func) {
   tp__pool_check_owner(p, obj, func);
 #if TP_DEBUG
   tp_slab *s = tp__slab_of(p, obj);
-  if (obj_index(p, s, obj) >= s->carved)
+  /* Without the slab lock (a carve of another object of s may run): obj
+   * was carved before it was handed out, and carved only grows. */
+  if (obj_index(p, s, obj) >= __atomic_load_n(&s->carved, __ATOMIC_RELAXED))
     tp__fatal(func, obj, "pointer is not an object of this pool");
   size_t i = obj_index(p, s, obj);
   uint64_t bit = 1ull << (i & 63);
@@ -234,7 +236,9 @@ static unsigned central_alloc(tp_pool *p, void **out, unsigned n) {
         TP_POISON(obj, p->stride);
         VALGRIND_MAKE_MEM_NOACCESS(obj, p->obj_size);
       }
-      s->carved++;
+      /* relaxed atomic: the debug check of a put reads it without the lock
+       * (check_put); it only grows. */
+      __atomic_store_n(&s->carved, s->carved + 1, __ATOMIC_RELAXED);
       out[got++] = obj;
     }
     tp__pool_set_resident(p, s, tp__round_up(p->data_off + (size_t)s->carved * p->stride, page));

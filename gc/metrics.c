@@ -1,0 +1,41 @@
+/*
+ * The collector's metrics after Go's runtime/metrics: the pause histogram
+ * (/gc/pauses:seconds), cumulative pause time, mark assist and background
+ * mark CPU time, the phase in progress. Written by the collector, read by
+ * tp_heap_read_stats from any thread at any time.
+ *
+ * Every figure is one relaxed atomic word: a reader takes no lock and
+ * waits for nobody, so reading costs a few dozen loads (docs/gc.md has the
+ * measured figure). Words are exact one by one, the set is not a snapshot:
+ * a read racing the end of a pause may see the bucket counted and `pauses`
+ * not yet (or num_gc, counted after both). Pauses are recorded by one
+ * thread at a time (the collector, under the heap's collection), so a
+ * load-compare-store suffices for the maximum.
+ */
+#define _GNU_SOURCE
+#include "gc/heap_internal.h"
+
+/* The pause_hist bucket of a pause of ns nanoseconds (gc.h). */
+static unsigned pause_bucket(uint64_t ns) {
+  if (ns < ((uint64_t)1 << 10)) return 0;
+  unsigned i = 64u - (unsigned)__builtin_clzll(ns) - 10u;
+  return i < TP_HEAP_PAUSE_BUCKETS ? i : TP_HEAP_PAUSE_BUCKETS - 1;
+}
+
+void tp__gc_note_pause(tp_heap *h, uint64_t ns) {
+  tp__counter_add(&h->pause_total, (int64_t)ns);
+  __atomic_store_n(&h->last_pause, ns, __ATOMIC_RELAXED);
+  if (ns > tp__counter_get(&h->pause_max)) __atomic_store_n(&h->pause_max, ns, __ATOMIC_RELAXED);
+  tp__counter_add(&h->pause_hist[pause_bucket(ns)], 1);
+  tp__counter_add(&h->pauses, 1);
+}
+
+void tp__gc_read_metrics(const tp_heap *h, tp_heap_stats *out) {
+  for (unsigned i = 0; i < TP_HEAP_PAUSE_BUCKETS; i++)
+    out->pause_hist[i] = tp__counter_get(&h->pause_hist[i]);
+  out->pauses = tp__counter_get(&h->pauses);
+  out->mark_assist_ns = tp__counter_get(&h->mark_assist_ns);
+  out->mark_bg_cpu_ns = tp__counter_get(&h->mark_bg_cpu_ns);
+  out->phase = (uint32_t)__atomic_load_n(&h->phase, __ATOMIC_RELAXED); /* TP__PH_* = TP_GC_PHASE_* */
+  out->arenas = (uint32_t)__atomic_load_n(&h->narenas, __ATOMIC_RELAXED);
+}
