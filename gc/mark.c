@@ -168,13 +168,22 @@ static TP_NOINLINE void check_push_slow(struct tp__marker *mk, uintptr_t p) {
   mk->st[mk->top++] = p;
 }
 
+/* The object containing address a (0 if none): its payload address, and
+ * its region and granule (*r), or its large record (*l). One range test
+ * first: nothing of the heap lies outside [lo, lo + span). */
+static inline uintptr_t obj_at(struct tp__marker *mk, uintptr_t a, struct tp__region **r,
+                               struct tp__large **l, size_t *g) {
+  if (a - mk->lo >= mk->span) return 0;
+  *g = 0;
+  return tp__find_obj(mk->h, a, r, l, g);
+}
+
 /* Marks the object containing address a (if any) gray. */
 static inline void mark_addr(struct tp__marker *mk, uintptr_t a) {
-  if (a - mk->lo >= mk->span) return;
   struct tp__region *r;
   struct tp__large *l;
-  size_t g = 0;
-  uintptr_t p = tp__find_obj(mk->h, a, &r, &l, &g);
+  size_t g;
+  uintptr_t p = obj_at(mk, a, &r, &l, &g);
   if (!p) return;
   if (r) {
     struct tp__bitpair *bp = tp__region_bits(mk->h, r) + (g >> 6);
@@ -193,11 +202,10 @@ static inline void mark_addr(struct tp__marker *mk, uintptr_t a) {
 
 /* Checkmark: visits the object containing a; aborts if it is unmarked. */
 static void check_addr(struct tp__marker *mk, uintptr_t a) {
-  if (a - mk->lo >= mk->span) return;
   struct tp__region *r;
   struct tp__large *l;
-  size_t g = 0;
-  uintptr_t p = tp__find_obj(mk->h, a, &r, &l, &g);
+  size_t g;
+  uintptr_t p = obj_at(mk, a, &r, &l, &g);
   if (!p) return;
   if (r) {
     uint64_t *seen = tp__region_pend(mk->h, r) + (g >> 6); /* see tp__gc_checkmark */
