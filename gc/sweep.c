@@ -69,39 +69,6 @@ static bool sweep_large(tp_heap *h, struct tp__large *l) {
   return false;
 }
 
-void tp__gc_sweep(tp_heap *h, uint8_t epoch, struct tp__release *rel) {
-  uint64_t freed = 0, released = 0;
-  const uint32_t data_lines = h->nlines - h->first_line;
-  h->recyclable = NULL;
-  for (struct tp__region *r = h->regions, *next; r; r = next) {
-    next = r->next;
-    uint32_t nfree = sweep_region(h, r, epoch, &freed);
-    if (nfree == data_lines) {
-      /* No live line: the whole region goes back to the pool. */
-      TP__LIST_UNLINK(h->regions, r, prev, next);
-      tp__map_clear_range(h, (uintptr_t)r, h->region_size);
-      r->rnext = rel->regions;
-      rel->regions = r;
-      released++;
-    } else if (nfree) {
-      r->rnext = h->recyclable;
-      h->recyclable = r;
-    }
-  }
-  for (struct tp__large *l = h->large, *next; l; l = next) {
-    next = l->next;
-    if (!sweep_large(h, l)) {
-      TP__LIST_UNLINK(h->large, l, prev, next);
-      l->next = rel->large;
-      rel->large = l;
-      freed++;
-    }
-  }
-  tp__counter_add(&h->objs_freed, (int64_t)freed);
-  tp__counter_add(&h->nregions, -(int64_t)released);
-  tp__counter_add(&h->regions_released, (int64_t)released);
-}
-
 /* ---- the concurrent sweep ------------------------------------------------------ */
 
 void tp__gc_sweep_begin(tp_heap *h, uint8_t epoch) {
@@ -162,4 +129,11 @@ void tp__gc_release(tp_heap *h, struct tp__release *rel) {
     next = l->next;
     tp__os_unmap(l, l->map_bytes);
   }
+}
+
+/* The stop-the-world sweep (the fallback without a marker thread): the
+ * concurrent sweep, all of it at once. */
+void tp__gc_sweep(tp_heap *h, uint8_t epoch, struct tp__release *rel) {
+  tp__gc_sweep_begin(h, epoch);
+  tp__gc_sweep_some(h, SIZE_MAX, rel);
 }
