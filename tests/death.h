@@ -12,6 +12,8 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "tests/test_util.h"
+
 /* Returns 1 if fn(arg) aborted and its stderr contained `expect`. */
 static inline int tt_dies_with(void (*fn)(void *), void *arg, const char *expect) {
   int fds[2];
@@ -27,10 +29,7 @@ static inline int tt_dies_with(void (*fn)(void *), void *arg, const char *expect
   }
   close(fds[1]);
   char buf[4096];
-  size_t n = 0;
-  ssize_t r;
-  while (n < sizeof buf - 1 && (r = read(fds[0], buf + n, sizeof buf - 1 - n)) > 0) n += (size_t)r;
-  buf[n] = 0;
+  tt_read_all(fds[0], buf, sizeof buf);
   close(fds[0]);
   int status = 0;
   waitpid(pid, &status, 0);

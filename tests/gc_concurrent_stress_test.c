@@ -384,10 +384,7 @@ static void test_fails_without_barrier(void **state) {
   }
   close(fds[1]);
   static char buf[1 << 16];
-  size_t n = 0;
-  ssize_t r;
-  while (n < sizeof buf - 1 && (r = read(fds[0], buf + n, sizeof buf - 1 - n)) > 0) n += (size_t)r;
-  buf[n] = 0;
+  tt_read_all(fds[0], buf, sizeof buf);
   close(fds[0]);
   int status = 0;
   assert_int_equal(waitpid(pid, &status, 0), pid);

@@ -67,14 +67,6 @@ struct run {
   int status;
 };
 
-static void read_all(int fd, char *buf, size_t cap) {
-  size_t n = 0;
-  ssize_t r;
-  while ((r = read(fd, buf + n, cap - 1 - n)) > 0 || (r < 0 && errno == EINTR))
-    if (r > 0) n += (size_t)r;
-  buf[n] = 0;
-}
-
 /* Runs the child with `env` (NULL-terminated NAME=VALUE strings) added to
  * an environment without any TIDEPOOL_ or TP_ option. */
 static void run_child(const char *const *env, struct run *r) {
@@ -100,8 +92,8 @@ static void run_child(const char *const *env, struct run *r) {
   close(po[1]), close(pe[1]);
   /* The child writes little to stdout; read stderr, then stdout. A
    * TIDEPOOL_SHOW_STATS report fits the pipe and the buffer. */
-  read_all(pe[0], r->err, sizeof r->err);
-  read_all(po[0], r->out, sizeof r->out);
+  tt_read_all(pe[0], r->err, sizeof r->err);
+  tt_read_all(po[0], r->out, sizeof r->out);
   close(po[0]), close(pe[0]);
   assert_int_equal(waitpid(pid, &r->status, 0), pid);
 }

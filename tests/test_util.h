@@ -235,4 +235,15 @@ static inline size_t tt_rss(void) {
   return (size_t)res * (size_t)sysconf(_SC_PAGESIZE);
 }
 
+/* Reads fd to its end (or until buf, of cap bytes, is full), retrying
+ * EINTR; buf ends with a NUL. Returns the bytes read. */
+static inline size_t tt_read_all(int fd, char *buf, size_t cap) {
+  size_t n = 0;
+  ssize_t r;
+  while (n < cap - 1 && ((r = read(fd, buf + n, cap - 1 - n)) > 0 || (r < 0 && errno == EINTR)))
+    if (r > 0) n += (size_t)r;
+  buf[n] = 0;
+  return n;
+}
+
 #endif /* TIDEPOOL_TEST_UTIL_H */
