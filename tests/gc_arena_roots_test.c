@@ -116,6 +116,16 @@ static void test_bad_args(void **state) {
   tp_heap_destroy(h2);
 }
 
+/* A plain arena of 8 KiB chunks (so a test spans many), keeping 1 MiB
+ * across resets, registered with h. */
+static tp_arena *registered_small_chunk_arena(tp_heap *h) {
+  tp_arena_config ac = {.chunk_size = 8 << 10, .keep_bytes = 1 << 20};
+  tp_arena *a = tp_arena_create(&ac);
+  assert_non_null(a);
+  assert_int_equal(tp_heap_add_arena(h, a), 0);
+  return a;
+}
+
 /* ---- a plain arena: chunks, a large allocation, rewind, reset, remove ---------- */
 
 #define N_PLAIN 2000
@@ -123,10 +133,7 @@ static void test_bad_args(void **state) {
 static void test_plain(void **state) {
   (void)state;
   tp_heap *h = new_heap();
-  tp_arena_config ac = {.chunk_size = 8 << 10, .keep_bytes = 1 << 20};
-  tp_arena *a = tp_arena_create(&ac);
-  assert_non_null(a);
-  assert_int_equal(tp_heap_add_arena(h, a), 0);
+  tp_arena *a = registered_small_chunk_arena(h);
   static tp_weak *w[N_PLAIN + 1];
   /* Pointer slots spread over ~30 chunks; from slot N_PLAIN / 2 on they
    * come after a mark. */
@@ -583,10 +590,7 @@ static void *collect_thread(void *p) {
 static void test_checkmark_stale_word(void **state) {
   (void)state;
   tp_heap *h = new_heap();
-  tp_arena_config ac = {.chunk_size = 8 << 10, .keep_bytes = 1 << 20};
-  tp_arena *a = tp_arena_create(&ac);
-  assert_non_null(a);
-  assert_int_equal(tp_heap_add_arena(h, a), 0);
+  tp_arena *a = registered_small_chunk_arena(h);
   void **g = tp_heap_alloc(h, &gate_type);
   assert_non_null(g);
   assert_int_equal(tp_root_add(h, (void **)&g), 0);
