@@ -35,6 +35,7 @@
 #include <thread>
 #include <vector>
 
+#include "bench/cli.h"
 #include "bench/median.h"
 
 #ifndef BENCH_WORKERS
@@ -92,12 +93,7 @@ std::vector<std::string> Split(const std::string& s, char sep) {
 bool ParseOptions(int argc, char** argv, Options* o) {
   for (int i = 1; i < argc; i++) {
     std::string a = argv[i];
-    auto value = [&](const char* name) -> const char* {
-      std::string n = name;
-      if (a.rfind(n + "=", 0) == 0) return argv[i] + n.size() + 1;
-      if (a == n && i + 1 < argc) return argv[++i];
-      return nullptr;
-    };
+    auto value = [&](const char* name) { return OptionValue(argc, argv, &i, name); };
     const char* v;
     if (a == "--help" || a == "-h") {
       Usage(stdout);

@@ -61,6 +61,7 @@
 #include <thread>
 #include <vector>
 
+#include "bench/cli.h"
 #include "bench/median.h"
 
 namespace {
@@ -104,12 +105,7 @@ bool ParseOptions(int argc, char** argv, Options* o) {
   bool dur_set = false, items_set = false, secs_set = false, reps_set = false;
   for (int i = 1; i < argc; i++) {
     std::string a = argv[i];
-    auto value = [&](const char* name) -> const char* {
-      std::string n = name;
-      if (a.rfind(n + "=", 0) == 0) return argv[i] + n.size() + 1;
-      if (a == n && i + 1 < argc) return argv[++i];
-      return nullptr;
-    };
+    auto value = [&](const char* name) { return OptionValue(argc, argv, &i, name); };
     const char* v;
     if (a == "--help" || a == "-h") {
       Usage(stdout);
