@@ -29,7 +29,21 @@ size_t tp__os_page_size(void) {
   return p;
 }
 
-/* Maps `size` bytes aligned to `align` with extra mmap flags; no counting. */
+/* Maps `size` bytes aligned to `align` with extra mmap flags; no counting.
+ *
+ * Three tries, so that a tight RLIMIT_AS (which counts every byte mapped,
+ * even for an instant) does not fail a mapping that fits:
+ *  1. exactly `size` anywhere: aligned by chance (always when align is a
+ *     page), done;
+ *  2. otherwise exactly `size` at the aligned address just below where the
+ *     kernel put it (MAP_FIXED_NOREPLACE: fails rather than replace a
+ *     mapping); the kernel hands out addresses top-down, so that space is
+ *     usually free;
+ *  3. otherwise over-map by align - page and trim both ends, which needs
+ *     size + align - page of address space for an instant.
+ * Undoing a whole mapping of our own cannot fail (munmap fails only when
+ * it would split a mapping past vm.max_map_count), so it is not a fault
+ * injection point. */
 static void *map_aligned(size_t size, size_t align, int flags) {
   size_t page = tp__os_page_size();
   if (align < page) align = page;
@@ -38,15 +52,26 @@ static void *map_aligned(size_t size, size_t align, int flags) {
     errno = EINVAL;
     return NULL;
   }
-  /* Over-map by align - page, then trim both ends to the aligned span. */
-  size_t span = size + (align > page ? align - page : 0);
-  char *raw = tp__mmap(NULL, span, PROT_READ | PROT_WRITE,
-                   MAP_PRIVATE | MAP_ANONYMOUS | flags, -1, 0);
+  const int prot = PROT_READ | PROT_WRITE, kind = MAP_PRIVATE | MAP_ANONYMOUS | flags;
+  char *raw = tp__mmap(NULL, size, prot, kind, -1, 0);
   if (raw == MAP_FAILED) {
     errno = ENOMEM;
     return NULL;
   }
-  char *p = (char *)(((uintptr_t)raw + align - 1) & ~(uintptr_t)(align - 1));
+  if (((uintptr_t)raw & (align - 1)) == 0) return raw;
+  munmap(raw, size);
+  char *want = (char *)((uintptr_t)raw & ~(uintptr_t)(align - 1));
+  char *p = tp__mmap(want, size, prot, kind | MAP_FIXED_NOREPLACE, -1, 0);
+  if (p == want) return p;
+  if (p != MAP_FAILED) munmap(p, size); /* a kernel before 4.17 took it as a hint */
+
+  size_t span = size + align - page;
+  raw = tp__mmap(NULL, span, prot, kind, -1, 0);
+  if (raw == MAP_FAILED) {
+    errno = ENOMEM;
+    return NULL;
+  }
+  p = (char *)(((uintptr_t)raw + align - 1) & ~(uintptr_t)(align - 1));
   if (p > raw) tp__munmap(raw, (size_t)(p - raw));
   char *end = p + size, *raw_end = raw + span;
   if (raw_end > end) tp__munmap(end, (size_t)(raw_end - end));

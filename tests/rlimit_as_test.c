@@ -97,10 +97,41 @@ static void test_exhaust_and_recover(void **state) {
   assert_int_equal(t14_run_child(exhaust_child, NULL, TT_HANG_MS), 0);
 }
 
+/* A slab aligned to its own size (16 MiB for 1 MiB objects) under a cap
+ * with room for one slab and a half: mapping it used to over-map by the
+ * alignment (twice the slab for an instant) and fail with ENOMEM. */
+static int aligned_slab_child(void *arg) {
+  (void)arg;
+  tp_pool_config cfg = {.name = "wide", .obj_size = (size_t)1 << 20};
+  tp_pool *warm = tp_pool_create(&cfg), *p = tp_pool_create(&cfg);
+  T14_CHECK(warm != NULL && p != NULL);
+  void *o = tp_pool_get(warm); /* the per-CPU and depot space, one slab */
+  T14_CHECK(o != NULL);
+  tp_pool_stats st;
+  T14_CHECK(tp_pool_read_stats(warm, &st) == 0 && st.slabs == 1);
+  size_t slab = (size_t)st.bytes_mapped; /* the slab and warm's CPU blocks */
+  T14_CHECK(t14_cap_as(slab + slab / 2) == 0);
+  errno = 0;
+  void *q = tp_pool_get(p);
+  if (!q) fprintf(stderr, "get under a cap of 1.5 slabs failed: errno %d\n", errno);
+  T14_CHECK(q != NULL);
+  tp_pool_put(p, q);
+  tp_pool_put(warm, o);
+  tp_pool_destroy(p);
+  tp_pool_destroy(warm);
+  return 0;
+}
+
+static void test_aligned_slab_under_tight_cap(void **state) {
+  (void)state;
+  assert_int_equal(t14_run_child(aligned_slab_child, NULL, TT_HANG_MS), 0);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_first_slow_path_under_cap),
       cmocka_unit_test(test_exhaust_and_recover),
+      cmocka_unit_test(test_aligned_slab_under_tight_cap),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
