@@ -9,8 +9,8 @@
 #define _GNU_SOURCE
 #include "gc/mark_internal.h"
 
+#include "core/array_internal.h"
 #include "core/debug_internal.h"
-#include "core/fault_internal.h"
 
 #include <errno.h>
 #include <stdlib.h>
@@ -51,16 +51,7 @@ int tp_root_add_range(tp_heap *h, void *start, size_t len) {
   int rc = 0;
   for (size_t i = 0; i < h->nranges; i++)
     if (h->ranges[i].start == (uintptr_t)start) rc = -EEXIST;
-  if (!rc && h->nranges == h->ranges_cap) {
-    size_t cap = h->ranges_cap ? h->ranges_cap * 2 : 8;
-    struct tp__range *v = tp__realloc(h->ranges, cap * sizeof *v);
-    if (!v) {
-      rc = -ENOMEM;
-    } else {
-      h->ranges = v;
-      h->ranges_cap = cap;
-    }
-  }
+  if (!rc) rc = TP__ARRAY_RESERVE(h->ranges, h->ranges_cap, h->nranges + 1, 8);
   if (!rc) h->ranges[h->nranges++] = (struct tp__range){(uintptr_t)start, len};
   pthread_mutex_unlock(&h->lock);
   if (rc) errno = -rc;
