@@ -611,6 +611,14 @@ bool tp__gc_sweep_some(tp_heap *h, size_t budget, struct tp__release *rel);
 /* Gives *rel's memory back (no heap lock held). */
 void tp__gc_release(tp_heap *h, struct tp__release *rel);
 
+/* gc/check.c */
+
+/* What is wrong with region r (h->lock held, or the collector), or NULL.
+ * epoch < 0: what holds at any time (and, outside a mark, no mark or
+ * pend bit). epoch >= 0: r was just swept after the mark of that epoch
+ * and no allocator holds it: also its line marks and its objects. */
+const char *tp__heap_region_invalid(const tp_heap *h, struct tp__region *r, int epoch);
+
 /* gc/pacing.c */
 
 /* heap_sys as reported in the stats. */
