@@ -57,18 +57,37 @@ int tp_epoch_register_thread(void) {
  * out-of-line fast path a stack frame. */
 TP_COLD void tp__epoch_register_slow(void) { tp_epoch_register_thread(); }
 
-/* The read side for programs that do not opt in to the inline one
- * (epoch.h): the same inline code, one call away. */
-void tp_epoch_enter(void) {
-  /* Mixing with liburcu (docs/epoch.md): the application may have removed
-   * the registration tidepool made (urcu_memb_unregister_thread), which
-   * tidepool's own flag cannot see. liburcu's flag sits on the reader's
-   * line that the read lock below touches anyway: one load and a predicted
-   * branch. (The opt-in inline path does not check it: there the
-   * application calls tp_epoch_register_thread() again after it
-   * unregistered a thread itself.) */
-  if (TP_UNLIKELY(!URCU_TLS(urcu_memb_reader).registered)) tp__epoch_registered = 0;
+/* An enter on a thread liburcu does not count as registered: its first,
+ * or the first after the application removed the registration tidepool
+ * made (urcu_memb_unregister_thread). Register (tp_epoch_register_thread),
+ * then enter. Cold and reached by a tail call, so the fast path below
+ * needs no stack frame. */
+static TP_COLD void enter_slow(void) {
+  tp_epoch_register_thread();
   tp__epoch_enter_inline();
+}
+
+/* The read side for programs that do not opt in to the inline one
+ * (epoch.h): liburcu's read lock, one call away, behind one registration
+ * test. The test is liburcu's own flag, not tidepool's: it is what must
+ * hold for a section to count (the application may have unregistered a
+ * thread tidepool registered, docs/epoch.md), and a thread it shows
+ * registered needs nothing from tidepool's registration to read (one the
+ * application registered itself is adopted by tp_epoch_register_thread,
+ * as documented). The opt-in inline path tests
+ * tidepool's flag instead (it reads nothing of liburcu's but the nesting
+ * counter); there the application calls tp_epoch_register_thread() again
+ * after it unregistered a thread itself. */
+void tp_epoch_enter(void) {
+  if (TP_UNLIKELY(!URCU_TLS(urcu_memb_reader).registered)) {
+    enter_slow();
+    return;
+  }
+#if TP__TSAN
+  tp__epoch_read_lock_tsan();
+#else
+  _urcu_memb_read_lock();
+#endif
 }
 void tp_epoch_leave(void) { tp__epoch_leave_inline(); }
 int tp_epoch_in_section(void) { return tp__epoch_in_section_inline(); }

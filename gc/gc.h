@@ -361,6 +361,15 @@ TP_API void tp_weak_free(tp_weak *w);
  * not, at any time (during a collection too). */
 TP_API int tp_heap_read_stats(const tp_heap *h, tp_heap_stats *out);
 
+/* Checks the heap's structures: its regions (magic, address map, header
+ * area; no mark or pend bit outside a mark), the region and recyclable
+ * lists, and the large objects (gc/check.c lists what). 0; -EINVAL
+ * (errno) for NULL or a destroyed heap, or with a message on stderr
+ * naming what is broken. Takes the heap's lock, so it waits out a pause
+ * and a sweep step; safe to call concurrently. Debug builds also check
+ * every region a sweep keeps (its objects and line marks). */
+TP_API int tp_heap_check(tp_heap *h);
+
 /*
  * The write barrier: stores value into the pointer field *field of heap
  * object obj. Every store of a heap pointer into a field of a heap object

@@ -216,7 +216,7 @@ void tp_heap_destroy(tp_heap *h) {
   tp__os_unmap(h->map_l1, h->map_l1_bytes);
   if (h->gray) tp__os_unmap(h->gray, tp__round_up(h->gray_cap * sizeof(void *), tp__os_page_size()));
   if (h->marker_stack) tp__os_unmap(h->marker_stack, TP__MARKER_STACK);
-  free(h->roots);
+  tp__ptrset_free(&h->roots);
   free(h->ranges);
   free(h->finq);
   pthread_mutex_destroy(&h->lock);

@@ -72,6 +72,7 @@
 #include "arena/arena_roots_internal.h"
 #include "core/list_internal.h"
 #include "core/os_internal.h"
+#include "core/ptrset_internal.h"
 
 #include <pthread.h>
 #include <stdbool.h>
@@ -89,8 +90,6 @@
 #define TP__MIN_HEAP_DEFAULT ((size_t)4 << 20)
 #define TP__GRAY_DEFAULT ((size_t)64 << 10)
 #define TP__MARKER_STACK ((size_t)1 << 20)
-/* A removed root slot in h->roots (open addressing keeps probe chains). */
-#define TP__ROOT_TOMB ((void **)1)
 
 #define TP__HDR_ARRAY ((uintptr_t)1)
 #define TP__HDR_LARGE ((uintptr_t)2)
@@ -282,8 +281,7 @@ struct tp_heap {
   void ***map_l1;                /* radix map */
   size_t map_l1_n, map_l1_bytes;
   uintptr_t lo, hi;              /* bounds of everything in the map */
-  void ***roots;                 /* hash set of slots (NULL empty, TP__ROOT_TOMB) */
-  size_t roots_cap, roots_n, roots_used;
+  struct tp__ptrset roots;       /* precise root slots (void **) */
   struct tp__range *ranges;
   size_t nranges, ranges_cap;
   tp_weak *weaks;
@@ -612,6 +610,14 @@ bool tp__gc_sweep_some(tp_heap *h, size_t budget, struct tp__release *rel);
 
 /* Gives *rel's memory back (no heap lock held). */
 void tp__gc_release(tp_heap *h, struct tp__release *rel);
+
+/* gc/check.c */
+
+/* What is wrong with region r (h->lock held, or the collector), or NULL.
+ * epoch < 0: what holds at any time (and, outside a mark, no mark or
+ * pend bit). epoch >= 0: r was just swept after the mark of that epoch
+ * and no allocator holds it: also its line marks and its objects. */
+const char *tp__heap_region_invalid(const tp_heap *h, struct tp__region *r, int epoch);
 
 /* gc/pacing.c */
 

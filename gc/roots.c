@@ -1,6 +1,6 @@
 /*
- * Roots: the registered precise root slots (an open-addressing hash set
- * of slot addresses, with tombstones) and conservative root ranges, and
+ * Roots: the registered precise root slots (a set of slot addresses,
+ * core/ptrset_internal.h) and conservative root ranges, and
  * the enumeration of every root of a collection for the marker: those,
  * the stopped threads' stacks and registers (and a blocking thread's
  * copied frame), the registered arenas (gc/arena_roots.c), the finalizer
@@ -9,8 +9,8 @@
 #define _GNU_SOURCE
 #include "gc/mark_internal.h"
 
+#include "core/array_internal.h"
 #include "core/debug_internal.h"
-#include "core/fault_internal.h"
 
 #include <errno.h>
 #include <stdlib.h>
@@ -18,58 +18,13 @@
 
 /* ---- roots --------------------------------------------------------------------- */
 
-static size_t root_hash(void **slot, size_t cap) {
-  return (size_t)(((uintptr_t)slot * 0x9e3779b97f4a7c15ull) >> 32) & (cap - 1);
-}
-
-/* Rebuilds the root table with capacity cap. false on ENOMEM. */
-static bool roots_rehash(tp_heap *h, size_t cap) {
-  void ***t = tp__calloc(cap, sizeof *t);
-  if (!t) return false;
-  for (size_t i = 0; i < h->roots_cap; i++) {
-    void **s = h->roots[i];
-    if (!s || s == TP__ROOT_TOMB) continue;
-    size_t j = root_hash(s, cap);
-    while (t[j]) j = (j + 1) & (cap - 1);
-    t[j] = s;
-  }
-  free(h->roots);
-  h->roots = t;
-  h->roots_cap = cap;
-  h->roots_used = h->roots_n;
-  return true;
-}
-
 int tp_root_add(tp_heap *h, void **slot) {
   if (!h || !slot) {
     errno = EINVAL;
     return -EINVAL;
   }
   pthread_mutex_lock(&h->lock);
-  int rc = 0;
-  if ((h->roots_used + 1) * 2 > h->roots_cap &&
-      !roots_rehash(h, h->roots_n * 4 > h->roots_cap ? (h->roots_cap ? h->roots_cap * 2 : 16)
-                                                     : (h->roots_cap ? h->roots_cap : 16))) {
-    rc = -ENOMEM;
-  } else {
-    size_t j = root_hash(slot, h->roots_cap), tomb = SIZE_MAX;
-    for (; h->roots[j]; j = (j + 1) & (h->roots_cap - 1)) {
-      if (h->roots[j] == slot) {
-        rc = -EEXIST;
-        break;
-      }
-      if (h->roots[j] == TP__ROOT_TOMB && tomb == SIZE_MAX) tomb = j;
-    }
-    if (!rc) {
-      if (tomb != SIZE_MAX) {
-        j = tomb;
-      } else {
-        h->roots_used++;
-      }
-      h->roots[j] = slot;
-      h->roots_n++;
-    }
-  }
+  int rc = tp__ptrset_add(&h->roots, slot);
   pthread_mutex_unlock(&h->lock);
   if (rc) errno = -rc;
   return rc;
@@ -81,16 +36,7 @@ int tp_root_remove(tp_heap *h, void **slot) {
     return -EINVAL;
   }
   pthread_mutex_lock(&h->lock);
-  int rc = -EINVAL;
-  if (h->roots_cap) {
-    for (size_t j = root_hash(slot, h->roots_cap); h->roots[j]; j = (j + 1) & (h->roots_cap - 1))
-      if (h->roots[j] == slot) {
-        h->roots[j] = TP__ROOT_TOMB;
-        h->roots_n--;
-        rc = 0;
-        break;
-      }
-  }
+  int rc = tp__ptrset_remove(&h->roots, slot) ? -EINVAL : 0;
   pthread_mutex_unlock(&h->lock);
   if (rc) errno = -rc;
   return rc;
@@ -105,16 +51,7 @@ int tp_root_add_range(tp_heap *h, void *start, size_t len) {
   int rc = 0;
   for (size_t i = 0; i < h->nranges; i++)
     if (h->ranges[i].start == (uintptr_t)start) rc = -EEXIST;
-  if (!rc && h->nranges == h->ranges_cap) {
-    size_t cap = h->ranges_cap ? h->ranges_cap * 2 : 8;
-    struct tp__range *v = tp__realloc(h->ranges, cap * sizeof *v);
-    if (!v) {
-      rc = -ENOMEM;
-    } else {
-      h->ranges = v;
-      h->ranges_cap = cap;
-    }
-  }
+  if (!rc) rc = TP__ARRAY_RESERVE(h->ranges, h->ranges_cap, h->nranges + 1, 8);
   if (!rc) h->ranges[h->nranges++] = (struct tp__range){(uintptr_t)start, len};
   pthread_mutex_unlock(&h->lock);
   if (rc) errno = -rc;
@@ -146,9 +83,9 @@ static void mark_range(void *mk, const char *lo, const char *hi) { tp__mark_word
 
 void tp__mark_roots(struct tp__marker *mk) {
   tp_heap *h = mk->h;
-  for (size_t i = 0; i < h->roots_cap; i++) {
-    void **s = h->roots[i];
-    if (s && s != TP__ROOT_TOMB && *s) tp__mark_visit(mk, (uintptr_t)*s);
+  void **s;
+  for (size_t i = 0; (s = tp__ptrset_next(&h->roots, &i));) {
+    if (*s) tp__mark_visit(mk, (uintptr_t)*s);
   }
   for (size_t i = 0; i < h->nranges; i++)
     tp__mark_words(mk, (const char *)h->ranges[i].start,

@@ -19,6 +19,7 @@
 #include <tidepool/pool.h>
 
 #include "arena/chunk_pools_internal.h"
+#include "core/array_internal.h"
 #include "gc/heap_internal.h"
 #include "pool/sweeper_internal.h"
 #include "pool/pool_internal.h"
@@ -46,21 +47,10 @@ struct report {
   size_t nheaps, heaps_cap, heaps_omitted;
 };
 
-/* Appends one element to a growing array; false when memory runs out. */
-static bool grow(void **arr, size_t *cap, size_t n, size_t elem) {
-  if (n < *cap) return true;
-  size_t c = *cap ? *cap * 2 : 16;
-  void *p = realloc(*arr, c * elem);
-  if (!p) return false;
-  *arr = p;
-  *cap = c;
-  return true;
-}
-
 /* Under the pools' pass lock: no pool is destroyed meanwhile. */
 static void add_pool(tp_pool *p, void *arg) {
   struct report *r = arg;
-  if (!grow((void **)&r->pools, &r->pools_cap, r->npools, sizeof *r->pools)) {
+  if (TP__ARRAY_RESERVE(r->pools, r->pools_cap, r->npools + 1, 16)) {
     r->pools_omitted++;
     return;
   }
@@ -70,7 +60,7 @@ static void add_pool(tp_pool *p, void *arg) {
 /* Under the heap registry lock: relaxed loads only (tp_heap_read_stats). */
 static void add_heap(const tp_heap *h, void *arg) {
   struct report *r = arg;
-  if (!grow((void **)&r->heaps, &r->heaps_cap, r->nheaps, sizeof *r->heaps)) {
+  if (TP__ARRAY_RESERVE(r->heaps, r->heaps_cap, r->nheaps + 1, 16)) {
     r->heaps_omitted++;
     return;
   }

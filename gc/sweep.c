@@ -94,6 +94,10 @@ bool tp__gc_sweep_some(tp_heap *h, size_t budget, struct tp__release *rel) {
       released++;
       continue;
     }
+    if (TP_DEBUG) { /* gc/check.c: what the sweep keeps is whole */
+      const char *why = tp__heap_region_invalid(h, r, h->sweep_epoch);
+      if (why) tp__fatal("sweep", r, why);
+    }
     TP__LIST_PUSH(h->regions, r, prev, next);
     if (nfree) {
       r->rnext = h->recyclable;

@@ -17,12 +17,14 @@
 #define _GNU_SOURCE
 #include "gc/mark_internal.h"
 
+#include "core/array_internal.h"
 #include "core/list_internal.h"
 #include "core/debug_internal.h"
 #include "core/fault_internal.h"
 
 #include <errno.h>
 #include <stdlib.h>
+#include <string.h>
 #include "core/lockorder_internal.h" /* last: wraps the pthread_mutex calls */
 
 __thread int tp__tls_in_finalizers;
@@ -130,16 +132,10 @@ size_t tp_heap_run_finalizers(tp_heap *h) {
 /* Registers obj for finalization. false + ENOMEM. */
 bool tp__fin_register(tp_heap *h, void *obj) {
   pthread_mutex_lock(&h->lock);
-  if (h->nfin == h->fin_cap) {
-    size_t cap = h->fin_cap ? h->fin_cap * 2 : 64;
-    void **v = tp__realloc(h->fin_objs, cap * sizeof *v);
-    if (!v) {
-      pthread_mutex_unlock(&h->lock);
-      errno = ENOMEM;
-      return false;
-    }
-    h->fin_objs = v;
-    h->fin_cap = cap;
+  if (TP__ARRAY_RESERVE(h->fin_objs, h->fin_cap, h->nfin + 1, 64)) {
+    pthread_mutex_unlock(&h->lock);
+    errno = ENOMEM;
+    return false;
   }
   h->fin_objs[h->nfin++] = obj;
   pthread_mutex_unlock(&h->lock);
@@ -149,14 +145,13 @@ bool tp__fin_register(tp_heap *h, void *obj) {
 /* Appends obj to the finalizer queue (a ring). false on ENOMEM. */
 bool tp__finq_push(tp_heap *h, void *obj) {
   if (h->finq_n == h->finq_cap) {
-    size_t cap = h->finq_cap ? h->finq_cap * 2 : 64;
-    void **v = tp__malloc(cap * sizeof *v);
-    if (!v) return false;
-    for (size_t i = 0; i < h->finq_n; i++) v[i] = h->finq[(h->finq_head + i) % h->finq_cap];
-    free(h->finq);
-    h->finq = v;
-    h->finq_cap = cap;
-    h->finq_head = 0;
+    size_t old = h->finq_cap;
+    if (TP__ARRAY_RESERVE(h->finq, h->finq_cap, old + 1, 64)) return false;
+    /* The ring's wrapped part [0, head + n - old) moves past the old end,
+     * so the n entries run on from head again (the capacity at least
+     * doubled: there is room). */
+    if (h->finq_head + h->finq_n > old)
+      memcpy(h->finq + old, h->finq, (h->finq_head + h->finq_n - old) * sizeof *h->finq);
   }
   h->finq[(h->finq_head + h->finq_n) % h->finq_cap] = obj;
   h->finq_n++;

@@ -7,11 +7,18 @@
  * is tp__ and changes without notice.
  *
  * Registration. tidepool keeps its own per-thread flag, tp__epoch_registered
- * (thread-local in libtidepool, initial-exec), set when the thread has
- * registered with liburcu through tidepool and cleared when it unregisters;
- * the first enter of a thread registers it. The read side reads nothing of
- * liburcu's but what liburcu's own inline read lock/unlock read (the
- * reader's nesting counter, URCU_TLS(urcu_memb_reader).ctr).
+ * (thread-local in libtidepool, initial-exec: in a program that links
+ * libtidepool.a the linker makes it local-exec, one %fs-relative load),
+ * set when the thread has registered with liburcu through tidepool and
+ * cleared when it unregisters; the first enter of a thread registers it.
+ * The read side reads nothing of liburcu's but what liburcu's own inline
+ * read lock/unlock read (the reader's nesting counter,
+ * URCU_TLS(urcu_memb_reader).ctr).
+ *
+ * Cost (gcc 12 -O2, objdump of //bench's loop): an enter+leave pair is 26
+ * instructions against 22 for liburcu's own inline pair — the
+ * registration test (3) and one register copy the leave's test for a
+ * leave without an enter keeps.
  *
  * ThreadSanitizer cannot see liburcu's ordering (the grace period is
  * inside uninstrumented liburcu and membarrier), and liburcu's inline read
@@ -59,15 +66,27 @@ TP_INLINE int tp__epoch_in_section_inline(void) {
   return (URCU_TLS(urcu_memb_reader).ctr & URCU_GP_CTR_NEST_MASK) != 0;
 }
 
+/* liburcu's read unlock, with the test for a leave without an enter
+ * moved off the common path: the outermost leave is tested first (one
+ * compare, which liburcu's helper repeats and the compiler folds), and
+ * only a leave that is not the outermost one asks whether it is one at
+ * all. */
 TP_INLINE void tp__epoch_leave_inline(void) {
+#if TP__TSAN
   if (TP_UNLIKELY(!tp__epoch_in_section_inline())) {
     tp__epoch_unbalanced_leave();
     return;
   }
-#if TP__TSAN
   tp__epoch_read_unlock_tsan();
 #else
-  _urcu_memb_read_unlock();
+  unsigned long tmp = URCU_TLS(urcu_memb_reader).ctr;
+  if (TP_UNLIKELY((tmp & URCU_GP_CTR_NEST_MASK) != URCU_GP_COUNT) &&
+      TP_UNLIKELY(!(tmp & URCU_GP_CTR_NEST_MASK))) {
+    tp__epoch_unbalanced_leave();
+    return;
+  }
+  _urcu_memb_read_unlock_update_and_wakeup(tmp);
+  cmm_barrier(); /* as liburcu's read unlock: not reordered with what follows */
 #endif
 }
 
