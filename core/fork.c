@@ -1,10 +1,17 @@
 /*
- * The ranked fork-handler table (see fork_internal.h).
+ * The ranked fork-handler table, and in TSan builds whether this process
+ * is the child of a multi-threaded fork (see fork_internal.h).
  */
+#define _GNU_SOURCE
 #include "core/fork_internal.h"
 #include "core/debug_internal.h"
 
+#include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
 #include "core/lockorder_internal.h" /* last: wraps the pthread_mutex calls */
 
 #define MAX_HOOKS 16
@@ -19,8 +26,45 @@ static struct hook hooks[MAX_HOOKS]; /* sorted by rank */
 static int nhooks;
 static pthread_once_t atfork_once = PTHREAD_ONCE_INIT;
 
+/* TSan builds. prepare_multi: run_prepare saw more than one thread
+ * (hooks_lock; read by the child's run_child). threadless: this process is
+ * the child of such a fork, or a descendant of one (TSan's own state says
+ * so too: the threads the first fork left behind stay alive in its thread
+ * registry). */
+static bool prepare_multi, threadless;
+
+/* The kernel's count of this process's threads ("Threads:" in
+ * /proc/self/status), or 0 if it cannot be read. No malloc and no stdio:
+ * it runs in the prepare handler. TSan's own background thread, once
+ * started (at the first pthread_create), counts too: a process that
+ * started threads and joined them all counts as multi-threaded, which
+ * only costs its fork children the background threads TSan would still
+ * have let them start. */
+static unsigned count_threads(void) {
+  char buf[4096];
+  int saved = errno; /* fork's caller sees the errno it had */
+  int fd = open("/proc/self/status", O_RDONLY | O_CLOEXEC);
+  if (fd < 0) {
+    errno = saved;
+    return 0;
+  }
+  size_t n = 0;
+  ssize_t r;
+  while (n < sizeof buf - 1 && (r = read(fd, buf + n, sizeof buf - 1 - n)) != 0) {
+    if (r > 0) n += (size_t)r;
+    else if (errno != EINTR) break;
+  }
+  close(fd);
+  errno = saved;
+  buf[n] = 0;
+  const char *t = strstr(buf, "\nThreads:");
+  return t ? (unsigned)strtoul(t + 9, NULL, 10) : 0;
+}
+
 static void run_prepare(void) {
   pthread_mutex_lock(&hooks_lock);
+  /* Unknown (0) counts as more than one: the safe side. */
+  if (TP_TSAN) prepare_multi = count_threads() != 1;
   for (int i = 0; i < nhooks; i++)
     if (hooks[i].prepare) hooks[i].prepare();
 }
@@ -32,6 +76,7 @@ static void run_parent(void) {
 }
 
 static void run_child(void) {
+  if (prepare_multi) __atomic_store_n(&threadless, true, __ATOMIC_RELAXED);
   for (int i = nhooks - 1; i >= 0; i--)
     if (hooks[i].child) hooks[i].child();
   /* The child's copy of the lock is held by this (the only) thread. */
@@ -39,6 +84,20 @@ static void run_child(void) {
 }
 
 static void install(void) { pthread_atfork(run_prepare, run_parent, run_child); }
+
+#if TP_TSAN
+/* At load, before any module registers: the handlers must run at every
+ * fork for tp__fork_child_threadless (a module that the parent never used
+ * registers its own only in the child). With no hook registered yet they
+ * only count the threads and take and release hooks_lock. */
+__attribute__((constructor)) static void install_at_load(void) {
+  pthread_once(&atfork_once, install);
+}
+#endif
+
+bool tp__fork_child_threadless(void) {
+  return TP_TSAN && __atomic_load_n(&threadless, __ATOMIC_RELAXED);
+}
 
 void tp__fork_register(int rank, void (*prepare)(void), void (*parent)(void),
                        void (*child)(void)) {

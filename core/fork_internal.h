@@ -40,6 +40,8 @@
 #ifndef TIDEPOOL_FORK_INTERNAL_H
 #define TIDEPOOL_FORK_INTERNAL_H
 
+#include <stdbool.h>
+
 enum {
   TP__FORK_RANK_EPOCH_GP = 10,
   TP__FORK_RANK_EPOCH_CONSUME = 12,
@@ -57,5 +59,21 @@ enum {
  * pthread_once initializer. Safe to call concurrently. */
 void tp__fork_register(int rank, void (*prepare)(void), void (*parent)(void),
                        void (*child)(void));
+
+/* ThreadSanitizer builds start no background thread (the collector's
+ * marker, the epoch stall watchdog) in the child of a multi-threaded fork:
+ * true there (always false in other builds). TSan cannot start threads in
+ * such a child: locks of its runtime that another thread held at the fork
+ * stay held (its allocator-statistics lock, taken by every thread start
+ * and exit: the new thread spins on it forever while its creator waits for
+ * it to start), and by default it kills a child that tries
+ * (die_after_fork). The work is done without the thread there: a
+ * stop-the-world collection, no watchdog.
+ *
+ * Core's to know, not each module's: core's handlers are installed when
+ * the library is loaded (TSan builds), so a module that the parent never
+ * used, and that had no handler of its own at the fork, still learns here
+ * that it runs in such a child. */
+bool tp__fork_child_threadless(void);
 
 #endif /* TIDEPOOL_FORK_INTERNAL_H */

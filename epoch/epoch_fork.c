@@ -117,7 +117,6 @@ static void fork_child_state(void) {
   __atomic_store_n(&tp__epoch_reclaimer_running, false, __ATOMIC_RELAXED);
   tp__epoch_inline_cycle = false;
   tp__epoch_watchdog_running = false;
-  tp__epoch_forked_child = true;
   tp__epoch_kicked = false;
   /* A cycle the parent's reclaimer had started never finishes here: a
    * barrier waiting for cycles_done to pass it would wait forever. */

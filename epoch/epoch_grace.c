@@ -20,10 +20,12 @@ void tp__epoch_grace_period(void) {
   pthread_mutex_lock(&tp__epoch_gp_lock);
   pthread_mutex_lock(&tp__epoch_state_lock);
   /* The watchdog watches every grace period, the first included (not only
-   * those after the first retire). Except in a TSan build's forked child:
-   * TSan cannot start threads there (a grace period must still work; the
-   * watchdog then starts with the reclaimer, as a retire would need). */
-  if (!(TP_TSAN && tp__epoch_forked_child)) tp__epoch_ensure_watchdog_locked();
+   * those after the first retire). Except in a TSan build's child of a
+   * multi-threaded fork, which starts no thread (core/fork_internal.h;
+   * core knows: a parent that never used epochs had no handler of ours): a
+   * grace period must still work there; the watchdog then starts with the
+   * reclaimer, as a retire would need. */
+  if (!tp__fork_child_threadless()) tp__epoch_ensure_watchdog_locked();
   tp__epoch_gp_active = true;
   tp__epoch_gp_seq++;
   tp__epoch_gp_start_ms = tp__now_ms_coarse();

@@ -40,7 +40,6 @@ uint64_t tp__epoch_nthreads;
 bool tp__epoch_reclaimer_running;
 bool tp__epoch_inline_cycle;
 bool tp__epoch_watchdog_running; /* state_lock */
-bool tp__epoch_forked_child;     /* this process is a fork child (state_lock) */
 _Atomic int tp__epoch_sleeping; /* read by retiring threads */
 bool tp__epoch_kicked;
 uint64_t tp__epoch_cycles_started, tp__epoch_cycles_done;

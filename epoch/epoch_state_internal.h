@@ -96,7 +96,7 @@ extern uint64_t tp__epoch_nthreads;
 
 /* The reclaimer and the watchdog (state_lock unless noted; see epoch_state.c). */
 extern bool tp__epoch_reclaimer_running, tp__epoch_inline_cycle, tp__epoch_watchdog_running;
-extern bool tp__epoch_forked_child, tp__epoch_kicked;
+extern bool tp__epoch_kicked;
 extern _Atomic int tp__epoch_sleeping; /* read by retiring threads */
 extern uint64_t tp__epoch_cycles_started, tp__epoch_cycles_done;
 extern bool tp__epoch_gp_active, tp__epoch_watchdog_idle;

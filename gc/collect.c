@@ -3,7 +3,8 @@
  *
  * A cycle is run by the heap's marker thread (started at the first
  * collection the heap asks for, stopped by tp_heap_destroy, gone in a
- * fork child, which starts another when it needs one):
+ * fork child, which starts another when it needs one, except in a TSan
+ * build's child of a multi-threaded fork: core/fork_internal.h):
  *
  *   pause 1 (world stopped): retire every allocation buffer, shade the
  *     roots (gc/roots.c: root slots, ranges, every attached thread's stack
@@ -69,6 +70,7 @@
 
 #include "core/debug_internal.h"
 #include "core/fault_internal.h"
+#include "core/fork_internal.h"
 #include "core/os_internal.h"
 
 #include <errno.h>
@@ -414,12 +416,10 @@ static void *marker_main(void *arg) {
 static bool ensure_marker(tp_heap *h) {
   if (h->marker_running) return true;
   if (h->marker_stop) return false; /* tp_heap_destroy */
-#if defined(__SANITIZE_THREAD__)
-  /* ThreadSanitizer cannot start threads in the child of a multi-threaded
-   * fork (it reports the new thread's reused id): a child process collects
-   * stop-the-world there. */
-  if (__atomic_load_n(&tp__gc_forked, __ATOMIC_RELAXED)) return false;
-#endif
+  /* A TSan build starts no thread in the child of a multi-threaded fork
+   * (core/fork_internal.h): it collects stop-the-world there. Core knows,
+   * not a handler of ours: a parent that never created a heap had none. */
+  if (tp__fork_child_threadless()) return false;
   /* Its own stack, mapped here: glibc never gives a stack the program
    * provided to another thread, so in a fork child (where the marker does
    * not exist but its stack would otherwise be reclaimed for reuse) no new

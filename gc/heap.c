@@ -26,8 +26,6 @@
 static char orphan_marker;
 #define ORPHAN_HEAP ((tp_heap *)(void *)&orphan_marker)
 
-bool tp__gc_forked;
-
 static pthread_once_t gc_once = PTHREAD_ONCE_INIT;
 static pthread_mutex_t registry_lock = PTHREAD_MUTEX_INITIALIZER;
 static tp_heap *registry;
@@ -304,11 +302,12 @@ static void abandon_mark(tp_heap *h) {
 /* The child has one thread: records of the others go (their allocation
  * buffers are retired first), no collection is in progress (a concurrent
  * mark is abandoned; an unfinished sweep is finished by the next cycle),
- * no marker thread exists (the next collection starts one), and
+ * no marker thread exists (the next collection starts one; in a TSan
+ * build, after a multi-threaded fork, it collects stop-the-world:
+ * core/fork_internal.h), and
  * finalizers other threads were running count as run. */
 static void fork_child(void) {
   pthread_t self = pthread_self();
-  __atomic_store_n(&tp__gc_forked, true, __ATOMIC_RELAXED);
   for (tp_heap *h = registry; h; h = h->reg_next) {
     for (tp__mut *m = h->muts, *next; m; m = next) {
       next = m->next;

@@ -672,10 +672,6 @@ void tp__map_clear_range(tp_heap *h, uintptr_t start, size_t len);
 
 /* gc/heap.c */
 
-/* This process is a fork child of a process that used heaps (gc/collect.c,
- * ensure_marker, reads it under ThreadSanitizer). */
-extern bool tp__gc_forked;
-
 /* Calls fn(h, arg) for every heap, under the heap registry lock (no heap
  * is created or destroyed meanwhile): fn must not block, take a heap's
  * lock, or call back into the registry. Returns how many it visited.
