@@ -18,18 +18,22 @@
  *    region by region by any marker (gc/mark.c, claim_pending).
  *
  * Termination. A marker goes idle (tp__markwork_idle) only with an empty
- * stack, after finding the list empty and nothing to claim. Under the
- * lock it counts itself idle, then leaves idle if a block or a pending
- * flag exists, else ends the session if every marker taking part is idle,
- * else waits. Work is only created by a marker that is not idle (a scan
- * pushes, pends or shares), so once every marker is idle with the list
- * empty and ovf_pending 0 no work exists and none can appear: every
- * object marked was scanned. ovf_pending is raised before a flag is set
- * and lowered after one is cleared, so 0 means no flag is set; a marker's
- * own changes precede its idle check, and the others' precede their own
- * idle counts under the same lock. A marker that sets the first flag
- * (the count was 0) wakes the idle ones; a block is put on the list under
- * the lock with a broadcast: no idle marker sleeps through work.
+ * stack, after finding the list empty (tp__markwork_take) and nothing to
+ * claim (ovf_pending 0). Under the lock it counts itself idle, then
+ * leaves idle if a block or a pending flag exists, else ends the session
+ * if every marker taking part is idle, else waits. Work is only created
+ * by a marker that is not idle (a scan pushes, pends or shares), so once
+ * every marker is idle with the list empty and ovf_pending 0 no work
+ * exists and none can appear: every object marked was scanned. The last
+ * marker to go idle sees both empty: every block was put on the list by
+ * a marker that then passed through take and claim itself before going
+ * idle, and ovf_pending is raised before a flag is set and lowered after
+ * one is cleared, so 0 means no flag is set; a marker's own changes
+ * precede its idle check, and the others' precede their own idle counts
+ * under the same lock. The leader checks, when the session ends, that
+ * nothing is left (tp__fatal otherwise). A marker that sets the first
+ * flag (the count was 0) wakes the idle ones; a block is put on the list
+ * under the lock with a broadcast: no idle marker sleeps through work.
  * Helpers join only while the session is open (until it ends) and while
  * fewer than `want` take part; the leader returns after every helper has
  * left and added its byte and object counts (under the lock: what the
@@ -48,6 +52,7 @@
 #define _GNU_SOURCE
 #include "gc/mark_internal.h"
 
+#include "core/debug_internal.h"
 #include "core/fault_internal.h"
 #include "core/os_internal.h"
 
@@ -309,6 +314,10 @@ void tp__mark_drain(struct tp__marker *mk, unsigned want) {
 
   pthread_mutex_lock(&ws->lock);
   while (ws->active > 1) pthread_cond_wait(&ws->cv_left, &ws->lock);
+  /* Termination left nothing (gc_parallel_mark_test's guard against a
+   * protocol that ends with work shared or pending: cheap, always on). */
+  if (ws->full || __atomic_load_n(&ws->ovf_pending, __ATOMIC_RELAXED))
+    tp__fatal("tp_heap_collect", NULL, "parallel mark ended with work left (collector bug)");
   ws->active = 0;
   ws->leader = NULL;
   mk->bytes += ws->bytes;

@@ -14,8 +14,9 @@
  *     markers counts twice;
  *   - every reachable object holds the id and pointers the shadow says
  *     (a freed object is reused by the next round's allocations).
- * Variants: the default gray stack, and a 16-entry one (overflows all the
- * time; shared blocks larger than what fits). Collections run with this
+ * Variants: the default gray stack, a 16-entry one (overflows all the
+ * time; shared blocks larger than what fits), and many short marks of a
+ * small graph (sharing near each mark's end, where termination races). Collections run with this
  * thread detached (no stack is scanned), so the count is exact.
  * TP_TEST_SEED replays; TP_TEST_SECONDS_SCALE scales the time.
  */
@@ -36,7 +37,7 @@
 #include "test_util.h"
 
 #define NF 4          /* fields of an object */
-#define MAXN 60000    /* shadow slots */
+#define MAXN 60000    /* shadow slots (the small variant uses fewer) */
 #define NROOTS 16
 #define NLARGE 4      /* large arrays alive at a time (at most) */
 #define LARGE_MIN 20000
@@ -87,6 +88,7 @@ struct world {
   int nlarge;
   long next_id;
   int *queue;
+  int maxn;     /* slots in use: MAXN, or fewer for short marks */
 };
 
 static void **edge_addr(struct node *n, int j) {
@@ -142,7 +144,7 @@ static int new_node(struct world *w, int kind) {
 /* A random used slot (-1 if none is found quickly). */
 static int some_node(struct world *w) {
   for (int tries = 0; tries < 64; tries++) {
-    int s = (int)(tt_rand(&w->seed) % MAXN);
+    int s = (int)(tt_rand(&w->seed) % (uint64_t)w->maxn);
     if (w->nodes[s].used) return s;
   }
   return -1;
@@ -157,7 +159,7 @@ static void set_edge(struct world *w, int from, int j, int to) {
 /* One round of mutation: new objects linked in, edges rewired, roots
  * moved, sometimes a large array. */
 static void mutate(struct world *w) {
-  int ops = 2000 + (int)(tt_rand(&w->seed) % 6000);
+  int ops = w->maxn / 30 + (int)(tt_rand(&w->seed) % (uint64_t)(w->maxn / 10));
   for (int i = 0; i < ops; i++) {
     uint64_t r = tt_rand(&w->seed) % 100;
     if (r < 45) { /* a new object, linked from an existing one or a root */
@@ -196,7 +198,7 @@ static void mutate(struct world *w) {
 /* Breadth-first search from the roots over the shadow: marks `seen`,
  * returns how many objects are reachable. */
 static long reach(struct world *w) {
-  for (int s = 0; s < MAXN; s++) w->nodes[s].seen = false;
+  for (int s = 0; s < w->maxn; s++) w->nodes[s].seen = false;
   long n = 0;
   int head = 0, tail = 0;
   for (int k = 0; k < NROOTS; k++) {
@@ -223,7 +225,7 @@ static long reach(struct world *w) {
 /* After a collection: the reachable objects are intact, the rest leave
  * the shadow (their memory was freed). */
 static void check_and_prune(struct world *w) {
-  for (int s = 0; s < MAXN; s++) {
+  for (int s = 0; s < w->maxn; s++) {
     struct node *n = &w->nodes[s];
     if (!n->used) continue;
     if (!n->seen) {
@@ -242,7 +244,7 @@ static void check_and_prune(struct world *w) {
   }
 }
 
-static void run(const char *name, size_t gray, double seconds) {
+static void run(const char *name, int maxn, size_t gray, double seconds) {
   struct world *w = calloc(1, sizeof *w);
   assert_non_null(w);
   w->seed = tt_seed(name);
@@ -250,7 +252,8 @@ static void run(const char *name, size_t gray, double seconds) {
   w->free_slots = malloc(MAXN * sizeof *w->free_slots);
   w->queue = malloc(MAXN * sizeof *w->queue);
   assert_true(w->nodes && w->free_slots && w->queue);
-  for (int s = MAXN; s-- > 0;) w->free_slots[w->nfree++] = s;
+  w->maxn = maxn;
+  for (int s = maxn; s-- > 0;) w->free_slots[w->nfree++] = s;
   for (int k = 0; k < NROOTS; k++) w->root_slot[k] = -1;
   tp_heap_config c = {.trigger_percent = 0 /* manual: the oracle decides when */, .markers = 4,
                       .gray_stack_entries = gray};
@@ -287,18 +290,27 @@ static void run(const char *name, size_t gray, double seconds) {
 
 static void test_default_stack(void **state) {
   (void)state;
-  run("gc_parallel_mark(default stack)", 0, 3);
+  run("gc_parallel_mark(default stack)", MAXN, 0, 3);
 }
 
 static void test_tiny_stack(void **state) {
   (void)state;
-  run("gc_parallel_mark(16-entry stack)", 16, 3);
+  run("gc_parallel_mark(16-entry stack)", MAXN, 16, 3);
+}
+
+/* Many short marks: work is shared near the end of each, where a
+ * termination that missed shared or pending work would show (the leader
+ * checks that none is left, and the oracle that all was marked). */
+static void test_short_marks(void **state) {
+  (void)state;
+  run("gc_parallel_mark(short marks)", 3000, 64, 3);
 }
 
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_default_stack),
       cmocka_unit_test(test_tiny_stack),
+      cmocka_unit_test(test_short_marks),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
