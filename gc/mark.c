@@ -472,9 +472,9 @@ static inline void scan(struct tp__marker *mk, uintptr_t p, bool check) {
  * says it is an object). Other objects, tagged entries (the rest of a
  * large object) and interior pointers take the general path (scan,
  * scan_rest, mark_addr_as). par: other markers run (atomic mark bits; every
- * 32 entries, half the stack's bottom -- the oldest entries, the biggest
+ * 32 entries, the stack's bottom -- the oldest entries, the biggest
  * subtrees of a depth-first walk -- goes to the shared list if a peer is
- * idle and the list is empty). */
+ * idle and the list is empty: tp__markwork_share_stack). */
 TP_INLINE void drain_as(struct tp__marker *mk, bool par) {
   tp_heap *h = mk->h;
   const uintptr_t lo = mk->lo, span = mk->span, mask = h->region_mask;

@@ -11,8 +11,10 @@
  * between them in two ways only:
  *  - the shared list (h->mw.full, under h->mw.lock): a marker whose stack
  *    holds two or more entries and that sees a peer idle and the list
- *    empty (a relaxed hint, tested every 32 entries) gives half of its
- *    stack, from the bottom, as one block; the rest of a large object
+ *    empty (a relaxed hint, tested every 32 entries) gives entries from
+ *    the bottom of its stack (the oldest: the biggest subtrees), one from
+ *    a shallow stack, half of a deep one, as one block (see
+ *    tp__markwork_share_stack); the rest of a large object
  *    being scanned goes there too. An idle marker takes a block.
  *  - the overflow pass: pend bits and flags any marker sets, claimed
  *    region by region by any marker (gc/mark.c, claim_pending).
@@ -82,8 +84,14 @@ bool tp__markwork_share(struct tp__markwork *ws, const uintptr_t *v, size_t n) {
   return b != NULL;
 }
 
+/* How much to give: a shallow stack is a depth-first path whose bottom
+ * entry alone is about half of what is left (the older an entry, the
+ * bigger its subtree: a binary tree's bottom entry is half of it, and
+ * its bottom half nearly all of it), so one entry; a deep stack (roots,
+ * a wide object's fields) holds entries of like size, so half, at most a
+ * block. */
 void tp__markwork_share_stack(struct tp__marker *mk) {
-  size_t k = (mk->top - mk->bot) / 2;
+  size_t n = mk->top - mk->bot, k = n < 64 ? 1 : n / 2;
   if (k > TP__GRAYBLK_N) k = TP__GRAYBLK_N;
   if (k && tp__markwork_share(mk->ws, mk->st + mk->bot, k)) mk->bot += k;
 }
