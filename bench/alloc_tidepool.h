@@ -57,15 +57,18 @@ BENCH_IMPL bench_arena_ops bench_arena_impl = {
     .create_concurrent = tp_b_arena_create_concurrent,
 };
 
-/* tp_heap knows the node's pointers (a precise type) and marks on one
- * thread; its stats time every collection. */
+/* tp_heap knows the node's pointers (a precise type) and marks on
+ * tp_heap_config.markers threads (default: one per CPU); its stats time
+ * every collection. */
 static tp_heap *tp_b_heap;
+static unsigned tp_b_markers; /* tp_heap_config.markers of the next open (0: default) */
 static const size_t tp_b_gnode_offs[] = {offsetof(bench_gnode, l), offsetof(bench_gnode, r)};
 static const tp_type tp_b_gnode_type = {"gnode", sizeof(bench_gnode), NULL, tp_b_gnode_offs, 2,
                                         NULL, 0};
 
 static inline int tp_b_gc_open(void **roots, size_t nroots, int auto_collect) {
-  tp_heap_config cfg = {.trigger_percent = auto_collect ? 100 : 0}; /* 0: manual only */
+  tp_heap_config cfg = {.trigger_percent = auto_collect ? 100 : 0, /* 0: manual only */
+                        .markers = tp_b_markers};
   tp_b_heap = tp_heap_create(&cfg);
   if (!tp_b_heap) return -1;
   for (size_t i = 0; i < nroots; i++)
@@ -75,6 +78,7 @@ static inline int tp_b_gc_open(void **roots, size_t nroots, int auto_collect) {
 static inline void tp_b_gc_close(void) {
   tp_heap_destroy(tp_b_heap);
   tp_b_heap = NULL;
+  tp_b_markers = 0;
 }
 static inline bench_gnode *tp_b_gc_node(void) {
   return tp_heap_alloc(tp_b_heap, &tp_b_gnode_type);
@@ -125,12 +129,14 @@ static inline void tp_b_gc_thread_stop(void) { tp_heap_detach(tp_b_heap); }
 static inline void tp_b_gc_blocking_enter(void) { tp_heap_blocking_enter(tp_b_heap); }
 static inline void tp_b_gc_blocking_leave(void) { tp_heap_blocking_leave(tp_b_heap); }
 
-/* tp_heap has no marker-count option today (it marks on the collecting
- * thread): .markers stays NULL, so gcserver_tree_m2 has no tp case (n/a)
- * and gcserver_tree_m1 measures the heap as configured by default. When
- * tp_heap_config gains a marker count, set it here (and .markers).
- * .stw_log stays NULL too: the stats expose the last pause and the count,
- * which the workloads poll (tp_heap_read_stats, relaxed loads). */
+/* tp_heap_config.markers for the next open (the tree's 1- and 2-marker
+ * cases; tp_heap_collect marks on all of them). .stw_log stays NULL: the
+ * stats expose the last pause and the count, which the workloads poll
+ * (tp_heap_read_stats, relaxed loads). */
+static inline int tp_b_gc_markers(unsigned n) {
+  tp_b_markers = n;
+  return 0;
+}
 BENCH_IMPL bench_gc_ops bench_gc_impl = {
     .name = "tp",
     .open = tp_b_gc_open,
@@ -148,6 +154,7 @@ BENCH_IMPL bench_gc_ops bench_gc_impl = {
     .thread_stop = tp_b_gc_thread_stop,
     .blocking_enter = tp_b_gc_blocking_enter,
     .blocking_leave = tp_b_gc_blocking_leave,
+    .markers = tp_b_gc_markers,
 };
 
 static inline void bench_impl_describe(void) {

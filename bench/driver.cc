@@ -815,8 +815,6 @@ void PrintGcServer(const Results& res, std::map<std::string, std::vector<CaseInf
       double a = res.Ns(Name("gcserver_tree_m1", impl)) / 1e9, b = res.Ns(Name("gcserver_tree_m2", impl)) / 1e9;
       std::printf("%-10s %12s %12s %14s", impl, Val(a, 12).c_str(), Val(b, 12).c_str(),
                   Ratio(a, b, 14).c_str());
-      if (std::string(impl) == "tp" && !res.by_case.count(Name("gcserver_tree_m2", "tp")))
-        std::printf("   (2 markers n/a: tp_heap has no marker-count option)");
       std::printf("\n");
     }
     for (const char* peer : {"boehm", "go"})

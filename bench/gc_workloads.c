@@ -7,8 +7,10 @@
  * bytes. Both collectors then use 32 bytes per node (tp_heap: an 8-byte
  * header; Boehm: its 1 extra byte for interior pointers rounds 25 up to
  * 32). tp_heap knows the node's pointer offsets (a precise type) and marks
- * on one thread; Boehm scans it conservatively (GC_MALLOC) with its
- * parallel markers (2 on this 2-core VM). See bench/alloc_tidepool.h and
+ * with its default markers (one per CPU: an explicit collection on all of
+ * them, a paced one on a quarter, at least one); Boehm scans it
+ * conservatively (GC_MALLOC) with its parallel markers (2 on this 2-core
+ * VM). See bench/alloc_tidepool.h and
  * bench/alloc_boehm.h.
  *
  *   gc_alloc       1 M node allocations, collection off (tp: a manual-only

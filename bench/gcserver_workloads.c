@@ -51,8 +51,7 @@
  *         nodes; --quick 2^23 - 1, 256 MiB), an untimed warm-up
  *         collection, then one full collection timed, with 1 and 2 marker
  *         threads: Boehm GC_set_markers_count, Go runtime.GC() under
- *         GOMAXPROCS 1 and 2; tp_heap has no marker-count option today
- *         (its m1 case is the heap as it is, there is no m2 case: n/a).
+ *         GOMAXPROCS 1 and 2, tp_heap_config.markers 1 and 2.
  *         ns per collection; counter secs, markers.
  *
  *   gcserver_write

@@ -60,6 +60,9 @@ static const struct rank_entry {
     {"gc", "&h->lock", 40, "heap lock", NEST_HEAPS},
     {"gc", "&h->sp_lock", 42, "heap handshake lock", NEST_HEAPS},
     {"gc", "&h->satb_lock", 44, "heap SATB log lock", NEST_HEAPS},
+    /* gc/mark_parallel.c: taken by markers, also in pause 2 (h->lock held). */
+    {"gc", "&ws->lock", 46, "heap mark work lock", NEST_HEAPS},
+    {"gc", "&h->mw.lock", 46, "heap mark work lock", NEST_HEAPS},
     {"epoch", "&tp__epoch_registry_lock", 50, "epoch registry lock", NULL},
     {"epoch", "&tp__epoch_state_lock", 52, "epoch reclaimer state lock", NULL},
     {"sweeper", "&wake_lock", 60, "sweeper wake-up lock", NULL},

@@ -13,7 +13,10 @@
  *     mark and push, no tracing -- then set TP__F_MARK (barrier on, new
  *     regions born black) and restart.
  *   concurrent mark: drain the gray stack and its address-ordered overflow
- *     pass, and the SATB chunks the mutators push, until all are empty.
+ *     pass, and the SATB chunks the mutators push, until all are empty --
+ *     with the helper markers (gc/mark_parallel.c) for a cycle
+ *     tp_heap_collect asked for, on a quarter of the markers (the marker
+ *     thread alone on 2 CPUs) for one the pacer started.
  *   pause 2 (world stopped): the SATB chunks not yet pushed (every record's
  *     and the shared one), drain to empty, retire the allocation buffers,
  *     clear weak references, resurrect finalizable objects and mark from
@@ -95,7 +98,7 @@ static void mark_begin(tp_heap *h, struct tp__marker *mk) {
     tp__counter_add(&h->meta_bytes, (int64_t)gbytes);
   h->mark_epoch = (uint8_t)(h->mark_epoch % 255 + 1);
   *mk = (struct tp__marker){.h = h, .lo = h->lo, .span = h->hi - h->lo, .epoch = h->mark_epoch,
-                            .regions = h->regions, .large = h->large};
+                            .regions = h->regions, .large = h->large, .ws = &h->mw};
   if (h->gray) {
     mk->st = (uintptr_t *)h->gray;
     mk->cap = h->gray_cap;
@@ -103,6 +106,13 @@ static void mark_begin(tp_heap *h, struct tp__marker *mk) {
     mk->st = h->gray_fallback;
     mk->cap = sizeof h->gray_fallback / sizeof h->gray_fallback[0];
   }
+  tp__markwork_begin(&h->mw, mk);
+}
+
+/* Markers for a mark the world waits for (pause 2, the fallback): all of
+ * them when work is left that is worth waking helpers for. */
+static unsigned stopped_want(const tp_heap *h, const struct tp__marker *mk) {
+  return mk->top > 1024 || __atomic_load_n(&h->mw.ovf_pending, __ATOMIC_RELAXED) ? h->markers : 1;
 }
 
 /* Sweeps what a concurrent cycle left unswept (a fork child's heap). */
@@ -123,12 +133,12 @@ static void mark_and_sweep(tp_heap *h, struct tp__release *rel) {
   mark_begin(h, &mk);
 
   tp__mark_roots(&mk);
-  tp__mark_drain_all(&mk);
+  tp__mark_drain(&mk, stopped_want(h, &mk));
 
   __atomic_store_n(&h->phase, TP__PH_MARK_TERM, __ATOMIC_RELAXED);
   tp__gc_clear_weaks(h);
   tp__gc_queue_finalizers(h, &mk);
-  tp__mark_drain_all(&mk);
+  tp__mark_drain(&mk, stopped_want(h, &mk));
   if (mk.any_overflow) tp__counter_add(&h->overflows, 1);
 
   uint64_t t1 = tp__now_ns();
@@ -265,11 +275,12 @@ static void pause1(tp_heap *h, struct tp__release *rel) {
 }
 
 /* Drains the gray stack, the overflow pass and the pushed SATB chunks
- * until all are empty. false if tp_heap_destroy asked the marker to stop. */
-static bool mark_concurrently(tp_heap *h) {
+ * until all are empty, on `want` markers. false if tp_heap_destroy asked
+ * the marker to stop. */
+static bool mark_concurrently(tp_heap *h, unsigned want) {
   for (;;) {
     if (stop_requested(h)) return false;
-    tp__mark_drain_all(&h->mk);
+    tp__mark_drain(&h->mk, want);
     struct tp__satb *list = tp__satb_take(h);
     if (!list) return true;
     tp__mark_satb_list(&h->mk, list);
@@ -306,7 +317,7 @@ static void pause2(tp_heap *h, uint64_t mark_t0) {
   struct tp__marker *mk = &h->mk;
   mark_unpushed(h);
   for (;;) {
-    tp__mark_drain_all(mk);
+    tp__mark_drain(mk, stopped_want(h, mk));
     struct tp__satb *list = tp__satb_take(h);
     if (!list) break;
     tp__mark_satb_list(mk, list);
@@ -316,7 +327,7 @@ static void pause2(tp_heap *h, uint64_t mark_t0) {
   uint64_t black = tp__counter_get(&h->total_alloc) - h->black_from;
   tp__gc_clear_weaks(h);
   tp__gc_queue_finalizers(h, mk);
-  tp__mark_drain_all(mk);
+  tp__mark_drain(mk, stopped_want(h, mk));
   if (mk->any_overflow) tp__counter_add(&h->overflows, 1);
   uint64_t t1 = tp__now_ns();
   if (h->checkmark) {
@@ -376,12 +387,15 @@ static uint64_t thread_cpu_ns(void) {
   return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
-static void run_cycle(tp_heap *h) {
+/* explicit: tp_heap_collect asked for this cycle (its mark runs on every
+ * marker; one the pacer started, on a quarter: gc/mark_parallel.c). */
+static void run_cycle(tp_heap *h, bool explicit) {
   struct tp__release rel = {NULL, NULL};
   pause1(h, &rel);
   tp__gc_release(h, &rel);
   uint64_t t0 = tp__now_ns(), cpu0 = thread_cpu_ns();
-  bool marked = mark_concurrently(h);
+  unsigned bg = h->markers / 4 ? h->markers / 4 : 1;
+  bool marked = mark_concurrently(h, explicit ? h->markers : bg);
   tp__counter_add(&h->mark_bg_cpu_ns, (int64_t)(thread_cpu_ns() - cpu0));
   if (!marked) {
     abandon_mark(h);
@@ -404,8 +418,9 @@ static void *marker_main(void *arg) {
       pthread_cond_wait(&h->cv_marker, &h->sp_lock);
     if (h->marker_stop) break;
     h->cycles_started++;
+    bool explicit = h->cycles_explicit >= h->cycles_started;
     pthread_mutex_unlock(&h->sp_lock);
-    run_cycle(h);
+    run_cycle(h, explicit);
     pthread_mutex_lock(&h->sp_lock);
   }
   pthread_mutex_unlock(&h->sp_lock);
@@ -436,6 +451,7 @@ static bool ensure_marker(tp_heap *h) {
   pthread_attr_destroy(&attr);
   if (rc != 0) return false;
   h->marker_running = true;
+  tp__markwork_start_helpers(h); /* fewer (or none) if threads fail: still correct */
   return true;
 }
 
@@ -452,6 +468,7 @@ void tp__gc_stop_marker(tp_heap *h) {
   bool blocking = m && m->attach_depth && m->state == TP__MS_RUNNING;
   if (blocking) tp_heap_blocking_enter(h);
   pthread_join(h->marker_tid, NULL);
+  tp__markwork_stop_helpers(h); /* idle: only the marker thread opens sessions */
   if (blocking) tp_heap_blocking_leave(h);
   pthread_mutex_lock(&h->sp_lock);
   h->marker_running = false; /* marker_stop stays: no marker again */
@@ -486,6 +503,7 @@ static bool collect_concurrent(tp_heap *h, tp__mut *self) {
   }
   uint64_t target = h->cycles_started + 1;
   if (h->cycles_req < target) h->cycles_req = target;
+  if (h->cycles_explicit < target) h->cycles_explicit = target;
   pthread_cond_signal(&h->cv_marker);
   wait_cycle(h, self, target);
   pthread_mutex_unlock(&h->sp_lock);

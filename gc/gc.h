@@ -125,6 +125,17 @@ typedef struct tp_heap_config {
   size_t gray_stack_entries;/* mark stack capacity (entries of 8 bytes);
                                0 = default 64 Ki. Overflow is handled (by
                                rescanning), so tests set it tiny. */
+  unsigned markers;         /* threads that mark in parallel, at most 64
+                               (more: EINVAL); 0 = default: one per online
+                               CPU; 1 = the marker thread alone. A
+                               collection tp_heap_collect asks for marks
+                               on all of them (the caller waits), and so
+                               does a pause's remaining mark; a cycle the
+                               pacer starts marks beside the mutators on a
+                               quarter of them (at least one). Each marker
+                               but the marker thread is a helper thread
+                               created with it (1 MiB stack + its own gray
+                               stack), idle between marks. */
 } tp_heap_config;
 
 /* Buckets of tp_heap_stats.pause_hist. */

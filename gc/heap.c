@@ -19,6 +19,7 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 #include "core/lockorder_internal.h" /* last: wraps the pthread_mutex calls */
 
 /* What an orphaned record's heap field points at: never a real heap, and
@@ -53,7 +54,7 @@ tp_heap *tp_heap_create(const tp_heap_config *cfg) {
   tp_heap_config c = cfg ? *cfg : (tp_heap_config){.trigger_percent = 100};
   size_t rs = c.region_size ? c.region_size : TP__REGION_DEFAULT;
   if (!tp__is_pow2(rs) || rs < TP__REGION_MIN || rs > TP__REGION_MAX ||
-      c.gray_stack_entries > ((size_t)1 << 30)) {
+      c.gray_stack_entries > ((size_t)1 << 30) || c.markers > TP__MARKERS_MAX) {
     errno = EINVAL;
     return NULL;
   }
@@ -82,6 +83,12 @@ tp_heap *tp_heap_create(const tp_heap_config *cfg) {
   h->checkmark = tp__options()->gc_checkmark; /* TIDEPOOL_GC_CHECKMARK */
   h->nobarrier = tp__options()->gc_nobarrier; /* TIDEPOOL_GC_NOBARRIER */
   h->mark_epoch = 1;
+  if (c.markers) {
+    h->markers = c.markers;
+  } else { /* one per online CPU */
+    long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+    h->markers = cpus < 1 ? 1 : cpus > (long)TP__MARKERS_MAX ? TP__MARKERS_MAX : (unsigned)cpus;
+  }
 
   tp_pool_config pc = {.name = "gc-regions", .obj_size = rs, .align = rs};
   h->pool = tp__pool_create(&pc, rs, 0);
@@ -100,6 +107,7 @@ tp_heap *tp_heap_create(const tp_heap_config *cfg) {
   pthread_mutex_init(&h->sp_lock, NULL);
   pthread_mutex_init(&h->satb_lock, NULL);
   init_conds(h);
+  tp__markwork_init(h);
   tp__gc_pace(h);
   h->magic = TP__HEAP_MAGIC;
 
@@ -220,6 +228,7 @@ void tp_heap_destroy(tp_heap *h) {
   pthread_mutex_destroy(&h->lock);
   pthread_mutex_destroy(&h->sp_lock);
   pthread_mutex_destroy(&h->satb_lock);
+  tp__markwork_destroy(h);
   pthread_cond_destroy(&h->cv_parked);
   pthread_cond_destroy(&h->cv_resume);
   pthread_cond_destroy(&h->cv_marker);
@@ -272,11 +281,13 @@ static void fork_prepare(void) {
     pthread_mutex_lock(&h->lock);
     pthread_mutex_lock(&h->sp_lock);
     pthread_mutex_lock(&h->satb_lock);
+    tp__markwork_fork_prepare(h);
   }
 }
 
 static void fork_parent(void) {
   for (tp_heap *h = registry; h; h = h->reg_next) {
+    tp__markwork_fork_parent(h);
     pthread_mutex_unlock(&h->satb_lock);
     pthread_mutex_unlock(&h->sp_lock);
     pthread_mutex_unlock(&h->lock);
@@ -296,7 +307,8 @@ static void abandon_mark(tp_heap *h) {
     r->overflow = 0;
   }
   for (struct tp__large *l = h->large; l; l = l->next) l->marked = l->overflow = 0;
-  h->mk.top = 0;
+  h->mk.top = h->mk.bot = 0;
+  h->mk.par = false;
 }
 
 /* The child has one thread: records of the others go (their allocation
@@ -343,6 +355,7 @@ static void fork_child(void) {
     for (tp__mut *m = h->muts; m; m = m->next)
       if (m->satb) m->satb->n = 0;
     init_conds(h);
+    tp__markwork_fork_child(h); /* releases its lock */
     pthread_mutex_unlock(&h->satb_lock);
     pthread_mutex_unlock(&h->sp_lock);
     pthread_mutex_unlock(&h->lock);

@@ -1,9 +1,10 @@
 /*
  * Internal: the tracing collector's structures and the functions its
  * files share (gc/heap.c, map.c, mutators.c, alloc.c, roots.c, mark.c,
- * weak.c, sweep.c, pacing.c, collect.c, arena_roots.c, metrics.c;
+ * mark_parallel.c, weak.c, sweep.c, pacing.c, collect.c, arena_roots.c,
+ * metrics.c;
  * docs/ARCHITECTURE.md lists what
- * each holds). The marker's own state is in gc/mark_internal.h.
+ * each holds). The markers' state is in gc/markwork_internal.h.
  *
  * Memory layout
  * -------------
@@ -73,6 +74,7 @@
 #include "core/list_internal.h"
 #include "core/os_internal.h"
 #include "core/ptrset_internal.h"
+#include "gc/markwork_internal.h"
 
 #include <pthread.h>
 #include <stdbool.h>
@@ -234,25 +236,6 @@ enum {
   TP__PH_SWEEP = TP_GC_PHASE_SWEEP,
 };
 
-/* The marker's state: on the heap (the concurrent mark keeps it from
- * pause 1 to pause 2) or on the stack (stop-the-world, checkmark). */
-struct tp__marker {
-  tp_heap *h;
-  uintptr_t lo, span; /* [h->lo, h->hi) when the mark started */
-  uintptr_t *st;      /* the gray stack (payload addresses) */
-  size_t top, cap;
-  struct tp__region *regions; /* the overflow pass's regions: h->regions */
-  struct tp__large *large;    /*  and h->large when the mark started */
-  bool check;         /* checkmark traversal (growable stack) */
-  bool lenient;       /* checkmark of a concurrent mark, now scanning a
-                         stack: an unmarked target is a stale word */
-  bool concurrent;    /* checkmark of a concurrent mark */
-  bool overflowed;    /* pend bits set since the last overflow round */
-  bool any_overflow;  /* ... ever in this collection */
-  uint8_t epoch;
-  uint64_t bytes, objs;
-};
-
 struct tp_heap {
   /* ---- read on every allocation; immutable after create except flags ---- */
   uint32_t magic;        /* first two words: struct tp__heap_head (gc.h) */
@@ -272,6 +255,7 @@ struct tp_heap {
   size_t min_heap, memory_limit, gray_cap;
   bool checkmark;
   bool nobarrier;        /* TIDEPOOL_GC_NOBARRIER (debug) */
+  unsigned markers;      /* markers of a full mark (config; >= 1) */
 
   /* ---- under lock ---- */
   pthread_mutex_t lock __attribute__((aligned(TP_CACHELINE)));
@@ -307,8 +291,12 @@ struct tp_heap {
   int phase;                     /* TP__PH_*: written with every attached thread
                                     stopped (and h->lock or sp_lock held); read relaxed */
   uint64_t cycles_req, cycles_started, cycles_done; /* sp_lock */
+  uint64_t cycles_explicit;      /* the last cycle tp_heap_collect asked for (sp_lock) */
   pthread_cond_t cv_marker;      /* the marker waits for work */
   pthread_cond_t cv_cycle;       /* cycles_done advanced */
+
+  /* ---- parallel marking (gc/mark_parallel.c) ---- */
+  struct tp__markwork mw;
 
   /* ---- the SATB log (gc/barrier.c) ---- */
   struct tp__satb *satb_full;    /* Treiber stack: full chunks for the

@@ -1,8 +1,8 @@
 /*
  * Marking: the gray stack, scanning objects (precise, conservative, trace
- * callbacks), the overflow pass, line marks, tp_trace, the SATB log's
- * consumer, and the checkmark verification; and why a concurrent mark is
- * correct.
+ * callbacks; large objects in chunks), the overflow pass, line marks,
+ * tp_trace, the SATB log's consumer, and the checkmark verification; and
+ * why a concurrent mark, and a mark on several markers, is correct.
  *
  * Tri-color. White: mark bit clear. Gray: mark bit set and the object is
  * on the gray stack (or flagged pending after an overflow). Black: mark
@@ -13,9 +13,46 @@
  * gets a pend bit (its region an overflow flag); when the stack is empty,
  * the pending objects are scanned, region by region in address order
  * (the order that keeps marking a scattered heap cache-friendly), until
- * no overflow happened. No recursion anywhere. Lines are marked when an
- * object is scanned: every line it overlaps gets the mark's epoch, which
- * is what the sweep (gc/sweep.c) reads.
+ * no flag is left. A large object is scanned TP__SCAN_CHUNK bytes per
+ * gray entry (the rest is a tagged entry of its own), and what a chunk
+ * points to is pended on purpose: a big pointer table is scanned in
+ * address order of its targets, never floods the stack, and its chunks
+ * go to whichever marker is idle. No recursion anywhere. Lines are marked
+ * when an object is scanned: every line it overlaps gets the mark's
+ * epoch, which is what the sweep (gc/sweep.c) reads.
+ *
+ * Several markers (gc/mark_parallel.c: the session, the shared list,
+ * termination). Each has its own gray stack; the mark bits, pend bits
+ * and flags are shared.
+ *  - Each reachable object is marked: the induction below ("once A is
+ *    marked, the marker scans A") holds for whichever marker scans A,
+ *    because a gray object is on one marker's stack, in a shared block
+ *    or pending, and the mark ends only when none is (termination).
+ *  - Each is scanned exactly once: a marker
+ *    reads a mark bit (relaxed) and, if it looked clear, sets it with an
+ *    atomic fetch_or (a large object: exchange of its flag); the one
+ *    whose RMW found it clear owns the object: it pushes it (or pends
+ *    it), and only entries are scanned. An entry moves between markers
+ *    only through the shared list (under its lock) or as a pend bit
+ *    claimed by one marker (an exchange of the flag, then of each word),
+ *    so it is scanned once. The relaxed RMW orders nothing: no data
+ *    passes through a mark bit (the object's fields are read as in a
+ *    one-marker mark, see below).
+ *  - No pend bit is lost: a setter sets the pend bit, then reads the
+ *    region's flag; a claimer clears the flag, then takes the words (all
+ *    seq_cst). If the setter read the flag set, that read precedes the
+ *    clearing in the single order, so the claimer's later exchange of
+ *    the word sees the bit; if it read it clear, it raises ovf_pending
+ *    and sets the flag: the region is claimed again.
+ *  - Termination: every marker idle, the shared list empty and
+ *    ovf_pending 0 (no flag set); work is only made by markers that are
+ *    not idle, so none is left (gc/mark_parallel.c has the argument).
+ *  - Line bytes: every marker that scans an object on a line stores the
+ *    same epoch: idempotent relaxed byte stores.
+ *  - Counts: each marker counts the bytes and objects it scanned; the
+ *    leader adds the helpers' when they leave (under the lock).
+ * One marker (the default background mark on 2 CPUs, markers = 1, the
+ * pauses' small drains) runs the same code with plain bit operations.
  *
  * The concurrent mark (gc/collect.c runs it: pause 1, mark, pause 2)
  * -----------------------------------------------------------------
@@ -90,9 +127,12 @@
  *
  * Races, and why each is benign or ordered:
  *  - mark bits, pend bits, overflow flags, line bytes of existing objects:
- *    written only by the marker while the mutators run (mutators log, they
- *    never shade), so plain; regions born black are written before they
- *    are published in the map (release) and never written by the marker.
+ *    written only by markers while the mutators run (mutators log, they
+ *    never shade): plain with one marker, atomic with several (above);
+ *    regions born black are written before they are published in the map
+ *    (release) and never written by a marker. Helpers run only inside a
+ *    session the marker thread (or a pause) opens, and every statement
+ *    below about "the marker" holds for each of them.
  *  - start bits: an allocator sets them in its own buffer's region with a
  *    release store after writing the header; the marker reads them with
  *    acquire (tp__start_word), so a header it reads through a start bit is
@@ -147,16 +187,25 @@ bool tp__gc_is_marked(const tp_heap *h, uintptr_t p) {
 
 /* ---- marking ------------------------------------------------------------------ */
 
-static void push_overflow(struct tp__marker *mk, struct tp__region *r, struct tp__large *l,
-                          size_t g) {
-  mk->overflowed = true;
-  mk->any_overflow = true;
-  if (r) {
-    tp__region_pend(mk->h, r)[g >> 6] |= (uint64_t)1 << (g & 63);
-    r->overflow = 1;
-  } else {
-    l->overflow = 1;
+/* An object just marked that the fast path could not push: the stack is
+ * full (compacted if entries were shared from its bottom, else the object
+ * is deferred: an overflow), or mk->defer asks for the overflow pass. */
+static TP_NOINLINE void push_slow(struct tp__marker *mk, uintptr_t p, struct tp__region *r,
+                                  struct tp__large *l, size_t g, bool par) {
+  if (!mk->defer) {
+    if (mk->bot) {
+      size_t n = mk->top - mk->bot;
+      memmove(mk->st, mk->st + mk->bot, n * sizeof *mk->st);
+      mk->top = n;
+      mk->bot = 0;
+      if (n < mk->cap) {
+        mk->st[mk->top++] = p;
+        return;
+      }
+    }
+    mk->any_overflow = true;
   }
+  tp__mark_pend(mk, r, l, g, par);
 }
 
 static TP_NOINLINE void check_push_slow(struct tp__marker *mk, uintptr_t p) {
@@ -178,26 +227,45 @@ static inline uintptr_t obj_at(struct tp__marker *mk, uintptr_t a, struct tp__re
   return tp__find_obj(mk->h, a, r, l, g);
 }
 
+/* Sets a mark bit; true if this marker set it. With other markers (par)
+ * a relaxed test first, then an atomic RMW only when the bit looked
+ * clear: of markers racing for one object exactly one sees the bit clear
+ * in its RMW's result, and only that one pushes (and scans) it. */
+TP_INLINE bool set_mark(uint64_t *word, uint64_t bit, bool par) {
+  if (par) {
+    if (__atomic_load_n(word, __ATOMIC_RELAXED) & bit) return false;
+    return !(__atomic_fetch_or(word, bit, __ATOMIC_RELAXED) & bit);
+  }
+  if (*word & bit) return false;
+  *word |= bit;
+  return true;
+}
+
+TP_INLINE bool set_large_mark(struct tp__large *l, bool par) {
+  if (par)
+    return !__atomic_load_n(&l->marked, __ATOMIC_RELAXED) &&
+           !__atomic_exchange_n(&l->marked, 1, __ATOMIC_RELAXED);
+  if (l->marked) return false;
+  l->marked = 1;
+  return true;
+}
+
 /* Marks the object containing address a (if any) gray. */
-static inline void mark_addr(struct tp__marker *mk, uintptr_t a) {
+TP_INLINE void mark_addr_as(struct tp__marker *mk, uintptr_t a, bool par) {
   struct tp__region *r;
   struct tp__large *l;
   size_t g;
   uintptr_t p = obj_at(mk, a, &r, &l, &g);
   if (!p) return;
   if (r) {
-    struct tp__bitpair *bp = tp__region_bits(mk->h, r) + (g >> 6);
-    uint64_t bit = (uint64_t)1 << (g & 63);
-    if (bp->mark & bit) return;
-    bp->mark |= bit;
-  } else {
-    if (l->marked) return;
-    l->marked = 1;
+    if (!set_mark(&tp__region_bits(mk->h, r)[g >> 6].mark, (uint64_t)1 << (g & 63), par)) return;
+  } else if (!set_large_mark(l, par)) {
+    return;
   }
-  if (TP_LIKELY(mk->top < mk->cap))
+  if (TP_LIKELY(mk->top < mk->cap && !mk->defer))
     mk->st[mk->top++] = p;
   else
-    push_overflow(mk, r, l, g);
+    push_slow(mk, p, r, l, g, par);
 }
 
 /* Checkmark: visits the object containing a; aborts if it is unmarked. */
@@ -235,7 +303,7 @@ static inline void visit_as(struct tp__marker *mk, uintptr_t a, bool check) {
   if (check)
     check_addr(mk, a);
   else
-    mark_addr(mk, a);
+    mark_addr_as(mk, a, mk->par);
 }
 
 void tp__mark_visit(struct tp__marker *mk, uintptr_t a) { visit_as(mk, a, mk->check); }
@@ -243,7 +311,7 @@ void tp__mark_visit(struct tp__marker *mk, uintptr_t a) { visit_as(mk, a, mk->ch
 size_t tp__mark_satb_list(struct tp__marker *mk, struct tp__satb *list) {
   size_t n = 0;
   for (struct tp__satb *c = list; c; c = c->next) {
-    for (size_t i = 0; i < c->n; i++) mark_addr(mk, c->v[i]);
+    for (size_t i = 0; i < c->n; i++) mark_addr_as(mk, c->v[i], mk->par);
     n += c->n;
   }
   tp__satb_give_back(mk->h, list);
@@ -273,53 +341,34 @@ static inline void mark_lines(uint8_t *lines, uintptr_t base, uintptr_t p, size_
                               uint8_t epoch) {
   size_t l0 = (p - 16 - base) >> TP__LINE_SHIFT, l1 = (p - 9 + span - base) >> TP__LINE_SHIFT;
   /* relaxed atomic (a plain byte store): an allocator taking a hole of
-   * this region reads the line bytes meanwhile (gc/alloc.c, next_hole). */
+   * this region reads the line bytes meanwhile (gc/alloc.c, next_hole);
+   * markers that scan neighbours store the same epoch (idempotent). */
   __atomic_store_n(&lines[l0], epoch, __ATOMIC_RELAXED);
   for (size_t i = l0 + 1; i <= l1; i++) __atomic_store_n(&lines[i], epoch, __ATOMIC_RELAXED);
 }
 
-/* Every word of a conservative object's payload, last word first (for the
- * same reason as the precise fields below). Its non-pointer words are
+/* Every word of [w, end) of a conservative object, last word first (for
+ * the same reason as the precise fields below). Its non-pointer words are
  * plain data that mutators write without the barrier while a concurrent
  * mark reads them: a benign race (an aligned word is read whole on
  * x86-64, and a stale or torn-free value that happens to look like a
  * pointer only keeps an object one more cycle), so not instrumented. */
 __attribute__((no_sanitize_thread)) static void scan_conservative(struct tp__marker *mk,
-                                                                  uintptr_t p, size_t payload,
+                                                                  const uintptr_t *w,
+                                                                  const uintptr_t *end,
                                                                   bool check) {
-  const uintptr_t *w = (const uintptr_t *)p, *end = (const uintptr_t *)(p + (payload & ~(size_t)7));
   while (end > w) visit_as(mk, *--end, check);
 }
 
-/* Scans the object with payload p: marks its lines and accounts it (real
- * marking only), then visits its references. */
-static inline void scan(struct tp__marker *mk, uintptr_t p, bool check) {
-  tp_heap *h = mk->h;
-  uintptr_t hdr = *(const uintptr_t *)(p - 8);
-  const tp_type *t = tp__hdr_type(hdr);
-  size_t n = (hdr & TP__HDR_ARRAY) ? *(const size_t *)(p - 16) : 1; /* small or large */
-  size_t payload;
-  if (TP_UNLIKELY(hdr & TP__HDR_LARGE)) {
-    struct tp__large *l = (struct tp__large *)(p & h->region_mask);
-    payload = l->payload;
-    if (!check) {
-      mk->bytes += l->bytes;
-      mk->objs++;
-    }
-  } else {
-    size_t span = (size_t)(hdr >> TP__HDR_K_SHIFT) << TP__GRAN_SHIFT;
-    payload = span - 8;
-    if (!check) {
-      uintptr_t base = p & h->region_mask;
-      mark_lines(tp__region_lines(h, (struct tp__region *)base), base, p, span, mk->epoch);
-      mk->bytes += span + ((hdr & TP__HDR_ARRAY) ? 16 : 0);
-      mk->objs++;
-    }
-  }
+/* Visits the references of n elements of type t from e0 (bytes: their
+ * extent, what a conservative type scans). */
+static void visit_fields(struct tp__marker *mk, const tp_type *t, uintptr_t e0, size_t n,
+                         size_t bytes, bool check) {
   unsigned flags = t->flags;
   if (flags & TP_TYPE_LEAF) return;
   if (flags & TP_TYPE_CONSERVATIVE) {
-    scan_conservative(mk, p, payload, check);
+    scan_conservative(mk, (const uintptr_t *)e0, (const uintptr_t *)(e0 + (bytes & ~(size_t)7)),
+                      check);
     return;
   }
   size_t esz = t->size;
@@ -330,7 +379,7 @@ static inline void scan(struct tp__marker *mk, uintptr_t p, bool check) {
      * which is what the hardware prefetcher follows. */
     const size_t *off = t->ptr_offsets;
     size_t k = t->n_ptr_offsets;
-    for (uintptr_t e = p + (n - 1) * esz; n; n--, e -= esz)
+    for (uintptr_t e = e0 + (n - 1) * esz; n; n--, e -= esz)
       for (size_t j = k; j-- > 0;) {
         uintptr_t v = __atomic_load_n((const uintptr_t *)(e + off[j]), __ATOMIC_RELAXED);
         if (v) visit_as(mk, v, check);
@@ -338,34 +387,128 @@ static inline void scan(struct tp__marker *mk, uintptr_t p, bool check) {
     return;
   }
   struct tp_tracer tr = {mk};
-  for (size_t i = 0; i < n; i++, p += esz) t->trace((void *)p, &tr);
+  for (size_t i = 0; i < n; i++, e0 += esz) t->trace((void *)e0, &tr);
 }
 
-/* Empties the gray stack. Small objects of ptr_offsets and leaf types --
- * the bulk of most heaps -- are scanned here with the loop's state in
- * registers and a one-entry cache of the last map lookup (neighbours
- * usually share a region); pointers to payload starts are marked without
- * reading the target's memory (its start bit says it is an object). Other
- * objects and interior pointers take the general path (scan, mark_addr). */
-static void drain(struct tp__marker *mk) {
+/* The rest of a large object from `from` (an element, or a word of a
+ * conservative one) becomes a gray entry of its own (tagged: from | 1),
+ * for an idle peer if one waits, else on this marker's stack; false if
+ * there is no room (the caller scans on). */
+static bool push_rest(struct tp__marker *mk, uintptr_t from) {
+  uintptr_t e = from | 1;
+  if (mk->par && tp__markwork_hungry(mk->ws) && tp__markwork_share(mk->ws, &e, 1)) return true;
+  if (mk->top == mk->cap) return false;
+  mk->st[mk->top++] = e;
+  return true;
+}
+
+/* Scans the large object l from payload address `from` (its start: it is
+ * accounted then). Real marking scans at most TP__SCAN_CHUNK bytes per
+ * gray entry, the rest pushed back as another entry (push_rest), and what
+ * the chunk points to goes to the overflow pass (mk->defer), in address
+ * order like everything pending: a big pointer table neither floods the
+ * gray stack nor ties one marker up, and its targets are scanned in the
+ * order that keeps a scattered heap cache-friendly. The checkmark scans
+ * it whole. */
+static void scan_large(struct tp__marker *mk, struct tp__large *l, uintptr_t from, bool check) {
+  uintptr_t p = (uintptr_t)(l + 1);
+  const tp_type *t = tp__hdr_type(l->hdr);
+  if (!check && from == p) {
+    mk->bytes += l->bytes;
+    mk->objs++;
+  }
+  if (t->flags & TP_TYPE_LEAF) return;
+  bool cons = t->flags & TP_TYPE_CONSERVATIVE;
+  size_t esz = cons ? sizeof(uintptr_t) : t->size;
+  uintptr_t end = cons ? p + (l->payload & ~(size_t)7) : p + l->n * esz;
+  if (check || (!cons && l->n == 1)) { /* whole (one element: not divisible) */
+    mk->defer = !check;
+    visit_fields(mk, t, from, (end - from) / esz, end - from, check);
+    mk->defer = false;
+    return;
+  }
+  size_t per = TP__SCAN_CHUNK / esz ? TP__SCAN_CHUNK / esz : 1;
+  for (uintptr_t lim = end; from < lim;) {
+    uintptr_t stop = (end - from) / esz > per ? from + per * esz : end;
+    if (stop < lim && push_rest(mk, stop)) lim = stop;
+    mk->defer = true;
+    visit_fields(mk, t, from, (stop - from) / esz, stop - from, false);
+    mk->defer = false;
+    from = stop;
+  }
+}
+
+/* A tagged gray entry: the rest of a large object from e. */
+static void scan_rest(struct tp__marker *mk, uintptr_t e) {
+  void *entry = tp__map_get(mk->h, e);
+  scan_large(mk, (struct tp__large *)((uintptr_t)entry & ~(uintptr_t)1), e, false);
+}
+
+/* Scans the object with payload p: marks its lines and accounts it (real
+ * marking only), then visits its references. */
+static inline void scan(struct tp__marker *mk, uintptr_t p, bool check) {
+  tp_heap *h = mk->h;
+  uintptr_t hdr = *(const uintptr_t *)(p - 8);
+  if (TP_UNLIKELY(hdr & TP__HDR_LARGE)) {
+    scan_large(mk, (struct tp__large *)(p & h->region_mask), p, check);
+    return;
+  }
+  size_t n = (hdr & TP__HDR_ARRAY) ? *(const size_t *)(p - 16) : 1;
+  size_t span = (size_t)(hdr >> TP__HDR_K_SHIFT) << TP__GRAN_SHIFT;
+  if (!check) {
+    uintptr_t base = p & h->region_mask;
+    mark_lines(tp__region_lines(h, (struct tp__region *)base), base, p, span, mk->epoch);
+    mk->bytes += span + ((hdr & TP__HDR_ARRAY) ? 16 : 0);
+    mk->objs++;
+  }
+  visit_fields(mk, tp__hdr_type(hdr), p, n, span - 8, check);
+}
+
+/* Empties the gray stack (entries [bot, top)). Small objects of
+ * ptr_offsets and leaf types -- the bulk of most heaps -- are scanned here
+ * with the loop's state in registers and a one-entry cache of the last
+ * map lookup (neighbours usually share a region); pointers to payload
+ * starts are marked without reading the target's memory (its start bit
+ * says it is an object). Other objects, tagged entries (the rest of a
+ * large object) and interior pointers take the general path (scan,
+ * scan_rest, mark_addr_as). par: other markers run (atomic mark bits; every
+ * 32 entries, the stack's bottom -- the oldest entries, the biggest
+ * subtrees of a depth-first walk -- goes to the shared list if a peer is
+ * idle and the list is empty: tp__markwork_share_stack). */
+TP_INLINE void drain_as(struct tp__marker *mk, bool par) {
   tp_heap *h = mk->h;
   const uintptr_t lo = mk->lo, span = mk->span, mask = h->region_mask;
   const size_t bits_off = h->bits_off, lines_off = h->lines_off, data_off = h->data_off;
   const uint8_t epoch = mk->epoch;
   uintptr_t *const st = mk->st;
   const size_t cap = mk->cap;
-  size_t top = mk->top;
+  size_t top = mk->top, bot = mk->bot;
   uint64_t bytes = 0, objs = 0;
+  unsigned tick = 0;
   uintptr_t cbase = 1; /* no region starts at 1 */
   void *centry = NULL;
-  while (top) {
+  while (top > bot) {
+    if (par && TP_UNLIKELY((++tick & 31) == 0) && top - bot >= 2 &&
+        tp__markwork_hungry(mk->ws)) {
+      mk->top = top;
+      tp__markwork_share_stack(mk);
+      bot = mk->bot;
+    }
     uintptr_t p = st[--top];
+    if (TP_UNLIKELY(p & 1)) {
+      mk->top = top;
+      scan_rest(mk, p - 1);
+      top = mk->top;
+      bot = mk->bot;
+      continue;
+    }
     uintptr_t hdr = *(const uintptr_t *)(p - 8);
     const tp_type *t = tp__hdr_type(hdr);
     if (TP_UNLIKELY((hdr & TP__HDR_LARGE) || t->trace || (t->flags & TP_TYPE_CONSERVATIVE))) {
       mk->top = top;
       scan(mk, p, false);
       top = mk->top;
+      bot = mk->bot;
       continue;
     }
     size_t sb = (size_t)(hdr >> TP__HDR_K_SHIFT) << TP__GRAN_SHIFT;
@@ -403,61 +546,35 @@ static void drain(struct tp__marker *mk) {
                         !(tp__start_word(bp = (struct tp__bitpair *)(vb + bits_off) + (g >> 6)) & bit))) {
           /* Large object or interior pointer: the general lookup. */
           mk->top = top;
-          mark_addr(mk, v);
+          mark_addr_as(mk, v, par);
           top = mk->top;
+          bot = mk->bot;
           continue;
         }
-        if (bp->mark & bit) continue;
-        bp->mark |= bit;
+        if (!set_mark(&bp->mark, bit, par)) continue;
         if (TP_LIKELY(top < cap)) {
           st[top++] = v;
         } else {
           mk->top = top;
-          push_overflow(mk, (struct tp__region *)vb, NULL, g);
+          push_slow(mk, v, (struct tp__region *)vb, NULL, g, par);
+          top = mk->top;
+          bot = mk->bot;
         }
       }
     }
   }
-  mk->top = top;
+  mk->top = mk->bot = 0;
   mk->bytes += bytes;
   mk->objs += objs;
 }
 
+static TP_NOINLINE void drain_seq(struct tp__marker *mk) { drain_as(mk, false); }
+static TP_NOINLINE void drain_par(struct tp__marker *mk) { drain_as(mk, true); }
+
+void tp__mark_drain_stack(struct tp__marker *mk, bool par) { par ? drain_par(mk) : drain_seq(mk); }
+
 static void drain_check(struct tp__marker *mk) {
   while (mk->top) scan(mk, mk->st[--mk->top], true);
-}
-
-/* Scans pending (overflowed) objects until no overflow is left. Each goes
- * through the gray stack, which drain left empty, so there is room. */
-void tp__mark_drain_all(struct tp__marker *mk) {
-  tp_heap *h = mk->h;
-  drain(mk);
-  while (mk->overflowed) {
-    mk->overflowed = false;
-    for (struct tp__region *r = mk->regions; r; r = r->next) {
-      if (!r->overflow) continue;
-      r->overflow = 0;
-      uint64_t *pend = tp__region_pend(h, r);
-      for (size_t w = h->first_word; w < h->nwords; w++) {
-        while (pend[w]) {
-          uint64_t bits = pend[w];
-          pend[w] = 0;
-          while (bits) {
-            size_t g = (w << 6) + (size_t)__builtin_ctzll(bits);
-            bits &= bits - 1;
-            mk->st[mk->top++] = (uintptr_t)r + (g << TP__GRAN_SHIFT) + 16;
-            drain(mk);
-          }
-        }
-      }
-    }
-    for (struct tp__large *l = mk->large; l; l = l->next) {
-      if (!l->overflow) continue;
-      l->overflow = 0;
-      mk->st[mk->top++] = (uintptr_t)(l + 1);
-      drain(mk);
-    }
-  }
 }
 
 /* ---- verification -------------------------------------------------------------- */

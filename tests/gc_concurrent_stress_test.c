@@ -318,7 +318,8 @@ static void test_concurrent_mutation(void **state) {
   (void)state;
   uint64_t seed = tt_seed("gc_concurrent_stress");
   tp_heap_config c = {.trigger_percent = 50, .min_heap_bytes = 1 << 20, .region_size = 64 << 10,
-                      .gray_stack_entries = 256 /* the overflow pass runs too */};
+                      .gray_stack_entries = 256 /* the overflow pass runs too */,
+                      .markers = 4 /* explicit cycles mark on 4 threads beside the mutators */};
   heap = tp_heap_create(&c);
   assert_non_null(heap);
   tt_failures_reset(&failures);
