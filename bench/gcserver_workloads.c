@@ -295,8 +295,14 @@ static void *srv_mutator_main(void *arg) {
   void **table = srv_roots[0];
   uint64_t seed = m->seed, ops = 0;
   size_t n = m->entries;
+  /* Attached, this thread waits for the start as a blocking section: a
+   * collection still running from the setup stops the world meanwhile,
+   * and the other mutator's attach waits for that (a spinning attached
+   * thread would never reach a safepoint: a deadlock). */
+  if (S->blocking_enter) S->blocking_enter();
   __atomic_fetch_add(m->ready, 1, __ATOMIC_RELEASE);
   while (!__atomic_load_n(m->go, __ATOMIC_ACQUIRE)) bench_pause();
+  if (S->blocking_leave) S->blocking_leave();
   uint64_t last = bench_now_ns(), end = m->end_ns;
   m->gaps.t0 = last;
   for (;;) {
