@@ -390,6 +390,7 @@ static void srv_run(const bench_case *c, void *state, bench_out *out) {
     if (pthread_create(&m[started].tid, NULL, srv_mutator_main, &m[started]) != 0) break;
   }
   while (__atomic_load_n(&ready, __ATOMIC_ACQUIRE) < (unsigned)started) bench_pause();
+  if (S->run_start) S->run_start();
   t0 = bench_now_ns();
   for (int t = 0; t < started; t++) m[t].end_ns = t0 + s->dur_ns;
   __atomic_store_n(&go, 1, __ATOMIC_RELEASE);
@@ -427,6 +428,7 @@ static void srv_run(const bench_case *c, void *state, bench_out *out) {
   bench_counter(out, "secs", (double)(t1 - t0) / 1e9);
   bench_counter(out, "rss_peak_MiB", rss_peak_mib());
   bench_counter(out, "heap_MiB", S->heap_mib());
+  if (S->describe_run) S->describe_run(out); /* tp: mark time, assists, hard-limit waits */
   bench_counter_cdf(out, "pause_cdf", "_ms", pause_quantile_fn, &srv_plog);
   for (int t = 0; t < SRV_THREADS; t++) {
     bench_unmap(m[t].gaps.start, SRV_GAP_MAX * sizeof(uint64_t));
