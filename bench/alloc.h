@@ -83,8 +83,11 @@ typedef struct bench_gc_ops {
   /* Collections so far, the world-stopped time they took in all, and the
    * last one's, each measured by the collector itself. */
   void (*pauses)(uint64_t *n, uint64_t *total_ns, uint64_t *last_ns);
-  /* Optional: extra counters for a run (bench_counter). */
+  /* Optional: extra counters for a run (bench_counter); cumulative ones
+   * count from the last run_start (optional: the timed part begins), or
+   * from open without one. */
   void (*describe_run)(bench_out *out);
+  void (*run_start)(void);
 
   /* The server-like workloads (bench/gcserver_workloads.c) need these too;
    * a collector without entry/table/leaf_doubles has no gcserver cases. */

@@ -4,6 +4,7 @@
 
 #include <stddef.h>
 #include <stdio.h>
+#include <string.h>
 
 #define BENCH_HAVE_POOL 1
 #define BENCH_HAVE_ARENA 1
@@ -66,7 +67,11 @@ static const size_t tp_b_gnode_offs[] = {offsetof(bench_gnode, l), offsetof(benc
 static const tp_type tp_b_gnode_type = {"gnode", sizeof(bench_gnode), NULL, tp_b_gnode_offs, 2,
                                         NULL, 0};
 
+/* The stats at the start of the timed part (zero: since open). */
+static tp_heap_stats tp_b_gc_s0;
+
 static inline int tp_b_gc_open(void **roots, size_t nroots, int auto_collect) {
+  memset(&tp_b_gc_s0, 0, sizeof tp_b_gc_s0);
   tp_heap_config cfg = {.trigger_percent = auto_collect ? 100 : 0, /* 0: manual only */
                         .markers = tp_b_markers};
   tp_b_heap = tp_heap_create(&cfg);
@@ -96,11 +101,25 @@ static inline void tp_b_gc_pauses(uint64_t *n, uint64_t *total_ns, uint64_t *las
   *total_ns = s.pause_total_ns;
   *last_ns = s.last_pause_ns;
 }
+static inline void tp_b_gc_run_start(void) { tp_heap_read_stats(tp_b_heap, &tp_b_gc_s0); }
 static inline void tp_b_gc_describe_run(bench_out *out) {
-  tp_heap_stats s;
+  tp_heap_stats s, *s0 = &tp_b_gc_s0;
   tp_heap_read_stats(tp_b_heap, &s);
-  bench_counter(out, "mark_ms_total", (double)s.mark_ns / 1e6);
-  bench_counter(out, "sweep_ms_total", (double)s.sweep_ns / 1e6);
+  bench_counter(out, "mark_ms_total", (double)(s.mark_ns - s0->mark_ns) / 1e6);
+  bench_counter(out, "sweep_ms_total", (double)(s.sweep_ns - s0->sweep_ns) / 1e6);
+  bench_counter(out, "mark_bg_cpu_ms", (double)(s.mark_bg_cpu_ns - s0->mark_bg_cpu_ns) / 1e6);
+  bench_counter(out, "assists", (double)(s.assists - s0->assists));
+  bench_counter(out, "assist_ms_total", (double)(s.mark_assist_ns - s0->mark_assist_ns) / 1e6);
+  bench_counter(out, "assist_max_ms", (double)s.assist_max_ns / 1e6); /* since open */
+  bench_counter(out, "limit_waits", (double)(s.limit_waits - s0->limit_waits));
+  bench_counter(out, "limit_wait_ms_total", (double)(s.limit_wait_ns - s0->limit_wait_ns) / 1e6);
+  /* The pacer at the end of the run: live, trigger, goal, hard limit. */
+  bench_counter(out, "live_MiB", (double)s.heap_live / 1048576.0);
+  if (s.next_gc != UINT64_MAX) {
+    bench_counter(out, "trigger_MiB", (double)s.gc_trigger / 1048576.0);
+    bench_counter(out, "goal_MiB", (double)s.next_gc / 1048576.0);
+    bench_counter(out, "hard_limit_MiB", (double)s.gc_hard_limit / 1048576.0);
+  }
 }
 
 /* The server workload's shapes (bench/gcserver_workloads.c): the entry
@@ -146,6 +165,7 @@ BENCH_IMPL bench_gc_ops bench_gc_impl = {
     .heap_mib = tp_b_gc_heap_mib,
     .pauses = tp_b_gc_pauses,
     .describe_run = tp_b_gc_describe_run,
+    .run_start = tp_b_gc_run_start,
     .entry = tp_b_gc_entry,
     .table = tp_b_gc_table,
     .leaf_doubles = tp_b_gc_leaf_doubles,

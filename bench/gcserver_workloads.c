@@ -294,8 +294,14 @@ static void *srv_mutator_main(void *arg) {
   void **table = srv_roots[0];
   uint64_t seed = m->seed, ops = 0;
   size_t n = m->entries;
+  /* Attached, this thread waits for the start as a blocking section: a
+   * collection still running from the setup stops the world meanwhile,
+   * and the other mutator's attach waits for that (a spinning attached
+   * thread would never reach a safepoint: a deadlock). */
+  if (S->blocking_enter) S->blocking_enter();
   __atomic_fetch_add(m->ready, 1, __ATOMIC_RELEASE);
   while (!__atomic_load_n(m->go, __ATOMIC_ACQUIRE)) bench_pause();
+  if (S->blocking_leave) S->blocking_leave();
   uint64_t last = bench_now_ns(), end = m->end_ns;
   m->gaps.t0 = last;
   for (;;) {
@@ -383,6 +389,7 @@ static void srv_run(const bench_case *c, void *state, bench_out *out) {
     if (pthread_create(&m[started].tid, NULL, srv_mutator_main, &m[started]) != 0) break;
   }
   while (__atomic_load_n(&ready, __ATOMIC_ACQUIRE) < (unsigned)started) bench_pause();
+  if (S->run_start) S->run_start();
   t0 = bench_now_ns();
   for (int t = 0; t < started; t++) m[t].end_ns = t0 + s->dur_ns;
   __atomic_store_n(&go, 1, __ATOMIC_RELEASE);
@@ -420,6 +427,7 @@ static void srv_run(const bench_case *c, void *state, bench_out *out) {
   bench_counter(out, "secs", (double)(t1 - t0) / 1e9);
   bench_counter(out, "rss_peak_MiB", rss_peak_mib());
   bench_counter(out, "heap_MiB", S->heap_mib());
+  if (S->describe_run) S->describe_run(out); /* tp: mark time, assists, hard-limit waits */
   bench_counter_cdf(out, "pause_cdf", "_ms", pause_quantile_fn, &srv_plog);
   for (int t = 0; t < SRV_THREADS; t++) {
     bench_unmap(m[t].gaps.start, SRV_GAP_MAX * sizeof(uint64_t));

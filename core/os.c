@@ -126,13 +126,17 @@ void tp__cond_init_monotonic(pthread_cond_t *cv) {
   pthread_condattr_destroy(&ca);
 }
 
-struct timespec tp__deadline_ms(uint64_t ms) {
+struct timespec tp__deadline_ns(uint64_t ns) {
   struct timespec ts;
   clock_gettime(CLOCK_MONOTONIC, &ts);
-  uint64_t ns = (uint64_t)ts.tv_nsec + (ms % 1000u) * 1000000u;
-  ts.tv_sec += (time_t)(ms / 1000u + ns / 1000000000u);
-  ts.tv_nsec = (long)(ns % 1000000000u);
+  uint64_t n = (uint64_t)ts.tv_nsec + ns % 1000000000u;
+  ts.tv_sec += (time_t)(ns / 1000000000u + n / 1000000000u);
+  ts.tv_nsec = (long)(n % 1000000000u);
   return ts;
+}
+
+struct timespec tp__deadline_ms(uint64_t ms) {
+  return tp__deadline_ns(ms > UINT64_MAX / 1000000u ? UINT64_MAX : ms * 1000000u);
 }
 
 void tp__fatal(const char *func, const void *ptr, const char *msg) {

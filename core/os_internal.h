@@ -70,8 +70,10 @@ static inline uint64_t tp__counter_get(const uint64_t *c) {
  * (a wall-clock jump neither stretches nor cuts them); time them out with
  * tp__deadline_ms. */
 void tp__cond_init_monotonic(pthread_cond_t *cv);
-/* The CLOCK_MONOTONIC time `ms` from now, as pthread_cond_timedwait takes it. */
+/* The CLOCK_MONOTONIC time `ms` (`ns`) from now, as pthread_cond_timedwait
+ * takes it. */
 struct timespec tp__deadline_ms(uint64_t ms);
+struct timespec tp__deadline_ns(uint64_t ns);
 
 /* Starts a background thread with every signal blocked (a library thread
  * must never run the application's signal handlers). 0 or -errno. */

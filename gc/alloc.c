@@ -201,8 +201,10 @@ static struct tp__region *new_region(tp_heap *h, bool *zero) {
   return r;
 }
 
+/* heap_alloc (with `extra` more) has reached the pacer's trigger
+ * (gc/pacing.c): ask for a cycle, and past the goal assist. */
 static inline bool should_collect(const tp_heap *h, uint64_t extra) {
-  return tp__heap_alloc_now(h) + extra >= tp__counter_get(&h->next_gc);
+  return tp__heap_alloc_now(h) + extra >= tp__counter_get(&h->gc_trigger);
 }
 
 /* Gives m room for an object of `adv` bytes. false + errno on failure. */

@@ -40,13 +40,12 @@
  *
  * Who waits for the marker: tp_heap_collect waits (as a blocking section)
  * for a cycle that starts after it was called, like runtime.GC(). An
- * allocation that finds the pacer's goal reached asks for a cycle and
- * goes on; one that finds the heap past its hard limit while a cycle runs
- * (twice the goal's growth over the live heap: heap_alloc >= next_gc +
- * (next_gc - heap_live), at least 4 regions over next_gc) waits for that
- * cycle to end: the allocator's only wait for the marker, bounded by one
- * cycle. Without a marker thread (it could not be created) collections are
- * stop-the-world as before: mark_and_sweep below, under one pause.
+ * allocation that finds the pacer's trigger reached asks for a cycle and
+ * goes on (tp__gc_trigger); past the goal while the cycle runs it yields
+ * in bounded assists, past the hard limit it waits for the mark to end
+ * (gc/pacing.c has the model). Without a marker thread (it could not be
+ * created) collections are stop-the-world as before: mark_and_sweep
+ * below, under one pause.
  *
  * Weak references are cleared after the mark, before finalizable objects
  * are resurrected: a weak reference reads NULL from the collection that
@@ -346,6 +345,7 @@ static void pause2(tp_heap *h, uint64_t mark_t0) {
   tp__counter_add(&h->mark_ns, (int64_t)(t1 - mark_t0));
   tp__counter_add(&h->num_gc, 1); /* with the new goal, while all are stopped */
   tp__gc_sweep_begin(h, mk->epoch);
+  tp__gc_pace_mark_done(h, black, mk->bytes);
   tp__gc_pace(h);
   /* SWEEP before h->lock goes (the world is still stopped): a fork child
    * (its prepare handler takes h->lock) sees MARK_TERMINATION never, and
@@ -510,24 +510,19 @@ static bool collect_concurrent(tp_heap *h, tp__mut *self) {
   return true;
 }
 
-uint64_t tp__gc_hard_limit(const tp_heap *h) {
-  uint64_t next = tp__counter_get(&h->next_gc), live = tp__counter_get(&h->live_bytes);
-  if (next == UINT64_MAX) return UINT64_MAX;
-  uint64_t grow = next > live ? next - live : 0;
-  if (grow < 4 * h->region_size) grow = 4 * h->region_size;
-  uint64_t hard = next + grow;
-  /* A memory_limit caps it (but never below the goal itself). */
-  if (h->memory_limit && hard > h->memory_limit) hard = next > h->memory_limit ? next : h->memory_limit;
-  return hard;
-}
-
 bool tp__gc_trigger(tp_heap *h, tp__mut *m) {
-  if (__atomic_load_n(&h->phase, __ATOMIC_RELAXED) == TP__PH_IDLE) {
+  int phase = __atomic_load_n(&h->phase, __ATOMIC_RELAXED);
+  if (phase == TP__PH_IDLE || phase == TP__PH_SWEEP) {
     pthread_mutex_lock(&h->sp_lock);
     bool ok = ensure_marker(h);
-    /* No cycle asked for and not done yet (one that is asked for but has
-     * not reached pause 1 is still IDLE): ask for one. */
-    if (ok && h->cycles_req == h->cycles_done) {
+    /* Ask for a cycle unless one is asked for that has not started: idle
+     * with every cycle done (one that is asked for, or started but not yet
+     * in pause 1, is still IDLE), or sweeping with no next one asked for
+     * (the marker starts it when the sweep ends). sp_lock keeps the phase:
+     * it leaves SWEEP under it, and MARK begins with this thread stopped. */
+    phase = __atomic_load_n(&h->phase, __ATOMIC_RELAXED);
+    if (ok && (phase == TP__PH_IDLE ? h->cycles_req == h->cycles_done
+                                    : phase == TP__PH_SWEEP && h->cycles_req == h->cycles_started)) {
       h->cycles_req++;
       pthread_cond_signal(&h->cv_marker);
     }
@@ -537,12 +532,9 @@ bool tp__gc_trigger(tp_heap *h, tp__mut *m) {
       return true;
     }
   }
-  /* A cycle is asked for or runs. Past the hard limit, wait for it. */
-  if (tp__heap_alloc_now(h) < tp__gc_hard_limit(h)) return false;
-  pthread_mutex_lock(&h->sp_lock);
-  if (h->cycles_done < h->cycles_req) wait_cycle(h, m, h->cycles_req);
-  pthread_mutex_unlock(&h->sp_lock);
-  return true;
+  /* A cycle is asked for or runs: past the goal, an assist or the hard
+   * limit's wait (gc/pacing.c). */
+  return tp__gc_pace_alloc(h, m);
 }
 
 /* ---- tp_heap_collect ------------------------------------------------------------------- */

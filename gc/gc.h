@@ -188,8 +188,10 @@ typedef struct tp_heap_stats {
   uint64_t finalizers_pending; /* queued, not yet run */
   uint64_t mark_ns;         /* time spent marking, summed */
   uint64_t sweep_ns;        /* time spent sweeping, summed */
-  uint64_t next_gc;         /* heap_alloc at which the next automatic
-                               collection starts (UINT64_MAX: manual only) */
+  uint64_t next_gc;         /* the pacer's goal: heap_alloc the next
+                               automatic collection should end its mark
+                               by (UINT64_MAX: manual only); it is asked
+                               for earlier, at gc_trigger */
   uint64_t gray_overflows;  /* collections whose gray stack overflowed */
   uint64_t regions_released;/* regions given back to the pool, ever */
   uint64_t threads;         /* attached threads */
@@ -206,10 +208,11 @@ typedef struct tp_heap_stats {
    * cover the same pauses. */
   uint64_t pause_hist[TP_HEAP_PAUSE_BUCKETS];
   uint64_t pauses;          /* pauses counted in pause_hist, summed */
-  uint64_t mark_assist_ns;  /* time mutators spent marking in allocation
-                               assists: always 0, the collector has no
-                               assists (an allocation past the hard limit
-                               waits for the cycle instead) */
+  uint64_t mark_assist_ns;  /* time allocating threads spent in assists:
+                               past next_gc while a cycle runs, an
+                               allocation slow path yields its CPU to the
+                               marker for at most 1 ms (docs/gc.md,
+                               "Pacing"); wall time, summed */
   uint64_t mark_bg_cpu_ns;  /* CPU time of the marker thread marking
                                concurrently, between pause 1 and pause 2
                                (the pauses' own time is in pause_total_ns;
@@ -217,6 +220,20 @@ typedef struct tp_heap_stats {
                                stop-the-world fallback) */
   uint32_t phase;           /* TP_GC_PHASE_*: what the collector is doing now */
   uint32_t arenas;          /* arenas registered as roots (tp_heap_add_arena) */
+  /* ---- the pacer (docs/gc.md, "Pacing") ---- */
+  uint64_t gc_trigger;      /* heap_alloc at which the next automatic
+                               cycle is asked for: early enough, by the last
+                               marks' estimate, that its mark ends before
+                               next_gc (<= next_gc; UINT64_MAX: manual) */
+  uint64_t gc_hard_limit;   /* heap_alloc past which an allocation waits
+                               for the running mark to end (next_gc plus
+                               twice its growth over heap_live, capped by
+                               memory_limit; UINT64_MAX: manual only) */
+  uint64_t assists;         /* assists counted in mark_assist_ns */
+  uint64_t assist_max_ns;   /* the longest (bounded: 1 ms plus the time to
+                               be woken, and a pause it runs into) */
+  uint64_t limit_waits;     /* allocations that waited at gc_hard_limit */
+  uint64_t limit_wait_ns;   /* their time, summed */
 } tp_heap_stats;
 
 /* Creates a heap (NULL config = defaults). NULL + errno EINVAL (bad

@@ -92,6 +92,11 @@
 #define TP__MIN_HEAP_DEFAULT ((size_t)4 << 20)
 #define TP__GRAY_DEFAULT ((size_t)64 << 10)
 #define TP__MARKER_STACK ((size_t)1 << 20)
+/* The pacer (gc/pacing.c): marks whose allocation-per-marked-byte ratio
+ * the trigger takes the largest of, and the bounds of one assist. */
+#define TP__PACE_HISTORY 4
+#define TP__ASSIST_MAX_NS ((uint64_t)1000000) /* per allocation slow path */
+#define TP__ASSIST_MIN_NS ((uint64_t)50000)   /* shorter debts wait for more */
 
 #define TP__HDR_ARRAY ((uintptr_t)1)
 #define TP__HDR_LARGE ((uintptr_t)2)
@@ -191,6 +196,9 @@ typedef struct tp__mut {
   char *stack_hi;
   struct tp__satb *satb;   /* SATB log (the owner; the collector when it
                               is stopped; gc/barrier.c) */
+  uint64_t assist_gc;      /* assists (gc/pacing.c, the owner only): num_gc */
+  uint64_t assist_t;       /*  when the clock started, and since when this
+                              thread has run without yielding (ns) */
   size_t nspill;           /* BLOCKING: words of the enter frame copied */
   uintptr_t spill[64];
   pthread_t tid;
@@ -321,8 +329,17 @@ struct tp_heap {
   uint64_t fin_run, fin_pending;
   /* gc/metrics.c (runtime/metrics): written by the collector */
   uint64_t pause_hist[TP_HEAP_PAUSE_BUCKETS], pauses;
-  uint64_t mark_assist_ns; /* no assists: allocators past the hard limit wait */
   uint64_t mark_bg_cpu_ns; /* the marker thread's CPU time between the pauses */
+  /* gc/pacing.c: the pacer's figures (written by the collector in its
+   * pauses and after its sweep, read relaxed by the allocation slow path)
+   * and what the allocators did past the goal (relaxed counters). */
+  uint64_t gc_trigger;     /* heap_alloc at which the next cycle is asked for */
+  uint64_t hard_limit;     /* heap_alloc past which an allocator waits for the mark */
+  uint64_t cons_mark[TP__PACE_HISTORY]; /* bytes allocated per byte marked
+                              (Q16) in the last concurrent marks (collector) */
+  unsigned cons_mark_i;    /* the next slot of cons_mark (collector) */
+  uint64_t mark_assist_ns, assists, assist_max_ns; /* bounded assists */
+  uint64_t limit_waits, limit_wait_ns;            /* waits at hard_limit */
 
   /* ---- registered arenas (gc/arena_roots.c) ---- */
   struct tp__arena_link *arena_links; /* arena_roots_lock */
@@ -528,17 +545,14 @@ bool tp__gc_collect(tp_heap *h, tp__mut *self);
 /* Stops the marker thread (tp_heap_destroy; no lock held). */
 void tp__gc_stop_marker(tp_heap *h);
 
-/* The pacer says collect (an allocation slow path of attached, running m):
- * starts a concurrent cycle if none runs, waits for the running one if
- * the heap is past its hard limit, or collects stop-the-world if there is
- * no marker thread. true if m's buffers may have been retired (the caller
- * retries). Call with no lock held. */
+/* The pacer says collect (an allocation slow path of attached, running m
+ * found heap_alloc >= gc_trigger): asks for a concurrent cycle if none is
+ * asked for, then past the goal assists or past the hard limit waits
+ * (tp__gc_pace_alloc), or collects stop-the-world if there is no marker
+ * thread. true if m's buffers may have been retired and the caller must
+ * retry; false: go on (they may have been retired all the same, during an
+ * assist: the caller's refill copes with either). Call with no lock held. */
 bool tp__gc_trigger(tp_heap *h, tp__mut *m);
-
-/* heap_alloc past which an allocation waits for the running cycle:
- * next_gc plus the goal's growth over the live heap (at least 4 regions),
- * capped by memory_limit (but not below next_gc). */
-uint64_t tp__gc_hard_limit(const tp_heap *h);
 
 /* gc/alloc.c */
 
@@ -612,8 +626,20 @@ const char *tp__heap_region_invalid(const tp_heap *h, struct tp__region *r, int 
 /* heap_sys as reported in the stats. */
 uint64_t tp__gc_heap_sys(const tp_heap *h);
 
-/* Recomputes next_gc from the last collection's results. */
+/* Recomputes next_gc, gc_trigger and hard_limit from the last
+ * collection's results (the collector, or a caller that just collected). */
 void tp__gc_pace(tp_heap *h);
+
+/* Pause 2 (h->lock held): the mark allocated `allocated` bytes while it
+ * marked `marked` bytes; the trigger's estimate learns from it. */
+void tp__gc_pace_mark_done(tp_heap *h, uint64_t allocated, uint64_t marked);
+
+/* An allocation slow path of attached, running m while a cycle is asked
+ * for or runs: nothing below the goal, an assist of at most
+ * TP__ASSIST_MAX_NS below the hard limit, a wait for the mark's end past
+ * it. true if it waited at the hard limit (the caller retries). No lock
+ * held. */
+bool tp__gc_pace_alloc(tp_heap *h, tp__mut *m);
 
 /* Gives empty pool memory back to the OS now (memory_limit). Call with no
  * lock held. */

@@ -1,8 +1,10 @@
 /*
  * The collector's metrics after Go's runtime/metrics: the pause histogram
  * (/gc/pauses:seconds), cumulative pause time, mark assist and background
- * mark CPU time, the phase in progress. Written by the collector, read by
- * tp_heap_read_stats from any thread at any time.
+ * mark CPU time, the phase in progress (written by the collector), and
+ * the pacer's trigger and hard limit, assists and waits (written by the
+ * pacer and the allocators, gc/pacing.c). Read by tp_heap_read_stats from
+ * any thread at any time.
  *
  * Every figure is one relaxed atomic word: a reader takes no lock and
  * waits for nobody, so reading costs a few dozen loads (docs/gc.md has the
@@ -38,4 +40,10 @@ void tp__gc_read_metrics(const tp_heap *h, tp_heap_stats *out) {
   out->mark_bg_cpu_ns = tp__counter_get(&h->mark_bg_cpu_ns);
   out->phase = (uint32_t)__atomic_load_n(&h->phase, __ATOMIC_RELAXED); /* TP__PH_* = TP_GC_PHASE_* */
   out->arenas = (uint32_t)__atomic_load_n(&h->narenas, __ATOMIC_RELAXED);
+  out->gc_trigger = tp__counter_get(&h->gc_trigger);
+  out->gc_hard_limit = tp__counter_get(&h->hard_limit);
+  out->assists = tp__counter_get(&h->assists);
+  out->assist_max_ns = tp__counter_get(&h->assist_max_ns);
+  out->limit_waits = tp__counter_get(&h->limit_waits);
+  out->limit_wait_ns = tp__counter_get(&h->limit_wait_ns);
 }

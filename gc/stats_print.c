@@ -98,6 +98,14 @@ static const char *bytes(char *buf, size_t n, uint64_t v) {
   return buf;
 }
 
+/* A pacer figure as bytes, "manual" when the heap collects only on
+ * demand (UINT64_MAX). */
+static const char *pacer_bytes(char *buf, size_t n, uint64_t v) {
+  if (v != UINT64_MAX) return bytes(buf, n, v);
+  snprintf(buf, n, "manual");
+  return buf;
+}
+
 /* Nanoseconds as "850 ns", "12.3 us", "4.5 ms", "1.20 s". */
 static const char *nanos(char *buf, size_t n, uint64_t v) {
   if (v < 1000) snprintf(buf, n, "%" PRIu64 " ns", v);
@@ -179,21 +187,24 @@ static void print_table(FILE *f, const struct report *r) {
             bytes(c, sizeof c, h->heap_sys), bytes(d, sizeof d, h->heap_inuse), h->regions,
             bytes(e, sizeof e, h->region_size), h->large_objects, h->threads,
             h->checkmark ? "; checkmark on" : "");
-    char next[24];
-    if (h->next_gc == UINT64_MAX) snprintf(next, sizeof next, "manual");
-    else bytes(next, sizeof next, h->next_gc);
-    fprintf(f, "  collections %" PRIu64 ", next at %s; pauses total %s, max %s, last %s; mark %s, "
-               "sweep %s; gray overflows %" PRIu64 "\n",
-            h->num_gc, next, nanos(a, sizeof a, h->pause_total_ns), nanos(b, sizeof b, h->pause_max_ns),
-            nanos(c, sizeof c, h->last_pause_ns), nanos(d, sizeof d, h->mark_ns),
-            nanos(e, sizeof e, h->sweep_ns), h->gray_overflows);
+    char next[24], trig[24], hard[24];
+    pacer_bytes(next, sizeof next, h->next_gc);
+    pacer_bytes(trig, sizeof trig, h->gc_trigger);
+    pacer_bytes(hard, sizeof hard, h->gc_hard_limit);
+    fprintf(f, "  collections %" PRIu64 ", next at %s (goal %s, hard limit %s); pauses total %s, "
+               "max %s, last %s; mark %s, sweep %s; gray overflows %" PRIu64 "\n",
+            h->num_gc, trig, next, hard, nanos(a, sizeof a, h->pause_total_ns),
+            nanos(b, sizeof b, h->pause_max_ns), nanos(c, sizeof c, h->last_pause_ns),
+            nanos(d, sizeof d, h->mark_ns), nanos(e, sizeof e, h->sweep_ns), h->gray_overflows);
     fprintf(f, "  objects live %" PRIu64 ", allocated %" PRIu64 ", freed %" PRIu64 "; bytes allocated %s; "
                "regions released %" PRIu64 "; finalizers run %" PRIu64 ", pending %" PRIu64 "\n",
             h->objects_live, h->objects_alloc, h->objects_freed, bytes(a, sizeof a, h->total_alloc),
             h->regions_released, h->finalizers_run, h->finalizers_pending);
-    fprintf(f, "  phase %s; arenas as roots %" PRIu32 "; mark assists %s, background mark CPU %s\n",
-            phase_name(h->phase), h->arenas, nanos(a, sizeof a, h->mark_assist_ns),
-            nanos(b, sizeof b, h->mark_bg_cpu_ns));
+    fprintf(f, "  phase %s; arenas as roots %" PRIu32 "; mark assists %" PRIu64 " (%s, max %s), "
+               "hard-limit waits %" PRIu64 " (%s); background mark CPU %s\n",
+            phase_name(h->phase), h->arenas, h->assists, nanos(a, sizeof a, h->mark_assist_ns),
+            nanos(b, sizeof b, h->assist_max_ns), h->limit_waits, nanos(c, sizeof c, h->limit_wait_ns),
+            nanos(d, sizeof d, h->mark_bg_cpu_ns));
     /* The non-empty buckets of the pause histogram, as [low, high). */
     fprintf(f, "  pauses %" PRIu64 ":", h->pauses);
     for (unsigned k = 0; k < TP_HEAP_PAUSE_BUCKETS; k++) {
@@ -227,6 +238,12 @@ static void json_str(FILE *f, const char *s, size_t max) {
 }
 
 #define JU(f, sep, key, v) fprintf(f, "%s\"%s\": %" PRIu64, sep, key, (uint64_t)(v))
+
+/* A pacer figure: null when the heap collects only on demand (UINT64_MAX). */
+static void ju_or_null(FILE *f, const char *key, uint64_t v) {
+  if (v == UINT64_MAX) fprintf(f, ", \"%s\": null", key);
+  else JU(f, ", ", key, v);
+}
 
 static void json_pool(FILE *f, const tp_pool_stats *s) {
   fprintf(f, "{\"name\": ");
@@ -333,8 +350,7 @@ static void print_json(FILE *f, const struct report *r) {
     JU(f, ", ", "finalizers_pending", h->finalizers_pending);
     JU(f, ", ", "mark_ns", h->mark_ns);
     JU(f, ", ", "sweep_ns", h->sweep_ns);
-    if (h->next_gc == UINT64_MAX) fprintf(f, ", \"next_gc\": null");
-    else JU(f, ", ", "next_gc", h->next_gc);
+    ju_or_null(f, "next_gc", h->next_gc);
     JU(f, ", ", "gray_overflows", h->gray_overflows);
     JU(f, ", ", "regions_released", h->regions_released);
     JU(f, ", ", "threads", h->threads);
@@ -355,6 +371,12 @@ static void print_json(FILE *f, const struct report *r) {
     JU(f, ", ", "mark_bg_cpu_ns", h->mark_bg_cpu_ns);
     fprintf(f, ", \"phase\": \"%s\"", phase_name(h->phase));
     JU(f, ", ", "arenas", h->arenas);
+    ju_or_null(f, "gc_trigger", h->gc_trigger);
+    ju_or_null(f, "gc_hard_limit", h->gc_hard_limit);
+    JU(f, ", ", "assists", h->assists);
+    JU(f, ", ", "assist_max_ns", h->assist_max_ns);
+    JU(f, ", ", "limit_waits", h->limit_waits);
+    JU(f, ", ", "limit_wait_ns", h->limit_wait_ns);
     fputc('}', f);
   }
   fprintf(f, "]");

@@ -39,6 +39,10 @@ assert hp["pause_hist"][k] >= 1, (k, hp)
 assert hp["pause_max_ns"] >= hp["last_pause_ns"] and hp["pause_total_ns"] >= hp["pause_max_ns"], hp
 assert hp["phase"] == "idle" and hp["mark_assist_ns"] == 0 and "mark_bg_cpu_ns" in hp, hp
 assert hp["arenas"] == 0, hp
+# The pacer: a trigger at or below the goal, a hard limit above it; the demo
+# allocates far below the goal, so nothing assisted or waited.
+assert hp["gc_trigger"] <= hp["next_gc"] < hp["gc_hard_limit"], hp
+assert hp["assists"] == hp["assist_max_ns"] == hp["limit_waits"] == hp["limit_wait_ns"] == 0, hp
 assert r["process"]["bytes_mapped"] > 0
 print("report: %d pools, %d chunk pools, %d heaps" % (len(r["pools"]), len(r["arena_chunk_pools"]), len(r["heaps"])))
 PY
