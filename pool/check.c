@@ -38,9 +38,8 @@ static bool owns(const tp_pool *p, const void *obj) {
   if (!obj) return false;
   const tp_slab *s = tp__slab_of(p, obj);
   if (s->pool != p) return false;
-  uintptr_t off = (uintptr_t)obj - (uintptr_t)s->data;
-  return (uintptr_t)obj >= (uintptr_t)s->data && off % p->stride == 0 &&
-         off / p->stride < s->capacity;
+  size_t i;
+  return tp__pool_obj_index(p, s, obj, &i) && i < s->capacity;
 }
 
 const char *tp__pool_slab_invalid(const tp_pool *p, const tp_slab *s) {

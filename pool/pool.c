@@ -82,10 +82,10 @@ static inline void *finish_get(tp_pool *p, void *obj) {
 }
 
 /* Checks and prepares an object the application gives back. */
-static void check_put(tp_pool *p, void *obj, const char *func) {
+static void check_put(tp_pool *p, void *obj, const char *func, const tp_slab **known) {
   /* Any build: the slab is live and names p, obj is on an object boundary
    * (a wild pointer is refused before its slab header is read). */
-  tp__pool_check_owner(p, obj, func);
+  tp__pool_check_owner(p, obj, func, known);
 #if TP_DEBUG
   tp_slab *s = tp__slab_of(p, obj);
   /* Without the slab lock (a carve of another object of s may run): obj
@@ -117,13 +117,14 @@ void tp__pool_owner_fatal(const tp_pool *p, const void *obj, const char *func) {
  * so a foreign pointer put there is caught here, before anything counts or
  * moves it: the abort names it instead of corrupting two pools. */
 static void check_batch(const tp_pool *p, void *const *objs, unsigned n) {
+  const tp_slab *known = NULL;
   for (unsigned i = 0; i < n; i++) {
     /* TSan: the object was handed over through the CPU cache (invisible to
      * it) by whoever put it (check_put released it): acquire that before
      * the check reads its slab header, written under p->lock by slab_new
      * and ordered before the putter's get by the same chain. */
     TP_TSAN_ACQUIRE(objs[i]);
-    tp__pool_check_owner(p, objs[i], "tp_pool_put (object leaving the CPU cache)");
+    tp__pool_check_owner(p, objs[i], "tp_pool_put (object leaving the CPU cache)", &known);
   }
 }
 
@@ -407,7 +408,7 @@ void tp__pool_put_slow(tp_pool *p, void *obj) {
     errno = EINVAL;
     return;
   }
-  check_put(p, obj, "tp_pool_put");
+  check_put(p, obj, "tp_pool_put", NULL);
   if (!fast_path_on(p) && tp__pcache_push_n(p->caches, &obj, 1) == 1) return;
   tp__counter_add(&p->misses, 1);
   /* Full (or locked, or rseq unavailable): move a batch to the depot. */
@@ -484,12 +485,16 @@ void tp_pool_put_bulk(tp_pool *p, void *const *objs, size_t n) {
   void *buf[64];
   size_t i = 0;
   uint64_t now = 0;
+  const tp_slab *known = NULL;
   while (i < n) {
-    /* Check a run of up to 64 objects, skipping NULLs. */
+    /* Check a run of up to 64 objects, skipping NULLs. known is reset per
+     * run: once a run is pushed, its objects are no longer the caller's and
+     * their slab may go (a sweeper drain) before the next run is checked. */
     unsigned m = 0;
+    known = NULL;
     for (; i < n && m < 64; i++) {
       if (!objs[i]) continue;
-      check_put(p, objs[i], "tp_pool_put_bulk");
+      check_put(p, objs[i], "tp_pool_put_bulk", &known);
       buf[m++] = objs[i];
     }
     unsigned k = tp__pcache_push_n(p->caches, buf, m);

@@ -26,7 +26,7 @@ int tp_pool_retire(tp_pool *p, void *obj) {
     errno = EINVAL;
     return -EINVAL;
   }
-  tp__pool_check_owner(p, obj, "tp_pool_retire");
+  tp__pool_check_owner(p, obj, "tp_pool_retire", NULL);
   if (TP_UNLIKELY(!__atomic_load_n(&p->epoch_used, __ATOMIC_RELAXED)))
     __atomic_store_n(&p->epoch_used, true, __ATOMIC_RELAXED);
   return tp_epoch_retire_sized(obj, p->stride, pool_put_cb, p);

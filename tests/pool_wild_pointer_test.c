@@ -73,11 +73,45 @@ static void correct_use_passes(void **s) {
   tp_pool_destroy(a);
 }
 
+/* Interior and past-the-end pointers into a pool whose stride is not a
+ * power of two (40 B): the boundary test (a multiplication, not a
+ * division: pool_internal.h) must refuse them and pass every object. */
+static tp_pool *mk40(void) {
+  return tp_pool_create(&(tp_pool_config){.name = "s40", .obj_size = 40});
+}
+
+static void do_bulk_interior(void *delta) {
+  tp_pool *a = mk40();
+  char *o = tp_pool_get(a);
+  void *v[2] = {tp_pool_get(a), o + (uintptr_t)delta};
+  tp_pool_put_bulk(a, v, 2);
+}
+
+static void interior_pointers_abort(void **s) {
+  (void)s;
+  assert_true(tt_dies_with(do_bulk_interior, (void *)8, "not an object of this pool"));
+  assert_true(tt_dies_with(do_bulk_interior, (void *)39, "not an object of this pool"));
+  assert_true(tt_dies_with(do_bulk_interior, (void *)1, "not an object of this pool"));
+}
+
+static void odd_stride_correct_use_passes(void **s) {
+  (void)s;
+  tp_pool *a = mk40();
+  static void *v[20000];
+  for (int r = 0; r < 2; r++) {
+    for (int i = 0; i < 20000; i++) assert_non_null(v[i] = tp_pool_get(a));
+    tp_pool_put_bulk(a, v, 20000);
+  }
+  tp_pool_destroy(a);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(put_bulk_of_wild_pointers_aborts),
       cmocka_unit_test(retire_of_wild_pointers_aborts),
       cmocka_unit_test(correct_use_passes),
+      cmocka_unit_test(interior_pointers_abort),
+      cmocka_unit_test(odd_stride_correct_use_passes),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
