@@ -139,7 +139,6 @@ tp_pool *tp__pool_create(const tp_pool_config *cfg, size_t max_align, size_t cac
   if (cfg->name) snprintf(p->name, sizeof p->name, "%s", cfg->name);
   p->obj_size = cfg->obj_size;
   p->stride = stride;
-  p->stride_shift = tp__is_pow2(stride) ? (uint32_t)__builtin_ctzll(stride) : 0;
   p->stride_magic = UINT64_MAX / stride + 1; /* ceil(2^64 / stride), stride > 1 */
   p->slab_size = size;
   p->data_off = off;

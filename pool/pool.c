@@ -35,11 +35,6 @@
 
 /* ---- object hand-over extras (debug, sanitizers, valgrind, ZERO) -------- */
 
-static inline size_t obj_index(const tp_pool *p, const tp_slab *s, const void *obj) {
-  size_t off = (size_t)((const char *)obj - s->data);
-  return p->stride_shift ? off >> p->stride_shift : off / p->stride;
-}
-
 #if TP_DEBUG
 static void check_poison(tp_pool *p, void *obj) {
   if (p->ctor) return; /* constructed state is kept, not poisoned */
@@ -70,7 +65,7 @@ static inline void *finish_get(tp_pool *p, void *obj) {
   if (p->ctor || TP_DEBUG) VALGRIND_MAKE_MEM_DEFINED(obj, p->obj_size);
 #if TP_DEBUG
   tp_slab *s = tp__slab_of(p, obj);
-  size_t i = obj_index(p, s, obj);
+  size_t i = tp__pool_obj_at(p, s, obj);
   uint64_t bit = 1ull << (i & 63);
   if (__atomic_fetch_or(&s->out_bits[i / 64], bit, __ATOMIC_RELAXED) & bit)
     tp__fatal("tp_pool_get", obj, "internal error: object handed out twice");
@@ -90,9 +85,9 @@ static void check_put(tp_pool *p, void *obj, const char *func, const tp_slab **k
   tp_slab *s = tp__slab_of(p, obj);
   /* Without the slab lock (a carve of another object of s may run): obj
    * was carved before it was handed out, and carved only grows. */
-  if (obj_index(p, s, obj) >= __atomic_load_n(&s->carved, __ATOMIC_RELAXED))
+  if (tp__pool_obj_at(p, s, obj) >= __atomic_load_n(&s->carved, __ATOMIC_RELAXED))
     tp__fatal(func, obj, "pointer is not an object of this pool");
-  size_t i = obj_index(p, s, obj);
+  size_t i = tp__pool_obj_at(p, s, obj);
   uint64_t bit = 1ull << (i & 63);
   if (!(__atomic_fetch_and(&s->out_bits[i / 64], ~bit, __ATOMIC_RELAXED) & bit))
     tp__fatal(func, obj, "double put (object is not out)");
@@ -262,7 +257,7 @@ void tp__pool_central_free(tp_pool *p, void *const *objs, unsigned n, uint64_t s
   pthread_mutex_lock(&p->lock);
   for (unsigned k = 0; k < n; k++) {
     tp_slab *s = tp__slab_of(p, objs[k]);
-    size_t i = obj_index(p, s, objs[k]);
+    size_t i = tp__pool_obj_at(p, s, objs[k]);
     TP_ASSERT(!(s->free_bits[i / 64] & (1ull << (i & 63))));
     s->free_bits[i / 64] |= 1ull << (i & 63);
     s->nfree++;
@@ -485,13 +480,12 @@ void tp_pool_put_bulk(tp_pool *p, void *const *objs, size_t n) {
   void *buf[64];
   size_t i = 0;
   uint64_t now = 0;
-  const tp_slab *known = NULL;
   while (i < n) {
     /* Check a run of up to 64 objects, skipping NULLs. known is reset per
      * run: once a run is pushed, its objects are no longer the caller's and
      * their slab may go (a sweeper drain) before the next run is checked. */
     unsigned m = 0;
-    known = NULL;
+    const tp_slab *known = NULL;
     for (; i < n && m < 64; i++) {
       if (!objs[i]) continue;
       check_put(p, objs[i], "tp_pool_put_bulk", &known);

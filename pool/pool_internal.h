@@ -56,8 +56,7 @@ struct tp_pool {
   char name[32];
   size_t obj_size, stride, slab_size, data_off, max_bytes;
   uint32_t capacity;     /* objects per slab */
-  uint32_t stride_shift; /* log2(stride) when stride is a power of two, else 0 */
-  uint64_t stride_magic; /* ceil(2^64 / stride): tp__pool_obj_index */
+  uint64_t stride_magic; /* ceil(2^64 / stride): tp__pool_stride_mul */
   uint32_t cache_cap, batch, depot_cap;
   unsigned flags;
   bool extras;           /* get/put need more than moving the pointer */
@@ -102,32 +101,41 @@ static inline tp_slab *tp__slab_of(const tp_pool *p, const void *obj) {
 TP_COLD __attribute__((noreturn)) void tp__pool_owner_fatal(const tp_pool *p, const void *obj,
                                                             const char *func);
 
-/* Aborts with "tidepool: FUNC(OBJ): pointer is not from this pool" unless
- * obj lies on an object boundary of a live slab of p. A wild pointer
- * (malloc'd, a small integer, a slab given back) is refused by the slab map
- * before its slab header is read. Any thread; a few loads. */
-/* Whether obj is on an object boundary of slab s of p, and its index
- * (*idx). By multiplication, not division (a put_bulk or retire checks
- * every object, and two 64-bit divisions cost more than the rest of the
- * check): with M = ceil(2^64 / stride), for an offset n < 2^32 (a slab is
- * at most 64 MiB), n / stride = hi64(M * n) and n % stride == 0 iff
- * lo64(M * n) < M (Lemire, Kaser and Kurz, "Faster remainder by direct
+/* Object index arithmetic, by multiplication, not division (a put_bulk or
+ * retire checks every object, and two 64-bit divisions cost more than the
+ * rest of the check): with M = ceil(2^64 / stride), for an offset n < 2^32
+ * (a slab is at most 64 MiB), n / stride = hi64(M * n) and n % stride == 0
+ * iff lo64(M * n) < M (Lemire, Kaser and Kurz, "Faster remainder by direct
  * computation", 2019). */
+static inline unsigned __int128 tp__pool_stride_mul(const tp_pool *p, const tp_slab *s,
+                                                    const void *obj) {
+  return (unsigned __int128)p->stride_magic * (uint64_t)((const char *)obj - s->data);
+}
+
+/* The index of object obj (known to be one) in slab s. */
+static inline size_t tp__pool_obj_at(const tp_pool *p, const tp_slab *s, const void *obj) {
+  return (size_t)(tp__pool_stride_mul(p, s, obj) >> 64);
+}
+
+/* Whether obj lies on an object boundary of slab s, and its index (*idx). */
 static inline bool tp__pool_obj_index(const tp_pool *p, const tp_slab *s, const void *obj,
                                       size_t *idx) {
   if ((const char *)obj < s->data) return false;
-  uint64_t n = (uint64_t)((const char *)obj - s->data);
-  unsigned __int128 prod = (unsigned __int128)p->stride_magic * n;
+  unsigned __int128 prod = tp__pool_stride_mul(p, s, obj);
   *idx = (size_t)(prod >> 64);
   return (uint64_t)prod < p->stride_magic;
 }
 
-/* Aborts (tp__pool_owner_fatal) unless obj is an object of a live slab of
- * p. known (NULL: none): the slab the previous object of the same batch
- * was found in; a run of objects of one slab asks the slab map and reads
- * the header once (in bulk32, the map lookup per object was a third of the
- * time). Sound within one batch: the slab holds that previous object,
- * which the caller is handing back, so it stays live and p's meanwhile. */
+/* Aborts with "tidepool: FUNC(OBJ): pointer is not from this pool" (or "not
+ * an object of this pool") unless obj lies on an object boundary of a live
+ * slab of p. A wild pointer (malloc'd, a small integer, a slab given back)
+ * is refused by the slab map before its slab header is read. Any thread; a
+ * few loads. known (NULL: none): the slab the previous object of the same
+ * batch was found in; a run of objects of one slab asks the slab map and
+ * reads the header once (in bulk32, the map lookup per object was a third
+ * of the time). Sound within one batch: the slab holds that previous
+ * object, which the caller is handing back, so it stays live and p's
+ * meanwhile. */
 static inline void tp__pool_check_owner(const tp_pool *p, const void *obj, const char *func,
                                         const tp_slab **known) {
   const tp_slab *s = tp__slab_of(p, obj);
