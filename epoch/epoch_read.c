@@ -64,7 +64,7 @@ TP_COLD void tp__epoch_register_slow(void) { tp_epoch_register_thread(); }
  * needs no stack frame. */
 static TP_COLD void enter_slow(void) {
   tp_epoch_register_thread();
-  tp__epoch_enter_inline();
+  tp__epoch_read_lock_inline();
 }
 
 /* The read side for programs that do not opt in to the inline one
@@ -83,11 +83,7 @@ void tp_epoch_enter(void) {
     enter_slow();
     return;
   }
-#if TP__TSAN
-  tp__epoch_read_lock_tsan();
-#else
-  _urcu_memb_read_lock();
-#endif
+  tp__epoch_read_lock_inline();
 }
 void tp_epoch_leave(void) { tp__epoch_leave_inline(); }
 int tp_epoch_in_section(void) { return tp__epoch_in_section_inline(); }

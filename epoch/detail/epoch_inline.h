@@ -53,13 +53,18 @@ TP_API void tp__epoch_unbalanced_leave(void);
 TP_API void tp__epoch_read_lock_tsan(void);
 TP_API void tp__epoch_read_unlock_tsan(void);
 
-TP_INLINE void tp__epoch_enter_inline(void) {
-  if (TP_UNLIKELY(!tp__epoch_registered)) tp__epoch_register_slow();
+/* The read lock of a registered thread: liburcu's (TSan: out of line). */
+TP_INLINE void tp__epoch_read_lock_inline(void) {
 #if TP__TSAN
   tp__epoch_read_lock_tsan();
 #else
   _urcu_memb_read_lock();
 #endif
+}
+
+TP_INLINE void tp__epoch_enter_inline(void) {
+  if (TP_UNLIKELY(!tp__epoch_registered)) tp__epoch_register_slow();
+  tp__epoch_read_lock_inline();
 }
 
 TP_INLINE int tp__epoch_in_section_inline(void) {
