@@ -106,11 +106,13 @@ int tp__os_decommit(void *p, size_t size) {
   return 0;
 }
 
-uint64_t tp__now_ns(void) {
+uint64_t tp__clock_ns(clockid_t clock) {
   struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
+  if (clock_gettime(clock, &ts)) return 0;
   return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
+
+uint64_t tp__now_ns(void) { return tp__clock_ns(CLOCK_MONOTONIC); }
 
 uint64_t tp__now_ms_coarse(void) {
   struct timespec ts;
@@ -148,12 +150,23 @@ void tp__fatal(const char *func, const void *ptr, const char *msg) {
   abort();
 }
 
-int tp__thread_create_quiet(pthread_t *out, void *(*fn)(void *), void *arg) {
+int tp__thread_create_quiet_on(pthread_t *out, void *stack, size_t stack_size,
+                               void *(*fn)(void *), void *arg) {
+  pthread_attr_t attr;
+  if (stack) {
+    if (pthread_attr_init(&attr) != 0) return -EAGAIN;
+    pthread_attr_setstack(&attr, stack, stack_size);
+  }
   sigset_t all, old;
   sigfillset(&all);
   pthread_sigmask(SIG_SETMASK, &all, &old);
   /* The new thread inherits the all-blocked mask; ours is restored. */
-  int rc = tp__pthread_create(out, NULL, fn, arg);
+  int rc = tp__pthread_create(out, stack ? &attr : NULL, fn, arg);
   pthread_sigmask(SIG_SETMASK, &old, NULL);
+  if (stack) pthread_attr_destroy(&attr);
   return -rc;
+}
+
+int tp__thread_create_quiet(pthread_t *out, void *(*fn)(void *), void *arg) {
+  return tp__thread_create_quiet_on(out, NULL, 0, fn, arg);
 }

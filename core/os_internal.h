@@ -16,6 +16,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <time.h>
 
 /* Maps `size` bytes (a multiple of the page size) aligned to `align` (a power
  * of two >= the page size). NULL + errno ENOMEM on failure.
@@ -46,6 +47,9 @@ static inline size_t tp__pow2_ceil(size_t n) {
 
 /* CLOCK_MONOTONIC in nanoseconds. */
 uint64_t tp__now_ns(void);
+/* Any clock in nanoseconds (e.g. CLOCK_THREAD_CPUTIME_ID); 0 if it cannot
+ * be read. */
+uint64_t tp__clock_ns(clockid_t clock);
 /* CLOCK_MONOTONIC_COARSE in milliseconds: a few ns to read, ~4 ms steps;
  * good enough for decay stamps on slow paths. */
 uint64_t tp__now_ms_coarse(void);
@@ -65,6 +69,11 @@ static inline void tp__counter_add(uint64_t *c, int64_t delta) {
 static inline uint64_t tp__counter_get(const uint64_t *c) {
   return __atomic_load_n(c, __ATOMIC_RELAXED);
 }
+/* Raises *c to v if it is below: a racy maximum (two raisers may both
+ * store; the smaller may win), good for a statistic. */
+static inline void tp__counter_max(uint64_t *c, uint64_t v) {
+  if (v > tp__counter_get(c)) __atomic_store_n(c, v, __ATOMIC_RELAXED);
+}
 
 /* Initializes a condition variable whose timed waits run on CLOCK_MONOTONIC
  * (a wall-clock jump neither stretches nor cuts them); time them out with
@@ -78,5 +87,10 @@ struct timespec tp__deadline_ns(uint64_t ns);
 /* Starts a background thread with every signal blocked (a library thread
  * must never run the application's signal handlers). 0 or -errno. */
 int tp__thread_create_quiet(pthread_t *out, void *(*fn)(void *), void *arg);
+/* The same on a stack the caller mapped (stack_size bytes; NULL: the
+ * default): glibc never hands a stack the program provided to another
+ * thread (the collector's threads rely on it in a fork child). */
+int tp__thread_create_quiet_on(pthread_t *out, void *stack, size_t stack_size,
+                               void *(*fn)(void *), void *arg);
 
 #endif /* TIDEPOOL_OS_INTERNAL_H */

@@ -76,7 +76,6 @@
 #include "core/os_internal.h"
 
 #include <errno.h>
-#include <signal.h>
 #include <time.h>
 #include "core/lockorder_internal.h" /* last: wraps the pthread_mutex calls */
 
@@ -380,23 +379,16 @@ static void abandon_mark(tp_heap *h) {
   restart_world(h, 0, TP__PH_IDLE);
 }
 
-/* This thread's CPU time (0 if the clock cannot be read). */
-static uint64_t thread_cpu_ns(void) {
-  struct timespec ts;
-  if (clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts)) return 0;
-  return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
-
 /* explicit: tp_heap_collect asked for this cycle (its mark runs on every
  * marker; one the pacer started, on a quarter: gc/mark_parallel.c). */
 static void run_cycle(tp_heap *h, bool explicit) {
   struct tp__release rel = {NULL, NULL};
   pause1(h, &rel);
   tp__gc_release(h, &rel);
-  uint64_t t0 = tp__now_ns(), cpu0 = thread_cpu_ns();
+  uint64_t t0 = tp__now_ns(), cpu0 = tp__clock_ns(CLOCK_THREAD_CPUTIME_ID);
   unsigned bg = h->markers / 4 ? h->markers / 4 : 1;
   bool marked = mark_concurrently(h, explicit ? h->markers : bg);
-  tp__counter_add(&h->mark_bg_cpu_ns, (int64_t)(thread_cpu_ns() - cpu0));
+  tp__counter_add(&h->mark_bg_cpu_ns, (int64_t)(tp__clock_ns(CLOCK_THREAD_CPUTIME_ID) - cpu0));
   if (!marked) {
     abandon_mark(h);
     return;
@@ -440,16 +432,10 @@ static bool ensure_marker(tp_heap *h) {
    * not exist but its stack would otherwise be reclaimed for reuse) no new
    * thread takes the marker's thread id, which ThreadSanitizer rejects. */
   if (!h->marker_stack && !(h->marker_stack = tp__os_map(TP__MARKER_STACK, 0))) return false;
-  pthread_attr_t attr;
-  if (pthread_attr_init(&attr) != 0) return false;
-  pthread_attr_setstack(&attr, h->marker_stack, TP__MARKER_STACK);
-  sigset_t all, old;
-  sigfillset(&all);
-  pthread_sigmask(SIG_SETMASK, &all, &old); /* the marker takes no signal */
-  int rc = tp__pthread_create(&h->marker_tid, &attr, marker_main, h);
-  pthread_sigmask(SIG_SETMASK, &old, NULL);
-  pthread_attr_destroy(&attr);
-  if (rc != 0) return false;
+  /* the marker takes no signal */
+  if (tp__thread_create_quiet_on(&h->marker_tid, h->marker_stack, TP__MARKER_STACK, marker_main,
+                                 h) != 0)
+    return false;
   h->marker_running = true;
   tp__markwork_start_helpers(h); /* fewer (or none) if threads fail: still correct */
   return true;

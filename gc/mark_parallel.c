@@ -58,7 +58,6 @@
 #include "core/fault_internal.h"
 #include "core/os_internal.h"
 
-#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 #include "core/lockorder_internal.h" /* last: wraps the pthread_mutex calls */
@@ -381,16 +380,9 @@ unsigned tp__markwork_start_helpers(tp_heap *h) {
       if (!(hp->gray = tp__os_map(gray_bytes(h), 0))) break;
       tp__counter_add(&h->meta_bytes, (int64_t)gray_bytes(h));
     }
-    pthread_attr_t attr;
-    if (pthread_attr_init(&attr) != 0) break;
-    pthread_attr_setstack(&attr, hp->stack, TP__MARKER_STACK);
-    sigset_t all, old;
-    sigfillset(&all);
-    pthread_sigmask(SIG_SETMASK, &all, &old); /* helpers take no signal */
-    int rc = tp__pthread_create(&hp->tid, &attr, helper_main, hp);
-    pthread_sigmask(SIG_SETMASK, &old, NULL);
-    pthread_attr_destroy(&attr);
-    if (rc != 0) break;
+    /* helpers take no signal */
+    if (tp__thread_create_quiet_on(&hp->tid, hp->stack, TP__MARKER_STACK, helper_main, hp) != 0)
+      break;
     __atomic_store_n(&ws->nhelpers, ws->nhelpers + 1, __ATOMIC_RELAXED);
   }
   return ws->nhelpers;

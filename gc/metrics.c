@@ -27,7 +27,7 @@ static unsigned pause_bucket(uint64_t ns) {
 void tp__gc_note_pause(tp_heap *h, uint64_t ns) {
   tp__counter_add(&h->pause_total, (int64_t)ns);
   __atomic_store_n(&h->last_pause, ns, __ATOMIC_RELAXED);
-  if (ns > tp__counter_get(&h->pause_max)) __atomic_store_n(&h->pause_max, ns, __ATOMIC_RELAXED);
+  tp__counter_max(&h->pause_max, ns);
   tp__counter_add(&h->pause_hist[pause_bucket(ns)], 1);
   tp__counter_add(&h->pauses, 1);
 }

@@ -99,8 +99,7 @@ static uint64_t mul_div(uint64_t a, uint64_t b, uint64_t c) {
 static uint64_t goal_of(const tp_heap *h, uint64_t live) {
   uint64_t goal = UINT64_MAX;
   if (h->trigger_percent) {
-    /* live * percent / 100 without overflow for any live below 2^57. */
-    uint64_t grow = live / 100 * h->trigger_percent + live % 100 * h->trigger_percent / 100;
+    uint64_t grow = mul_div(live, h->trigger_percent, 100);
     goal = sat_add(live, grow);
   }
   if (h->memory_limit) {
@@ -229,9 +228,7 @@ static void assist(tp_heap *h, tp__mut *m, uint64_t over, uint64_t span) {
   m->assist_t = tp__now_ns();
   tp__counter_add(&h->mark_assist_ns, (int64_t)waited);
   tp__counter_add(&h->assists, 1);
-  /* A racy maximum (two assists may end together): good for a statistic. */
-  if (waited > tp__counter_get(&h->assist_max_ns))
-    __atomic_store_n(&h->assist_max_ns, waited, __ATOMIC_RELAXED);
+  tp__counter_max(&h->assist_max_ns, waited); /* two assists may end together */
 }
 
 bool tp__gc_pace_alloc(tp_heap *h, tp__mut *m) {
