@@ -437,7 +437,7 @@ static bool ensure_marker(tp_heap *h) {
                                  h) != 0)
     return false;
   h->marker_running = true;
-  tp__markwork_start_helpers(h); /* fewer (or none) if threads fail: still correct */
+  tp__markwork_start_helpers(h);
   return true;
 }
 

@@ -482,7 +482,9 @@ TP_INLINE void drain_as(struct tp__marker *mk, bool par) {
   const uint8_t epoch = mk->epoch;
   uintptr_t *const st = mk->st;
   const size_t cap = mk->cap;
-  size_t top = mk->top, bot = mk->bot;
+  /* bot moves only when peers share work (par): one marker keeps it 0,
+   * so its loop is `while (top)` with no reload. */
+  size_t top = mk->top, bot = par ? mk->bot : 0;
   uint64_t bytes = 0, objs = 0;
   unsigned tick = 0;
   uintptr_t cbase = 1; /* no region starts at 1 */
@@ -492,14 +494,14 @@ TP_INLINE void drain_as(struct tp__marker *mk, bool par) {
         tp__markwork_hungry(mk->ws)) {
       mk->top = top;
       tp__markwork_share_stack(mk);
-      bot = mk->bot;
+      bot = par ? mk->bot : 0;
     }
     uintptr_t p = st[--top];
     if (TP_UNLIKELY(p & 1)) {
       mk->top = top;
       scan_rest(mk, p - 1);
       top = mk->top;
-      bot = mk->bot;
+      bot = par ? mk->bot : 0;
       continue;
     }
     uintptr_t hdr = *(const uintptr_t *)(p - 8);
@@ -508,7 +510,7 @@ TP_INLINE void drain_as(struct tp__marker *mk, bool par) {
       mk->top = top;
       scan(mk, p, false);
       top = mk->top;
-      bot = mk->bot;
+      bot = par ? mk->bot : 0;
       continue;
     }
     size_t sb = (size_t)(hdr >> TP__HDR_K_SHIFT) << TP__GRAN_SHIFT;
@@ -548,7 +550,7 @@ TP_INLINE void drain_as(struct tp__marker *mk, bool par) {
           mk->top = top;
           mark_addr_as(mk, v, par);
           top = mk->top;
-          bot = mk->bot;
+          bot = par ? mk->bot : 0;
           continue;
         }
         if (!set_mark(&bp->mark, bit, par)) continue;
@@ -558,7 +560,7 @@ TP_INLINE void drain_as(struct tp__marker *mk, bool par) {
           mk->top = top;
           push_slow(mk, v, (struct tp__region *)vb, NULL, g, par);
           top = mk->top;
-          bot = mk->bot;
+          bot = par ? mk->bot : 0;
         }
       }
     }

@@ -365,10 +365,10 @@ static size_t gray_bytes(const tp_heap *h) {
   return tp__round_up(h->gray_cap * sizeof(uintptr_t), tp__os_page_size());
 }
 
-unsigned tp__markwork_start_helpers(tp_heap *h) {
+void tp__markwork_start_helpers(tp_heap *h) {
   struct tp__markwork *ws = &h->mw;
-  if (!ws->max_helpers) return 0;
-  if (!ws->helpers && !(ws->helpers = tp__calloc(ws->max_helpers, sizeof *ws->helpers))) return 0;
+  if (!ws->max_helpers) return;
+  if (!ws->helpers && !(ws->helpers = tp__calloc(ws->max_helpers, sizeof *ws->helpers))) return;
   while (ws->nhelpers < ws->max_helpers) {
     struct tp__markhelper *hp = &ws->helpers[ws->nhelpers];
     hp->h = h;
@@ -385,7 +385,6 @@ unsigned tp__markwork_start_helpers(tp_heap *h) {
       break;
     __atomic_store_n(&ws->nhelpers, ws->nhelpers + 1, __ATOMIC_RELAXED);
   }
-  return ws->nhelpers;
 }
 
 void tp__markwork_stop_helpers(tp_heap *h) {

@@ -93,13 +93,13 @@ struct tp__markwork {
 
 /* gc/mark_parallel.c: the lifecycle. init / destroy: tp_heap_create and
  * _destroy (after stop). start: with the marker thread (sp_lock held),
- * creates up to h->markers - 1 helper threads; returns how many run.
+ * creates up to h->markers - 1 helper threads (fewer if threads fail: still correct).
  * stop: tp_heap_destroy, after the marker thread is gone. Fork: the
  * prepare handler takes the lock, the parent releases it, the child
  * re-initializes everything (no helper exists there). */
 void tp__markwork_init(struct tp_heap *h);
 void tp__markwork_destroy(struct tp_heap *h);
-unsigned tp__markwork_start_helpers(struct tp_heap *h);
+void tp__markwork_start_helpers(struct tp_heap *h);
 void tp__markwork_stop_helpers(struct tp_heap *h);
 void tp__markwork_fork_prepare(struct tp_heap *h);
 void tp__markwork_fork_parent(struct tp_heap *h);
