@@ -114,6 +114,7 @@ typedef struct srv_pauses {
   uint64_t polled_tot; /* polling: the pause total last seen */
   size_t n;
   uint64_t ns[SRV_PAUSE_MAX];
+  double ms[SRV_PAUSE_MAX]; /* ns in ms, sorted (pauses_end) */
 } srv_pauses;
 
 static void pauses_start(srv_pauses *p) {
@@ -155,21 +156,18 @@ static void pauses_end(srv_pauses *p, uint64_t *gcs, uint64_t *total_ns) {
     *total_ns = sum; /* the stops themselves (pauses() times whole collections) */
   }
   qsort(p->ns, p->n, sizeof p->ns[0], cmp_u64);
+  for (size_t i = 0; i < p->n; i++) p->ms[i] = (double)p->ns[i] / 1e6;
 }
 
-static double pause_q_ms(const srv_pauses *p, double q) {
-  if (!p->n) return 0;
-  size_t i = (size_t)(q * (double)p->n);
-  return (double)p->ns[i < p->n ? i : p->n - 1] / 1e6;
-}
-
-static double pause_quantile_fn(double q, const void *arg) { return pause_q_ms(arg, q); }
+/* The sorted pauses in ms, for bench_sorted_quantile_fn. */
+static bench_sorted pause_ms(const srv_pauses *p) { return (bench_sorted){p->ms, p->n}; }
 
 static void pauses_report(const srv_pauses *p, uint64_t gcs, uint64_t total_ns, bench_out *out) {
   bench_counter(out, "gcs", (double)gcs);
   bench_counter(out, "pauses_seen", (double)p->n);
-  bench_counter(out, "stw_p50_ms", pause_q_ms(p, 0.50));
-  bench_counter(out, "stw_p99_ms", pause_q_ms(p, 0.99));
+  bench_sorted ms = pause_ms(p);
+  bench_counter(out, "stw_p50_ms", bench_sorted_quantile_fn(0.50, &ms));
+  bench_counter(out, "stw_p99_ms", bench_sorted_quantile_fn(0.99, &ms));
   bench_counter(out, "stw_max_ms", p->n ? (double)p->ns[p->n - 1] / 1e6 : 0);
   bench_counter(out, "stw_total_ms", (double)total_ns / 1e6);
 }
@@ -300,7 +298,8 @@ static void *srv_mutator_main(void *arg) {
    * thread would never reach a safepoint: a deadlock). */
   if (S->blocking_enter) S->blocking_enter();
   __atomic_fetch_add(m->ready, 1, __ATOMIC_RELEASE);
-  while (!__atomic_load_n(m->go, __ATOMIC_ACQUIRE)) bench_pause();
+  unsigned spins = 0;
+  while (!__atomic_load_n(m->go, __ATOMIC_ACQUIRE)) bench_spin_wait(&spins);
   if (S->blocking_leave) S->blocking_leave();
   uint64_t last = bench_now_ns(), end = m->end_ns;
   m->gaps.t0 = last;
@@ -388,7 +387,8 @@ static void srv_run(const bench_case *c, void *state, bench_out *out) {
     m[started].end_ns = t0 + s->dur_ns; /* reset below, once all are up */
     if (pthread_create(&m[started].tid, NULL, srv_mutator_main, &m[started]) != 0) break;
   }
-  while (__atomic_load_n(&ready, __ATOMIC_ACQUIRE) < (unsigned)started) bench_pause();
+  unsigned spins = 0;
+  while (__atomic_load_n(&ready, __ATOMIC_ACQUIRE) < (unsigned)started) bench_spin_wait(&spins);
   if (S->run_start) S->run_start();
   t0 = bench_now_ns();
   for (int t = 0; t < started; t++) m[t].end_ns = t0 + s->dur_ns;
@@ -428,7 +428,8 @@ static void srv_run(const bench_case *c, void *state, bench_out *out) {
   bench_counter(out, "rss_peak_MiB", rss_peak_mib());
   bench_counter(out, "heap_MiB", S->heap_mib());
   if (S->describe_run) S->describe_run(out); /* tp: mark time, assists, hard-limit waits */
-  bench_counter_cdf(out, "pause_cdf", "_ms", pause_quantile_fn, &srv_plog);
+  bench_sorted plog_ms = pause_ms(&srv_plog);
+  bench_counter_cdf(out, "pause_cdf", "_ms", bench_sorted_quantile_fn, &plog_ms);
   for (int t = 0; t < SRV_THREADS; t++) {
     bench_unmap(m[t].gaps.start, SRV_GAP_MAX * sizeof(uint64_t));
     bench_unmap(m[t].gaps.dur, SRV_GAP_MAX * sizeof(uint64_t));

@@ -190,7 +190,8 @@ static uint64_t wait_progress(tp_heap *h, uint64_t budget) {
    * cv_resume; a sweep ends with the cycle, on cv_cycle. */
   pthread_cond_t *cv =
       __atomic_load_n(&h->phase, __ATOMIC_RELAXED) == TP__PH_SWEEP ? &h->cv_cycle : &h->cv_resume;
-  struct timespec ts = tp__deadline_ns(budget);
+  struct timespec ts = {0};
+  if (budget) ts = tp__deadline_ns(budget); /* 0: no limit, no clock read */
   while (h->stw_epoch == epoch && h->cycles_done == done && h->cycles_done < h->cycles_req) {
     if (!budget) pthread_cond_wait(cv, &h->sp_lock);
     else if (pthread_cond_timedwait(cv, &h->sp_lock, &ts) == ETIMEDOUT) break;
