@@ -213,7 +213,8 @@ typedef struct tp_heap_stats {
                                allocation slow path yields its CPU to the
                                marker for at most 1 ms (docs/gc.md,
                                "Pacing"); wall time, summed */
-  uint64_t mark_bg_cpu_ns;  /* CPU time of the marker thread marking
+  uint64_t mark_bg_cpu_ns;  /* CPU time of the marker thread and its
+                               helpers (tp_heap_config.markers) marking
                                concurrently, between pause 1 and pause 2
                                (the pauses' own time is in pause_total_ns;
                                0 while every collection is the

@@ -329,7 +329,8 @@ struct tp_heap {
   uint64_t fin_run, fin_pending;
   /* gc/metrics.c (runtime/metrics): written by the collector */
   uint64_t pause_hist[TP_HEAP_PAUSE_BUCKETS], pauses;
-  uint64_t mark_bg_cpu_ns; /* the marker thread's CPU time between the pauses */
+  uint64_t mark_bg_cpu_ns; /* the marker thread's and its helpers' CPU time
+                             between the pauses */
   /* gc/pacing.c: the pacer's figures (written by the collector in its
    * pauses and after its sweep, read relaxed by the allocation slow path)
    * and what the allocators did past the goal (relaxed counters). */

@@ -310,7 +310,7 @@ void tp__mark_drain(struct tp__marker *mk, unsigned want) {
   __atomic_store_n(&ws->idle, 0, __ATOMIC_RELAXED);
   ws->done = false;
   ws->open = true;
-  ws->bytes = ws->objs = 0;
+  ws->bytes = ws->objs = ws->cpu_ns = 0;
   ws->any_overflow = false;
   pthread_cond_broadcast(&ws->cv);
   pthread_mutex_unlock(&ws->lock);
@@ -329,6 +329,7 @@ void tp__mark_drain(struct tp__marker *mk, unsigned want) {
   ws->leader = NULL;
   mk->bytes += ws->bytes;
   mk->objs += ws->objs;
+  mk->helper_cpu_ns += ws->cpu_ns;
   mk->any_overflow |= ws->any_overflow;
   pthread_mutex_unlock(&ws->lock);
 }
@@ -349,10 +350,13 @@ static void *helper_main(void *arg) {
                             .cap = hp->h->gray_cap, .regions = L->regions, .large = L->large,
                             .ws = ws, .par = true, .epoch = L->epoch};
     pthread_mutex_unlock(&ws->lock);
+    uint64_t cpu0 = tp__clock_ns(CLOCK_THREAD_CPUTIME_ID);
     tp__mark_loop(&mk, true);
+    uint64_t cpu = tp__clock_ns(CLOCK_THREAD_CPUTIME_ID) - cpu0;
     pthread_mutex_lock(&ws->lock);
     ws->bytes += mk.bytes;
     ws->objs += mk.objs;
+    ws->cpu_ns += cpu;
     ws->any_overflow |= mk.any_overflow;
     ws->active--;
     pthread_cond_signal(&ws->cv_left);

@@ -56,6 +56,8 @@ struct tp__marker {
   bool any_overflow;  /* the gray stack overflowed in this collection */
   uint8_t epoch;
   uint64_t bytes, objs;
+  uint64_t helper_cpu_ns; /* CPU time helper threads spent in this marker's
+                            sessions (it led them), summed */
 };
 
 /* A helper marker thread (its stack and gray stack mapped for it). */
@@ -80,6 +82,7 @@ struct tp__markwork {
   bool stop;              /* helpers exit (tp_heap_destroy) */
   struct tp__marker *leader; /* helpers copy its mark's parameters */
   uint64_t bytes, objs;   /* helpers' counters, summed as they leave */
+  uint64_t cpu_ns;        /*  and their CPU time in the session */
   bool any_overflow;
   /* The overflow pass (atomics): flags set, and the walks' cursors. */
   uint64_t ovf_pending;
