@@ -24,6 +24,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include "arena/arena_state_internal.h"
+#include "core/fault_internal.h"
 #include "core/lockorder_internal.h" /* last: wraps the pthread_mutex calls */
 
 /* ---- helpers ---------------------------------------------------------------- */
@@ -234,14 +235,13 @@ tp_arena *tp_arena_create(const tp_arena_config *cfg) {
     a->rseq = pi->rseq && !TP_TSAN;
     a->small_max = cs / 4; /* not large; cs / 4 is a multiple of 16 */
     size_t bytes = ((size_t)a->ncpu << REGION_SHIFT) + REGION_SENTINEL_BYTES;
-    char *raw = aligned_alloc(2 * TP_CACHELINE, bytes);
+    char *raw = tp__zalloc_aligned(2 * TP_CACHELINE, bytes); /* zero: sentinels and
+                                                               empty regions refuse */
     if (!raw) {
       pthread_mutex_destroy(&a->lock);
       tp_pool_put(pool, c);
-      errno = ENOMEM;
       return NULL;
     }
-    memset(raw, 0, bytes); /* sentinels and empty regions refuse */
     a->head.regions = raw + REGION_SENTINEL_BYTES;
     /* The rest of the first chunk is the shared region's first range, so
      * an arena whose max_bytes allows one chunk still allocates. */

@@ -25,6 +25,7 @@
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/mman.h>
 
 #if !defined(TP_FAULT_INJECT) && defined(TP_DEBUG) && TP_DEBUG
@@ -131,6 +132,24 @@ static inline void *tp__calloc(size_t n, size_t size) {
     return NULL;
   }
   return calloc(n, size);
+}
+
+/* n zeroed bytes at a multiple of align (a power of two), the size rounded
+ * up to a multiple of align as aligned_alloc wants; NULL with errno ENOMEM
+ * (the library's cache-line-aligned control blocks: pools, heaps, the
+ * concurrent arenas' regions). free() releases it. */
+static inline void *tp__zalloc_aligned(size_t align, size_t n) {
+  if (TP__FAULT(TP__FAULT_ALLOC) || n > SIZE_MAX - align) {
+    errno = ENOMEM;
+    return NULL;
+  }
+  n = (n + align - 1) & ~(align - 1);
+  void *p = aligned_alloc(align, n);
+  if (!p) {
+    errno = ENOMEM;
+    return NULL;
+  }
+  return memset(p, 0, n);
 }
 
 static inline void *tp__realloc(void *p, size_t n) {

@@ -11,6 +11,7 @@
 
 #include "core/list_internal.h"
 #include "core/debug_internal.h"
+#include "core/fault_internal.h"
 #include "core/fork_internal.h"
 #include "core/options_internal.h"
 #include "core/os_internal.h"
@@ -58,12 +59,8 @@ tp_heap *tp_heap_create(const tp_heap_config *cfg) {
     errno = EINVAL;
     return NULL;
   }
-  tp_heap *h = aligned_alloc(TP_CACHELINE, tp__round_up(sizeof *h, TP_CACHELINE));
-  if (!h) {
-    errno = ENOMEM;
-    return NULL;
-  }
-  memset(h, 0, sizeof *h);
+  tp_heap *h = tp__zalloc_aligned(TP_CACHELINE, sizeof *h);
+  if (!h) return NULL;
   h->region_size = rs;
   h->region_mask = ~(uintptr_t)(rs - 1);
   h->region_shift = (unsigned)__builtin_ctzll(rs);

@@ -130,12 +130,8 @@ tp_pool *tp__pool_create(const tp_pool_config *cfg, size_t max_align, size_t cac
     }
   }
 
-  tp_pool *p = aligned_alloc(TP_CACHELINE, tp__round_up(sizeof *p, TP_CACHELINE));
-  if (!p) {
-    errno = ENOMEM;
-    return NULL;
-  }
-  memset(p, 0, sizeof *p);
+  tp_pool *p = tp__zalloc_aligned(TP_CACHELINE, sizeof *p);
+  if (!p) return NULL;
   if (cfg->name) snprintf(p->name, sizeof p->name, "%s", cfg->name);
   p->obj_size = cfg->obj_size;
   p->stride = stride;
