@@ -5,6 +5,7 @@
 #include "core/os_internal.h"
 #include "core/debug_internal.h"
 #include "core/fault_internal.h"
+#include "core/fork_internal.h"
 
 #include <errno.h>
 #include <signal.h>
@@ -152,6 +153,11 @@ void tp__fatal(const char *func, const void *ptr, const char *msg) {
 
 int tp__thread_create_quiet_on(pthread_t *out, void *stack, size_t stack_size,
                                void *(*fn)(void *), void *arg) {
+  /* A TSan build's child of a multi-threaded fork can start no thread
+   * (core/fork.c): every background thread of the library (reclaimer,
+   * watchdog, sweeper, marker, helper markers) is refused here, as when
+   * the thread limit is reached, and its caller's fallback runs. */
+  if (tp__fork_child_threadless()) return -EAGAIN;
   pthread_attr_t attr;
   if (stack) {
     if (pthread_attr_init(&attr) != 0) return -EAGAIN;

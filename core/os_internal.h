@@ -85,7 +85,9 @@ struct timespec tp__deadline_ms(uint64_t ms);
 struct timespec tp__deadline_ns(uint64_t ns);
 
 /* Starts a background thread with every signal blocked (a library thread
- * must never run the application's signal handlers). 0 or -errno. */
+ * must never run the application's signal handlers). 0 or -errno;
+ * -EAGAIN always in a TSan build's child of a multi-threaded fork
+ * (tp__fork_child_threadless). */
 int tp__thread_create_quiet(pthread_t *out, void *(*fn)(void *), void *arg);
 /* The same on a stack the caller mapped (stack_size bytes; NULL: the
  * default): glibc never hands a stack the program provided to another
