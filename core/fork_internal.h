@@ -60,6 +60,14 @@ enum {
 void tp__fork_register(int rank, void (*prepare)(void), void (*parent)(void),
                        void (*child)(void));
 
+/* The same for handlers that take an argument (one function serves many
+ * objects: core/registry.c's handlers, one registration per registry). A
+ * second registration of the same prepare function and arg does nothing,
+ * so callers may race to register: each returns once the hooks are in the
+ * table. */
+void tp__fork_register_arg(int rank, void (*prepare)(void *), void (*parent)(void *),
+                           void (*child)(void *), void *arg);
+
 /* ThreadSanitizer builds start no background thread (the collector's
  * marker, the epoch stall watchdog) in the child of a multi-threaded fork:
  * true there (always false in other builds). TSan cannot start threads in
