@@ -33,6 +33,10 @@
  * locks, which are held while epoch runs code of the layers above it
  * (callbacks), so they rank before every lock those layers take.
  *
+ * The registries of 25, 30 and 40 are core/registry.c's: each registers
+ * its handlers at its rank (tp__fork_register_arg) and takes its own lock,
+ * then its elements' locks.
+ *
  * The full table, lock by lock, with the cross-module waits (epoch grace
  * periods from attached heap threads, heap parking, fork handlers), is in
  * core/lockorder.c; debug builds check every acquisition against it.
