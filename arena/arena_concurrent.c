@@ -31,41 +31,26 @@
 
 /* A concurrent arena's lock is taken by refills and large allocations from
  * any thread; a fork while another thread holds it would leave the child's
- * copy locked forever. The registry lists the concurrent arenas, and the
- * observed ones (arena_ranges.c: a collector takes their locks), so that
- * fork's prepare handler (rank TP__FORK_RANK_ARENAS, below the pools' locks
- * that a refill takes under a->lock) holds every one of them across fork. */
-static pthread_mutex_t arenas_lock = PTHREAD_MUTEX_INITIALIZER;
-static struct tp_arena *arenas; /* concurrent and observed arenas (arenas_lock) */
-static pthread_once_t arenas_once = PTHREAD_ONCE_INIT;
+ * copy locked forever. The registry (core/registry.c) lists the concurrent
+ * arenas, and the observed ones (arena_ranges.c: a collector takes their
+ * locks), so that fork's prepare handler (rank TP__FORK_RANK_ARENAS, below
+ * the pools' locks that a refill takes under a->lock) holds every one of
+ * them across fork. */
+static void arena_fork_lock(struct tp__reg_link *l) {
+  struct tp_arena *a = TP__REG_OBJ(l, struct tp_arena, reg);
+  pthread_mutex_lock(&a->lock);
+}
+static void arena_fork_unlock(struct tp__reg_link *l) {
+  struct tp_arena *a = TP__REG_OBJ(l, struct tp_arena, reg);
+  pthread_mutex_unlock(&a->lock);
+}
+static const struct tp__registry_ops arena_fork_ops = {arena_fork_lock, arena_fork_unlock, NULL};
+static struct tp__registry arenas =
+    TP__REGISTRY_INIT(TP__FORK_RANK_ARENAS, "arena registry lock", &arena_fork_ops);
 
-static void arenas_fork_prepare(void) {
-  pthread_mutex_lock(&arenas_lock);
-  for (struct tp_arena *a = arenas; a; a = a->reg_next) pthread_mutex_lock(&a->lock);
-}
-static void arenas_fork_release(void) {
-  for (struct tp_arena *a = arenas; a; a = a->reg_next) pthread_mutex_unlock(&a->lock);
-  pthread_mutex_unlock(&arenas_lock);
-}
-static void arenas_init_once(void) {
-  tp__fork_register(TP__FORK_RANK_ARENAS, arenas_fork_prepare, arenas_fork_release,
-                    arenas_fork_release);
-}
-
-void tp__arena_arenas_init(void) { pthread_once(&arenas_once, arenas_init_once); }
-
-void tp__arena_arenas_link(struct tp_arena *a) {
-  tp__arena_arenas_init();
-  pthread_mutex_lock(&arenas_lock);
-  TP__LIST_PUSH(arenas, a, reg_prev, reg_next);
-  pthread_mutex_unlock(&arenas_lock);
-}
-
-void tp__arena_arenas_unlink(struct tp_arena *a) {
-  pthread_mutex_lock(&arenas_lock);
-  TP__LIST_UNLINK(arenas, a, reg_prev, reg_next);
-  pthread_mutex_unlock(&arenas_lock);
-}
+void tp__arena_arenas_init(void) { tp__registry_init(&arenas); }
+void tp__arena_arenas_link(struct tp_arena *a) { tp__registry_link(&arenas, &a->reg); }
+void tp__arena_arenas_unlink(struct tp_arena *a) { tp__registry_unlink(&arenas, &a->reg); }
 
 /* ---- concurrent arenas: per-CPU bump regions --------------------------------- */
 

@@ -18,6 +18,7 @@
 #include "core/fork_internal.h"
 #include "core/os_internal.h"
 #include "core/percpu_internal.h"
+#include "core/registry_internal.h"
 #include "arena/chunk_pools_internal.h"
 #include "pool/pool_internal.h"
 
@@ -101,7 +102,7 @@ struct tp_arena {
   pthread_mutex_t lock;
   char *sptr, *send; /* the shared region (lock) */
   unsigned ncpu;
-  struct tp_arena *reg_prev, *reg_next; /* concurrent and observed arenas (arenas_lock) */
+  struct tp__reg_link reg; /* concurrent and observed arenas (arena_concurrent.c) */
   void *observer; /* the layer above's word (arena_roots_internal.h); relaxed
                      atomic: set under that layer's lock, read by reset */
 };

@@ -16,9 +16,13 @@
 
 #define MAX_HOOKS 16
 
+/* A hook is either form: the plain functions (tp__fork_register) or the
+ * ones that take arg (tp__fork_register_arg); the other form's are NULL. */
 struct hook {
   int rank;
   void (*prepare)(void), (*parent)(void), (*child)(void);
+  void (*prepare_arg)(void *), (*parent_arg)(void *), (*child_arg)(void *);
+  void *arg;
 };
 
 static pthread_mutex_t hooks_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -61,24 +65,27 @@ static unsigned count_threads(void) {
   return t ? (unsigned)strtoul(t + 9, NULL, 10) : 0;
 }
 
+static void call(void (*fn)(void), void (*fn_arg)(void *), void *arg) {
+  if (fn) fn();
+  else if (fn_arg) fn_arg(arg);
+}
+
 static void run_prepare(void) {
   pthread_mutex_lock(&hooks_lock);
   /* Unknown (0) counts as more than one: the safe side. */
   if (TP_TSAN) prepare_multi = count_threads() != 1;
   for (int i = 0; i < nhooks; i++)
-    if (hooks[i].prepare) hooks[i].prepare();
+    call(hooks[i].prepare, hooks[i].prepare_arg, hooks[i].arg);
 }
 
 static void run_parent(void) {
-  for (int i = nhooks - 1; i >= 0; i--)
-    if (hooks[i].parent) hooks[i].parent();
+  for (int i = nhooks - 1; i >= 0; i--) call(hooks[i].parent, hooks[i].parent_arg, hooks[i].arg);
   pthread_mutex_unlock(&hooks_lock);
 }
 
 static void run_child(void) {
   if (prepare_multi) __atomic_store_n(&threadless, true, __ATOMIC_RELAXED);
-  for (int i = nhooks - 1; i >= 0; i--)
-    if (hooks[i].child) hooks[i].child();
+  for (int i = nhooks - 1; i >= 0; i--) call(hooks[i].child, hooks[i].child_arg, hooks[i].arg);
   /* The child's copy of the lock is held by this (the only) thread. */
   pthread_mutex_unlock(&hooks_lock);
 }
@@ -99,16 +106,38 @@ bool tp__fork_child_threadless(void) {
   return TP_TSAN && __atomic_load_n(&threadless, __ATOMIC_RELAXED);
 }
 
-void tp__fork_register(int rank, void (*prepare)(void), void (*parent)(void),
-                       void (*child)(void)) {
+/* Inserts h in rank order (after the hooks of its rank), unless it is of
+ * the argument form and a hook with its prepare function and argument is
+ * there already. */
+static void add(const struct hook *h) {
   pthread_once(&atfork_once, install);
   pthread_mutex_lock(&hooks_lock);
+  for (int j = 0; h->prepare_arg && j < nhooks; j++) {
+    if (hooks[j].prepare_arg == h->prepare_arg && hooks[j].arg == h->arg) {
+      pthread_mutex_unlock(&hooks_lock);
+      return;
+    }
+  }
   if (nhooks == MAX_HOOKS) tp__fatal("tp__fork_register", NULL, "too many hooks");
   int i = nhooks++;
-  while (i > 0 && hooks[i - 1].rank > rank) {
+  while (i > 0 && hooks[i - 1].rank > h->rank) {
     hooks[i] = hooks[i - 1];
     i--;
   }
-  hooks[i] = (struct hook){rank, prepare, parent, child};
+  hooks[i] = *h;
   pthread_mutex_unlock(&hooks_lock);
+}
+
+void tp__fork_register(int rank, void (*prepare)(void), void (*parent)(void),
+                       void (*child)(void)) {
+  add(&(struct hook){.rank = rank, .prepare = prepare, .parent = parent, .child = child});
+}
+
+void tp__fork_register_arg(int rank, void (*prepare)(void *), void (*parent)(void *),
+                           void (*child)(void *), void *arg) {
+  add(&(struct hook){.rank = rank,
+                     .prepare_arg = prepare,
+                     .parent_arg = parent,
+                     .child_arg = child,
+                     .arg = arg});
 }

@@ -33,6 +33,10 @@
  * locks, which are held while epoch runs code of the layers above it
  * (callbacks), so they rank before every lock those layers take.
  *
+ * The registries of 25, 30 and 40 are core/registry.c's: each registers
+ * its handlers at its rank (tp__fork_register_arg) and takes its own lock,
+ * then its elements' locks.
+ *
  * The full table, lock by lock, with the cross-module waits (epoch grace
  * periods from attached heap threads, heap parking, fork handlers), is in
  * core/lockorder.c; debug builds check every acquisition against it.
@@ -59,6 +63,14 @@ enum {
  * pthread_once initializer. Safe to call concurrently. */
 void tp__fork_register(int rank, void (*prepare)(void), void (*parent)(void),
                        void (*child)(void));
+
+/* The same for handlers that take an argument (one function serves many
+ * objects: core/registry.c's handlers, one registration per registry). A
+ * second registration of the same prepare function and arg does nothing,
+ * so callers may race to register: each returns once the hooks are in the
+ * table. */
+void tp__fork_register_arg(int rank, void (*prepare)(void *), void (*parent)(void *),
+                           void (*child)(void *), void *arg);
 
 /* ThreadSanitizer builds start no background thread (the collector's
  * marker, the epoch stall watchdog) in the child of a multi-threaded fork:

@@ -3,7 +3,7 @@
  * rank table and the per-thread held set.
  *
  * A site's rank is looked up once (module from the file's path, then the
- * lock expression) and cached in the site with relaxed atomics (every
+ * lock expression; a named site, by its name) and cached in the site with relaxed atomics (every
  * thread computes the same value). The held set is thread-local: a thread
  * only ever checks its own locks, so nothing here is shared but the sites.
  */
@@ -22,18 +22,21 @@
 #undef pthread_mutex_unlock
 #undef pthread_mutex_init
 
-/* NEST: the fork handlers walk a registry, holding its lock, and take
- * every instance's locks in registry order (pool 1's slab and stats locks,
- * then pool 2's, ...; every concurrent arena's refill lock). Under the named registry lock, locks of the same
+/* NEST: the fork handlers walk a registry (core/registry.c), holding its
+ * lock (a named lock), and take every element's locks in registry order
+ * (pool 1's slab and stats locks, then pool 2's, ...; every concurrent
+ * arena's refill lock). Under the named registry lock, locks of the same
  * group are not ordered against each other (lockdep's nest_lock). */
 #define NEST_ARENAS "arena registry lock"
 #define NEST_POOLS "pool registry lock"
 #define NEST_HEAPS "heap registry lock"
 
 /* The documented order (fork_internal.h's ranks, refined). The module is
- * the first of these words found in the site's file path. */
+ * the first of these words found in the site's file path. A row with no
+ * module is a named lock (TP__LO_NAMED_SITE: the registries of
+ * core/registry.c), found by its name. */
 static const struct rank_entry {
-  const char *module, *expr;
+  const char *module, *expr; /* NULL, NULL: a named lock */
   int rank;
   const char *name;
   const char *nest; /* see NEST */
@@ -51,12 +54,12 @@ static const struct rank_entry {
     {"gc", "&tp__pool_pass_lock", 20, "sweeper pass lock", NULL},
     /* gc/arena_roots.c: its path names "arena" first. */
     {"arena", "&arena_roots_lock", 22, "heap arena-roots lock", NULL},
-    {"arena", "&arenas_lock", 24, "arena registry lock", NULL},
+    {NULL, NULL, 24, "arena registry lock", NULL},
     {"arena", "&a->lock", 25, "concurrent arena refill lock", NEST_ARENAS},
-    {"pool", "&registry_lock", 30, "pool registry lock", NULL},
+    {NULL, NULL, 30, "pool registry lock", NULL},
     {"pool", "&p->lock", 32, "pool slab lock", NEST_POOLS},
     {"pool", "&p->stats_lock", 34, "pool stats lock", NEST_POOLS},
-    {"gc", "&registry_lock", 38, "heap registry lock", NULL},
+    {NULL, NULL, 38, "heap registry lock", NULL},
     {"gc", "&h->lock", 40, "heap lock", NEST_HEAPS},
     {"gc", "&h->sp_lock", 42, "heap handshake lock", NEST_HEAPS},
     {"gc", "&h->satb_lock", 44, "heap SATB log lock", NEST_HEAPS},
@@ -79,8 +82,12 @@ static const char *module_of(const char *file) {
 static void resolve(struct tp__lo_site *s) {
   if (atomic_load_explicit(&s->rank, memory_order_acquire)) return;
   const char *mod = module_of(s->file);
+  const char *named = s->expr ? NULL : atomic_load_explicit(&s->name, memory_order_relaxed);
   for (size_t i = 0; i < sizeof ranks / sizeof *ranks; i++) {
-    if (strcmp(ranks[i].module, mod) == 0 && strcmp(ranks[i].expr, s->expr) == 0) {
+    if (named ? !ranks[i].module && strcmp(ranks[i].name, named) == 0
+              : ranks[i].module && strcmp(ranks[i].module, mod) == 0 &&
+                    strcmp(ranks[i].expr, s->expr) == 0) {
+      /* A named site's name becomes the table's (NEST compares pointers). */
       atomic_store_explicit(&s->name, ranks[i].name, memory_order_relaxed);
       atomic_store_explicit(&s->nest, ranks[i].nest, memory_order_relaxed);
       /* release: a thread that sees the rank sees the name. */
@@ -89,7 +96,7 @@ static void resolve(struct tp__lo_site *s) {
     }
   }
   fprintf(stderr, "tidepool: lock order: %s:%d: lock %s has no rank (core/lockorder.c)\n",
-          s->file, s->line, s->expr);
+          s->file, s->line, named ? named : s->expr);
   fflush(stderr);
   abort();
 }

@@ -2,7 +2,9 @@
  * Internal: the lock order, checked in debug builds.
  *
  * Every library mutex has a rank (the table in core/lockorder.c, keyed by
- * the module and the lock expression at the call site). A thread holding a
+ * the module and the lock expression at the call site, or, for a lock of
+ * a core utility that serves several modules, by a name its owner gives:
+ * tp__lo_lock_named). A thread holding a
  * lock of rank r may only take locks of higher rank (instances of one lock
  * class may nest: the fork handlers take every pool's and every heap's
  * lock in registry order). In TP_DEBUG builds each library file includes
@@ -34,6 +36,7 @@
 #include <tidepool/common.h>
 #include <pthread.h>
 #include <stdbool.h>
+#include "core/lockorder_site_internal.h"
 
 #ifndef TP_DEBUG
 #define TP_DEBUG 0
@@ -52,13 +55,6 @@ enum tp__lo_wait_kind {
 };
 
 #if TP_DEBUG
-struct tp__lo_site {
-  const char *file, *expr;
-  int line;
-  _Atomic int rank; /* 0 until resolved from the table; release-stored */
-  const char *_Atomic name, *_Atomic nest; /* stored before rank */
-};
-
 int tp__lo_lock(pthread_mutex_t *m, struct tp__lo_site *s);
 int tp__lo_trylock(pthread_mutex_t *m, struct tp__lo_site *s);
 int tp__lo_unlock(pthread_mutex_t *m);
@@ -77,11 +73,16 @@ void tp__lo_drop(const void *key);
     static struct tp__lo_site tp__lo_site_ = {__FILE__, #m, __LINE__, 0, NULL, NULL}; \
     &tp__lo_site_;                                                                  \
   })
+/* A named lock (lockorder_site_internal.h): its owner's site, not the
+ * call site's. */
+#define tp__lo_lock_named(m, s) tp__lo_lock((m), (s))
+
 #define pthread_mutex_lock(m) tp__lo_lock((m), TP__LO_SITE(m))
 #define pthread_mutex_trylock(m) tp__lo_trylock((m), TP__LO_SITE(m))
 #define pthread_mutex_unlock(m) tp__lo_unlock(m)
 #define pthread_mutex_init(m, a) tp__lo_init((m), (a))
 #else
+#define tp__lo_lock_named(m, s) pthread_mutex_lock(m)
 #define tp__lo_wait(kind, cv_mutex, in_section) ((void)(kind), (void)(cv_mutex), (void)(in_section))
 #define tp__lo_hold(key) ((void)(key))
 #define tp__lo_drop(key) ((void)(key))

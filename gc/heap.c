@@ -9,7 +9,6 @@
 #define _GNU_SOURCE
 #include "gc/heap_internal.h"
 
-#include "core/list_internal.h"
 #include "core/debug_internal.h"
 #include "core/fault_internal.h"
 #include "core/fork_internal.h"
@@ -29,16 +28,18 @@ static char orphan_marker;
 #define ORPHAN_HEAP ((tp_heap *)(void *)&orphan_marker)
 
 static pthread_once_t gc_once = PTHREAD_ONCE_INIT;
-static pthread_mutex_t registry_lock = PTHREAD_MUTEX_INITIALIZER;
-static tp_heap *registry;
 
-static void fork_prepare(void);
-static void fork_parent(void);
-static void fork_child(void);
+static void heap_fork_lock(struct tp__reg_link *l);
+static void heap_fork_unlock(struct tp__reg_link *l);
+static void heap_fork_child(struct tp__reg_link *l);
+static const struct tp__registry_ops heap_fork_ops = {heap_fork_lock, heap_fork_unlock,
+                                                      heap_fork_child};
+static struct tp__registry heaps =
+    TP__REGISTRY_INIT(TP__FORK_RANK_HEAPS, "heap registry lock", &heap_fork_ops);
 
 static void gc_init_once(void) {
   tp__mut_init_once();
-  tp__fork_register(TP__FORK_RANK_HEAPS, fork_prepare, fork_parent, fork_child);
+  tp__registry_init(&heaps);
 }
 
 static void init_conds(tp_heap *h) {
@@ -108,9 +109,7 @@ tp_heap *tp_heap_create(const tp_heap_config *cfg) {
   tp__gc_pace(h);
   h->magic = TP__HEAP_MAGIC;
 
-  pthread_mutex_lock(&registry_lock);
-  TP__LIST_PUSH(registry, h, reg_prev, reg_next);
-  pthread_mutex_unlock(&registry_lock);
+  tp__registry_link(&heaps, &h->reg);
   return h;
 }
 
@@ -139,9 +138,7 @@ void tp_heap_destroy(tp_heap *h) {
   }
   free(fin);
 
-  pthread_mutex_lock(&registry_lock);
-  TP__LIST_UNLINK(registry, h, reg_prev, reg_next);
-  pthread_mutex_unlock(&registry_lock);
+  tp__registry_unlink(&heaps, &h->reg);
   tp__heap_arenas_destroy(h); /* registered arenas keep no observer of h */
 
   /* 2. Weak references read NULL from now on. */
@@ -272,24 +269,22 @@ int tp_heap_read_stats(const tp_heap *h, tp_heap_stats *out) {
 
 /* ---- fork ----------------------------------------------------------------------------------- */
 
-static void fork_prepare(void) {
-  pthread_mutex_lock(&registry_lock);
-  for (tp_heap *h = registry; h; h = h->reg_next) {
-    pthread_mutex_lock(&h->lock);
-    pthread_mutex_lock(&h->sp_lock);
-    pthread_mutex_lock(&h->satb_lock);
-    tp__markwork_fork_prepare(h);
-  }
+/* Fork holds every heap's locks (core/registry.c): its lock, handshake
+ * lock, SATB lock and mark-work lock. */
+static void heap_fork_lock(struct tp__reg_link *l) {
+  tp_heap *h = TP__REG_OBJ(l, tp_heap, reg);
+  pthread_mutex_lock(&h->lock);
+  pthread_mutex_lock(&h->sp_lock);
+  pthread_mutex_lock(&h->satb_lock);
+  tp__markwork_fork_prepare(h);
 }
 
-static void fork_parent(void) {
-  for (tp_heap *h = registry; h; h = h->reg_next) {
-    tp__markwork_fork_parent(h);
-    pthread_mutex_unlock(&h->satb_lock);
-    pthread_mutex_unlock(&h->sp_lock);
-    pthread_mutex_unlock(&h->lock);
-  }
-  pthread_mutex_unlock(&registry_lock);
+static void heap_fork_unlock(struct tp__reg_link *l) {
+  tp_heap *h = TP__REG_OBJ(l, tp_heap, reg);
+  tp__markwork_fork_parent(h);
+  pthread_mutex_unlock(&h->satb_lock);
+  pthread_mutex_unlock(&h->sp_lock);
+  pthread_mutex_unlock(&h->lock);
 }
 
 /* A concurrent mark the fork interrupted (the child has no marker
@@ -313,59 +308,61 @@ static void abandon_mark(tp_heap *h) {
  * mark is abandoned; an unfinished sweep is finished by the next cycle),
  * no marker thread exists (the next collection starts one; in a TSan
  * build, after a multi-threaded fork, it collects stop-the-world:
- * core/fork_internal.h), and
- * finalizers other threads were running count as run. */
-static void fork_child(void) {
+ * core/fork_internal.h), and finalizers other threads were running count
+ * as run. The registry's child handler runs this on every heap with its
+ * locks held, then heap_fork_unlock. */
+static void heap_fork_child(struct tp__reg_link *l) {
+  tp_heap *h = TP__REG_OBJ(l, tp_heap, reg);
   pthread_t self = pthread_self();
-  for (tp_heap *h = registry; h; h = h->reg_next) {
-    for (tp__mut *m = h->muts, *next; m; m = next) {
-      next = m->next;
-      if (pthread_equal(m->tid, self)) continue;
-      if (m->attach_depth) tp__counter_add(&h->nthreads, -1);
-      tp__gc_retire_tlab(h, m);
-      tp__mut_unlink(h, m);
-      tp__mut_free(m);
-    }
-    for (struct tp__finrun **pp = &h->running; *pp;) {
-      if (!pthread_equal((*pp)->tid, self)) {
-        *pp = (*pp)->next;
-        tp__counter_add(&h->fin_run, 1);
-      } else {
-        pp = &(*pp)->next;
-      }
-    }
-    __atomic_store_n(&h->flags, 0, __ATOMIC_RELAXED);
-    if (h->phase == TP__PH_MARK) abandon_mark(h);
-    h->phase = TP__PH_IDLE; /* the only thread: plain */
-    h->marker_running = h->marker_stop = false;
-    if (h->marker_stack) { /* no thread runs on it here */
-      tp__os_unmap(h->marker_stack, TP__MARKER_STACK);
-      h->marker_stack = NULL;
-    }
-    h->cycles_done = h->cycles_req = h->cycles_started;
-    for (struct tp__satb *c = h->satb_full, *next; c; c = next) {
-      next = c->next;
-      free(c);
-    }
-    h->satb_full = NULL;
-    if (h->satb_shared) h->satb_shared->n = 0;
-    for (tp__mut *m = h->muts; m; m = m->next)
-      if (m->satb) m->satb->n = 0;
-    init_conds(h);
-    tp__markwork_fork_child(h); /* releases its lock */
-    pthread_mutex_unlock(&h->satb_lock);
-    pthread_mutex_unlock(&h->sp_lock);
-    pthread_mutex_unlock(&h->lock);
+  for (tp__mut *m = h->muts, *next; m; m = next) {
+    next = m->next;
+    if (pthread_equal(m->tid, self)) continue;
+    if (m->attach_depth) tp__counter_add(&h->nthreads, -1);
+    tp__gc_retire_tlab(h, m);
+    tp__mut_unlink(h, m);
+    tp__mut_free(m);
   }
-  pthread_mutex_unlock(&registry_lock);
+  for (struct tp__finrun **pp = &h->running; *pp;) {
+    if (!pthread_equal((*pp)->tid, self)) {
+      *pp = (*pp)->next;
+      tp__counter_add(&h->fin_run, 1);
+    } else {
+      pp = &(*pp)->next;
+    }
+  }
+  __atomic_store_n(&h->flags, 0, __ATOMIC_RELAXED);
+  if (h->phase == TP__PH_MARK) abandon_mark(h);
+  h->phase = TP__PH_IDLE; /* the only thread: plain */
+  h->marker_running = h->marker_stop = false;
+  if (h->marker_stack) { /* no thread runs on it here */
+    tp__os_unmap(h->marker_stack, TP__MARKER_STACK);
+    h->marker_stack = NULL;
+  }
+  h->cycles_done = h->cycles_req = h->cycles_started;
+  for (struct tp__satb *c = h->satb_full, *next; c; c = next) {
+    next = c->next;
+    free(c);
+  }
+  h->satb_full = NULL;
+  if (h->satb_shared) h->satb_shared->n = 0;
+  for (tp__mut *m = h->muts; m; m = m->next)
+    if (m->satb) m->satb->n = 0;
+  init_conds(h);
+  tp__markwork_fork_child(h); /* its lock stays held: heap_fork_unlock */
 }
 
 /* ---- stats ------------------------------------------------------------------ */
 
+struct heap_visit {
+  void (*fn)(const tp_heap *, void *);
+  void *arg;
+};
+
+static void heap_visit(struct tp__reg_link *l, void *arg) {
+  const struct heap_visit *v = arg;
+  v->fn(TP__REG_OBJ(l, tp_heap, reg), v->arg);
+}
+
 size_t tp__heap_foreach(void (*fn)(const tp_heap *, void *), void *arg) {
-  size_t n = 0;
-  pthread_mutex_lock(&registry_lock);
-  for (tp_heap *h = registry; h; h = h->reg_next, n++) fn(h, arg);
-  pthread_mutex_unlock(&registry_lock);
-  return n;
+  return tp__registry_foreach(&heaps, heap_visit, &(struct heap_visit){fn, arg});
 }

@@ -74,6 +74,7 @@
 #include "core/list_internal.h"
 #include "core/os_internal.h"
 #include "core/ptrset_internal.h"
+#include "core/registry_internal.h"
 #include "gc/markwork_internal.h"
 
 #include <pthread.h>
@@ -347,8 +348,8 @@ struct tp_heap {
   uint64_t narenas;                   /* written under it, read relaxed */
   bool arenas_held;                   /* the collector holds them (collector only) */
 
-  /* ---- process-wide registry (registry lock) ---- */
-  struct tp_heap *reg_prev, *reg_next;
+  /* ---- in the process-wide registry of heaps (gc/heap.c) ---- */
+  struct tp__reg_link reg;
 };
 
 struct tp_weak {

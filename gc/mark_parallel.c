@@ -442,7 +442,8 @@ void tp__markwork_fork_parent(tp_heap *h) { pthread_mutex_unlock(&h->mw.lock); }
 
 /* The child's only thread: no helper runs (their stacks go, as the
  * marker's; their gray stacks stay for the next helpers), no session is
- * open (a mark in progress is abandoned by gc/heap.c). */
+ * open (a mark in progress is abandoned by gc/heap.c). The lock stays held
+ * (tp__markwork_fork_parent releases it). */
 void tp__markwork_fork_child(tp_heap *h) {
   struct tp__markwork *ws = &h->mw;
   for (unsigned i = 0; i < ws->nhelpers; i++) {
@@ -456,7 +457,6 @@ void tp__markwork_fork_child(tp_heap *h) {
   ws->open = ws->done = ws->stop = false;
   ws->leader = NULL;
   ws->ovf_pending = 0;
-  pthread_mutex_unlock(&ws->lock);
   tp__cond_init_monotonic(&ws->cv);
   tp__cond_init_monotonic(&ws->cv_left);
 }

@@ -98,8 +98,9 @@ struct tp__markwork {
  * _destroy (after stop). start: with the marker thread (sp_lock held),
  * creates up to h->markers - 1 helper threads (fewer if threads fail: still correct).
  * stop: tp_heap_destroy, after the marker thread is gone. Fork: the
- * prepare handler takes the lock, the parent releases it, the child
- * re-initializes everything (no helper exists there). */
+ * prepare handler takes the lock, the parent releases it; in the child,
+ * fork_child re-initializes everything but the lock (no helper exists
+ * there), and fork_parent then releases it as in the parent. */
 void tp__markwork_init(struct tp_heap *h);
 void tp__markwork_destroy(struct tp_heap *h);
 void tp__markwork_start_helpers(struct tp_heap *h);

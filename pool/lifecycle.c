@@ -5,7 +5,6 @@
  */
 #define _GNU_SOURCE
 #include "pool/pool_internal.h"
-#include "core/list_internal.h"
 #include "core/debug_internal.h"
 #include "core/fault_internal.h"
 #include "core/fork_internal.h"
@@ -19,8 +18,6 @@
 
 /* ---- the process-wide registry ----------------------------------------- */
 
-static pthread_mutex_t registry_lock = PTHREAD_MUTEX_INITIALIZER;
-static tp_pool *registry;
 static pthread_once_t pool_once = PTHREAD_ONCE_INIT;
 pthread_mutex_t tp__pool_pass_lock = PTHREAD_MUTEX_INITIALIZER;
 uint64_t tp__caches_drained;
@@ -28,38 +25,37 @@ uint64_t tp__caches_drained;
 static void pass_prepare(void) { pthread_mutex_lock(&tp__pool_pass_lock); }
 static void pass_release(void) { pthread_mutex_unlock(&tp__pool_pass_lock); }
 
-static void fork_prepare(void) {
-  pthread_mutex_lock(&registry_lock);
-  for (tp_pool *p = registry; p; p = p->reg_next) {
-    pthread_mutex_lock(&p->lock);
-    pthread_mutex_lock(&p->stats_lock);
-  }
+/* Fork holds every pool's slab and stats locks (core/registry.c). */
+static void pool_fork_lock(struct tp__reg_link *l) {
+  tp_pool *p = TP__REG_OBJ(l, tp_pool, reg);
+  pthread_mutex_lock(&p->lock);
+  pthread_mutex_lock(&p->stats_lock);
 }
-static void fork_parent(void) {
-  for (tp_pool *p = registry; p; p = p->reg_next) {
-    pthread_mutex_unlock(&p->stats_lock);
-    pthread_mutex_unlock(&p->lock);
-  }
-  pthread_mutex_unlock(&registry_lock);
+static void pool_fork_unlock(struct tp__reg_link *l) {
+  tp_pool *p = TP__REG_OBJ(l, tp_pool, reg);
+  pthread_mutex_unlock(&p->stats_lock);
+  pthread_mutex_unlock(&p->lock);
 }
+static const struct tp__registry_ops pool_fork_ops = {pool_fork_lock, pool_fork_unlock, NULL};
+static struct tp__registry pools =
+    TP__REGISTRY_INIT(TP__FORK_RANK_POOLS, "pool registry lock", &pool_fork_ops);
+
 static void pool_init_once(void) {
   tp__fork_register(TP__FORK_RANK_SWEEPER, pass_prepare, pass_release, pass_release);
-  tp__fork_register(TP__FORK_RANK_POOLS, fork_prepare, fork_parent, fork_parent);
+  tp__registry_init(&pools);
 }
 
 size_t tp__pool_foreach(void (*fn)(tp_pool *, void *), void *arg) {
-  /* The pass lock keeps every pool alive and every reg_next fixed
+  /* The pass lock keeps every pool alive and every link fixed
    * (tp_pool_destroy unlinks under it). A create links a new head under
-   * the registry lock alone and changes no existing pool's reg_next, so the
-   * walk from the head read under that lock needs no lock of its own: fn
-   * may take pool locks and call into epochs (lock order, fork_internal.h).
-   * Pools created during the walk are not visited. */
+   * the registry lock alone and changes no existing pool's next link, so
+   * the walk from the head read under that lock needs no lock of its own:
+   * fn may take pool locks and call into epochs (lock order,
+   * fork_internal.h). Pools created during the walk are not visited. */
   pthread_mutex_lock(&tp__pool_pass_lock);
-  pthread_mutex_lock(&registry_lock);
-  tp_pool *head = registry;
-  pthread_mutex_unlock(&registry_lock);
   size_t n = 0;
-  for (tp_pool *p = head; p; p = p->reg_next, n++) fn(p, arg);
+  for (struct tp__reg_link *l = tp__registry_head(&pools); l; l = l->next, n++)
+    fn(TP__REG_OBJ(l, tp_pool, reg), arg);
   pthread_mutex_unlock(&tp__pool_pass_lock);
   return n;
 }
@@ -184,9 +180,7 @@ tp_pool *tp__pool_create(const tp_pool_config *cfg, size_t max_align, size_t cac
   }
   VALGRIND_CREATE_MEMPOOL(p, 0, 0);
 
-  pthread_mutex_lock(&registry_lock);
-  TP__LIST_PUSH(registry, p, reg_prev, reg_next);
-  pthread_mutex_unlock(&registry_lock);
+  tp__registry_link(&pools, &p->reg);
   return p;
 }
 
@@ -215,9 +209,7 @@ void tp_pool_destroy(tp_pool *p) {
   /* Out of the registry first (the pass lock waits for a sweeper pass that
    * may be working on p), then wait for retires still queued for p. */
   pthread_mutex_lock(&tp__pool_pass_lock);
-  pthread_mutex_lock(&registry_lock);
-  TP__LIST_UNLINK(registry, p, reg_prev, reg_next);
-  pthread_mutex_unlock(&registry_lock);
+  tp__registry_unlink(&pools, &p->reg);
   pthread_mutex_unlock(&tp__pool_pass_lock);
   /* relaxed: the caller's own synchronization (destroy runs alone) makes
    * every earlier retire into p, and its store of epoch_used, visible. */

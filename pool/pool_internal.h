@@ -7,6 +7,7 @@
 
 #include <tidepool/pool.h>
 #include "core/percpu_internal.h"
+#include "core/registry_internal.h"
 #include "pool/depot_internal.h"
 #include "pool/slabmap_internal.h"
 
@@ -89,8 +90,8 @@ struct tp_pool {
   /* Sweeper state (touched only under the sweeper's pass lock). */
   uint64_t *sweep_word, *sweep_since_ms;
 
-  /* Process-wide registry of pools (registry lock). */
-  struct tp_pool *reg_prev, *reg_next;
+  /* In the process-wide registry of pools (pool/lifecycle.c). */
+  struct tp__reg_link reg;
 };
 
 static inline tp_slab *tp__slab_of(const tp_pool *p, const void *obj) {
