@@ -70,7 +70,10 @@ void tp__mut_init_once(void) {
 
 /* ---- thread records ---------------------------------------------------------- */
 
-/* Unlinks m from the calling thread's list and frees it. */
+/* Unlinks m from the calling thread's list and frees it. A record freed
+ * while attached (its heap destroyed under it) also stops counting as a
+ * held "lock" in debug builds' lock order: the thread is no mutator of a
+ * heap that is gone. */
 void tp__mut_free_own(tp__mut *m) {
   for (tp__mut **pp = &tls_list; *pp; pp = &(*pp)->tnext)
     if (*pp == m) {
@@ -78,6 +81,7 @@ void tp__mut_free_own(tp__mut *m) {
       break;
     }
   if (tp__tls_mut == m) tp__tls_mut = NULL;
+  tp__lo_drop(m);
   tp__mut_free(m);
 }
 
@@ -90,6 +94,7 @@ tp__mut *tp__find_mut(tp_heap *h) {
     if (__atomic_load_n(&m->owner, __ATOMIC_ACQUIRE) == TP__OWNER_HEAP_GONE) {
       *pp = m->tnext;
       if (tp__tls_mut == m) tp__tls_mut = NULL;
+      tp__lo_drop(m); /* as in tp__mut_free_own */
       tp__mut_free(m);
       continue;
     }
@@ -318,8 +323,11 @@ void tp_heap_blocking_leave(tp_heap *h) {
  * tls_list); a record whose heap is gone is skipped. */
 static TP_NOINLINE void other_layer_wait_enter_inner(char *caller_sp) {
   for (tp__mut *m = tls_list; m; m = m->tnext) {
-    if (__atomic_load_n(&m->owner, __ATOMIC_ACQUIRE) != TP__OWNER_ALIVE || !m->attach_depth)
-      continue;
+    uint32_t owner = __atomic_load_n(&m->owner, __ATOMIC_ACQUIRE);
+    /* A record whose heap was destroyed is no mutator: debug builds stop
+     * counting it as held (tp__find_mut frees it later). */
+    if (owner == TP__OWNER_HEAP_GONE) tp__lo_drop(m);
+    if (owner != TP__OWNER_ALIVE || !m->attach_depth) continue;
     if (m->blocking_depth) m->blocking_depth++;
     else blocking_enter_inner(m->heap, m, caller_sp);
   }

@@ -16,10 +16,35 @@
 #include <string.h>
 #include <tidepool/tidepool.h>
 
+#include "tests/death.h"
+
 static int cleanups_run;
 static void count_cleanup(void *arg) {
   (void)arg;
   cleanups_run++;
+}
+
+/* Rewinds to a mark the arena must refuse: release builds ignore it (the
+ * test then checks that nothing changed); debug builds abort with "invalid
+ * mark" (arena.h), checked in a child, and the parent's arena is left as
+ * it was, so the same checks follow. */
+#if defined(TP_DEBUG) && TP_DEBUG
+struct rewind_arg {
+  tp_arena *a;
+  tp_arena_mark m;
+};
+static void rewind_to(void *arg) {
+  struct rewind_arg *r = arg;
+  tp_arena_rewind(r->a, r->m);
+}
+#endif
+static void rewind_refused(tp_arena *a, tp_arena_mark m) {
+#if defined(TP_DEBUG) && TP_DEBUG
+  struct rewind_arg r = {a, m};
+  assert_true(tt_dies_with(rewind_to, &r, "invalid mark"));
+#else
+  tp_arena_rewind(a, m);
+#endif
 }
 
 static void pin_here(void) {
@@ -51,7 +76,7 @@ static void mark_of_destroyed_arena_is_refused(void **s) {
   tp_arena_stats before, after;
   assert_int_equal(tp_arena_read_stats(b, &before), 0);
 
-  tp_arena_rewind(b, m); /* must be ignored */
+  rewind_refused(b, m); /* must be ignored (or abort, in debug builds) */
 
   assert_int_equal(cleanups_run, 0);
   assert_int_equal(tp_arena_read_stats(b, &after), 0);
@@ -71,7 +96,7 @@ static void mark_from_before_resets_is_refused(void **s) {
   for (int i = 0; i < 1000; i++) tp_arena_reset(a);
   char *live = tp_arena_alloc(a, 256);
   memset(live, 0x11, 256);
-  tp_arena_rewind(a, m);
+  rewind_refused(a, m);
   char *next = tp_arena_alloc(a, 64);
   assert_true(next >= live + 256);
   tp_arena_destroy(a);
