@@ -335,9 +335,10 @@ static int over_cap(struct tp__epoch_queue *q) {
 }
 
 /* nowait: internal retires (the sweeper's slabs, tp__epoch_retire_nowait)
- * never wait at the cap. */
-static int retire(void *obj, size_t bytes, void (*fn)(void *, void *), void *arg,
-                  bool nowait) {
+ * never wait at the cap. Inlined into each entry point: tp_pool_retire
+ * reaches it through tp_epoch_retire_sized, which was a jump to it. */
+TP_INLINE int retire(void *obj, size_t bytes, void (*fn)(void *, void *), void *arg,
+                     bool nowait) {
   if (TP_UNLIKELY(!fn)) {
     errno = EINVAL;
     return -EINVAL;
