@@ -351,11 +351,51 @@ static int over_cap(struct tp__epoch_queue *q) {
   return 0;
 }
 
-/* nowait: internal retires (the sweeper's slabs, tp__epoch_retire_nowait)
- * never wait at the cap. Inlined into each entry point: tp_pool_retire
- * reaches it through tp_epoch_retire_sized, which was a jump to it. */
-TP_INLINE int retire(void *obj, size_t bytes, void (*fn)(void *, void *), void *arg,
-                     bool nowait) {
+/* Appends an entry to q (room in its current segment) and publishes it,
+ * then does what the count asks for: report the bytes, kick the
+ * reclaimer (rarely; out of line). */
+static TP_NOINLINE void retire_after(struct tp__epoch_queue *q);
+
+TP_INLINE void retire_append(struct tp__epoch_queue *q, void *obj, size_t bytes,
+                             void (*fn)(void *, void *), void *arg) {
+  q->ptail->e[q->pidx++] = (struct tp__epoch_entry){obj, fn, arg, bytes};
+  /* The publication point: the tail store (release: the entry is visible
+   * with the tail) must precede the read of `sleeping` below (file
+   * comment). With membarrier the reclaimer's membarrier orders the two, so
+   * only the compiler must not swap them. Without it the store is a seq_cst
+   * exchange: on x86-64 a locked instruction, which is the full fence too
+   * (an exchange, not atomic_thread_fence, which gcc's TSan does not
+   * support). */
+  if (TP_LIKELY(tp__epoch_have_membarrier)) {
+    __atomic_store_n(&q->tail, ++q->tail_local, __ATOMIC_RELEASE);
+    __atomic_signal_fence(__ATOMIC_SEQ_CST);
+  } else {
+    __atomic_exchange_n(&q->tail, ++q->tail_local, __ATOMIC_SEQ_CST);
+  }
+  q->unreported += bytes;
+  if (TP_UNLIKELY(q->unreported >= REPORT_BYTES ||
+                  atomic_load_explicit(&tp__epoch_sleeping, memory_order_relaxed) ||
+                  ++q->since_kick >= KICK_ENTRIES))
+    retire_after(q);
+}
+
+static TP_NOINLINE void retire_after(struct tp__epoch_queue *q) {
+  if (q->unreported >= REPORT_BYTES) tp__epoch_report_bytes(q);
+  /* since_kick was not counted when a report or `sleeping` cut the test
+   * short: one retire more or less between kicks. */
+  if (atomic_load_explicit(&tp__epoch_sleeping, memory_order_relaxed) ||
+      q->since_kick >= KICK_ENTRIES) {
+    q->since_kick = 0;
+    tp__epoch_kick_reclaimer();
+  }
+}
+
+/* Everything but the common case: no queue yet, no reclaimer yet, the cap
+ * reached, or the current segment full; or fn NULL. nowait: internal
+ * retires (the sweeper's slabs, tp__epoch_retire_nowait) never wait at the
+ * cap. */
+static TP_NOINLINE int retire_slow(void *obj, size_t bytes, void (*fn)(void *, void *),
+                                   void *arg, bool nowait) {
   if (TP_UNLIKELY(!fn)) {
     errno = EINVAL;
     return -EINVAL;
@@ -398,27 +438,23 @@ TP_INLINE int retire(void *obj, size_t bytes, void (*fn)(void *, void *), void *
     q->ptail = s;
     q->pidx = 0;
   }
-  q->ptail->e[q->pidx++] = (struct tp__epoch_entry){obj, fn, arg, bytes};
-  /* The publication point: the tail store (release: the entry is visible
-   * with the tail) must precede the read of `sleeping` below (file
-   * comment). With membarrier the reclaimer's membarrier orders the two, so
-   * only the compiler must not swap them. Without it the store is a seq_cst
-   * exchange: on x86-64 a locked instruction, which is the full fence too
-   * (an exchange, not atomic_thread_fence, which gcc's TSan does not
-   * support). */
-  if (TP_LIKELY(tp__epoch_have_membarrier)) {
-    __atomic_store_n(&q->tail, ++q->tail_local, __ATOMIC_RELEASE);
-    __atomic_signal_fence(__ATOMIC_SEQ_CST);
-  } else {
-    __atomic_exchange_n(&q->tail, ++q->tail_local, __ATOMIC_SEQ_CST);
-  }
-  q->unreported += bytes;
-  if (TP_UNLIKELY(q->unreported >= REPORT_BYTES)) tp__epoch_report_bytes(q);
-  if (TP_UNLIKELY(atomic_load_explicit(&tp__epoch_sleeping, memory_order_relaxed) ||
-                  ++q->since_kick >= KICK_ENTRIES)) {
-    q->since_kick = 0;
-    tp__epoch_kick_reclaimer();
-  }
+  retire_append(q, obj, bytes, fn, arg);
+  return 0;
+}
+
+/* The common case inline in each entry point, and a leaf: what can call
+ * out (a new queue or segment, the cap, a report, a kick) is in
+ * retire_slow and retire_after, so the fast path saves no registers. */
+TP_INLINE int retire(void *obj, size_t bytes, void (*fn)(void *, void *), void *arg,
+                     bool nowait) {
+  struct tp__epoch_queue *q = tp__epoch_self.q;
+  if (TP_UNLIKELY(!fn || !q || !__atomic_load_n(&tp__epoch_reclaimer_running, __ATOMIC_RELAXED) ||
+                  (int64_t)(q->unreported + bytes) +
+                          __atomic_load_n(&tp__epoch_pending_bytes, __ATOMIC_RELAXED) >
+                      (int64_t)__atomic_load_n(&tp__epoch_cfg_cap, __ATOMIC_RELAXED) ||
+                  q->pidx == SEG_CAP))
+    return retire_slow(obj, bytes, fn, arg, nowait);
+  retire_append(q, obj, bytes, fn, arg);
   return 0;
 }
 
