@@ -39,7 +39,7 @@ void *tp__blocks_get(tp__blocks *b) {
 void tp__blocks_put(tp__blocks *b, void *blk) {
   if (!blk) return;
   pthread_mutex_lock(&blocks_lock);
-  if (b->nfree < b->keep) {
+  if (b->nfree < b->hold) {
     *(void **)blk = b->free;
     b->free = blk;
     b->nfree++;
@@ -49,15 +49,35 @@ void tp__blocks_put(tp__blocks *b, void *blk) {
   if (blk) tp__os_unmap(blk, b->size);
 }
 
+void tp__blocks_trim(tp__blocks *b) {
+  void *extra = NULL;
+  pthread_mutex_lock(&blocks_lock);
+  while (b->nfree > b->keep) {
+    void *blk = b->free;
+    b->free = *(void **)blk;
+    b->nfree--;
+    *(void **)blk = extra;
+    extra = blk;
+  }
+  pthread_mutex_unlock(&blocks_lock);
+  /* The unmaps outside the lock (syscalls; a get need not wait for them). */
+  while (extra) {
+    void *next = *(void **)extra;
+    tp__os_unmap(extra, b->size);
+    extra = next;
+  }
+}
+
 int tp__blocks_check(tp__blocks *b) {
   const char *bad = NULL;
   size_t page = tp__os_page_size();
   pthread_mutex_lock(&blocks_lock);
   unsigned n = 0;
   if (b->size == 0 || b->size % page) bad = "block size is not a page multiple";
+  else if (b->keep > b->hold) bad = "keep is above hold";
   for (void *p = b->free; p && !bad; p = *(void **)p) {
     if ((uintptr_t)p % page) bad = "free block not page-aligned";
-    else if (++n > b->keep) bad = "free list longer than keep (or a cycle)";
+    else if (++n > b->hold) bad = "free list longer than hold (or a cycle)";
   }
   if (!bad && n != b->nfree) bad = "nfree does not match the free list";
   pthread_mutex_unlock(&blocks_lock);

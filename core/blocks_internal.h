@@ -4,10 +4,16 @@
  * higher layer's allocator (the epoch's retire queues and segments).
  *
  * Each block is its own mapping of `size` bytes (a multiple of the page
- * size). A put keeps up to `keep` free blocks on the cache's free list for
- * the next get and unmaps the rest, so a burst leaves at most `keep` blocks
- * behind, and blocks freed by one thread are reused by any other. Both are
- * counted in the process-wide counters (tp__os_map).
+ * size). A put keeps up to `hold` free blocks on the cache's free list for
+ * the next get and unmaps the rest; tp__blocks_trim unmaps all but `keep`
+ * of them. A cache with hold == keep leaves at most `keep` blocks behind a
+ * burst at once; one with a larger hold keeps a burst's blocks for reuse
+ * until its owner trims it (the epoch's segments: while retires flow, a
+ * segment the reclaimer frees is the next one the retiring thread needs,
+ * and an unmap and a fresh map each time cost a TLB shootdown of the
+ * retiring CPU and two page faults, per 254 retires). Blocks freed by one
+ * thread are reused by any other. Mapped blocks are counted in the
+ * process-wide counters (tp__os_map).
  *
  * Thread safety: get and put are safe to call concurrently; one mutex for
  * all caches (TP__FORK_RANK_CORE_BLOCKS, a leaf: nothing is called under
@@ -20,22 +26,26 @@
 
 typedef struct tp__blocks {
   size_t size;   /* bytes per block: a multiple of the page size */
-  unsigned keep; /* free blocks kept mapped at most */
+  unsigned keep; /* free blocks kept mapped by tp__blocks_trim */
+  unsigned hold; /* free blocks kept mapped by a put (>= keep) */
   /* Under the blocks lock. */
   unsigned nfree;
   void *free;    /* free blocks, linked through their first word */
 } tp__blocks;
 
-#define TP__BLOCKS_INIT(bytes, keep_) {(bytes), (keep_), 0, NULL}
+#define TP__BLOCKS_INIT(bytes, keep_, hold_) {(bytes), (keep_), (hold_), 0, NULL}
 
 /* A block of b->size bytes, zeroed when fresh from the OS, else with the
  * contents it was put back with. NULL + errno ENOMEM. */
 void *tp__blocks_get(tp__blocks *b);
-/* Gives a block back; NULL is a no-op. */
+/* Gives a block back (kept if fewer than `hold` are free, else unmapped);
+ * NULL is a no-op. */
 void tp__blocks_put(tp__blocks *b, void *blk);
+/* Unmaps free blocks beyond `keep`. */
+void tp__blocks_trim(tp__blocks *b);
 
-/* Validity check: the free list holds nfree <= keep distinct page-aligned
- * blocks. 0, or -EINVAL (and a message on stderr) naming what is broken. */
+/* Validity check: the free list holds nfree <= hold distinct page-aligned
+ * blocks, and keep <= hold. 0, or -EINVAL (and a message on stderr) naming what is broken. */
 int tp__blocks_check(tp__blocks *b);
 
 #endif /* TIDEPOOL_BLOCKS_INTERNAL_H */

@@ -67,13 +67,26 @@
 /* Queues and segments come from two block caches of core
  * (core/blocks_internal.h), not malloc and not a pool (epoch sits below the
  * pool layer): threads that come and go (each queue is freed by the
- * reclaimer after its thread exits) reuse each other's blocks, and a burst
- * of retires leaves at most `keep` segments mapped after it drains. A segment
- * is two pages (SEG_CAP entries fill it); a queue takes one page. */
+ * reclaimer after its thread exits) reuse each other's blocks. A segment is
+ * two pages (SEG_CAP entries fill it); a queue takes one page.
+ *
+ * Segments the reclaimer frees are held (up to SEG_HOLD, 32 MiB) while
+ * retires flow, and trimmed to SEG_KEEP when the reclaimer goes to sleep
+ * (nothing pending for LINGER_INTERVALS intervals: 4 ms by default) or a
+ * barrier's inline cycle drains every queue, so a burst leaves at most
+ * SEG_KEEP segments mapped once retires stop. Unmapping each one past
+ * SEG_KEEP at once, as this did, made a retiring thread whose backlog
+ * outgrew 32 segments map nearly every segment fresh (BM_retire: ~3 mmap +
+ * munmap pairs and 6 page faults per 1000 retires, each munmap a TLB
+ * shootdown of the retiring CPU); so did trimming whenever a cycle found
+ * the queues empty (the retiring thread refills them a few microseconds
+ * later). */
+#define SEG_KEEP 32
+#define SEG_HOLD 4096
 _Static_assert(sizeof(struct tp__epoch_seg) <= 8192, "a segment fits its block");
 _Static_assert(sizeof(struct tp__epoch_queue) <= 4096, "a queue fits its block");
-static tp__blocks queue_blocks = TP__BLOCKS_INIT(4096, 8);
-static tp__blocks seg_blocks = TP__BLOCKS_INIT(8192, 32);
+static tp__blocks queue_blocks = TP__BLOCKS_INIT(4096, 8, 8);
+static tp__blocks seg_blocks = TP__BLOCKS_INIT(8192, SEG_KEEP, SEG_HOLD);
 
 static struct tp__epoch_seg *seg_new(void) {
   struct tp__epoch_seg *s = tp__blocks_get(&seg_blocks);
@@ -172,14 +185,15 @@ static uint64_t pending_entries(void) {
  * started: ensure_running_locked starts none while one runs), so the
  * nodes from the remembered head on and their `next` links stay as the
  * snapshot saw them. Every queue is covered, so a finished cycle has run
- * every retire published before it started (what tp_epoch_barrier counts). */
-static void reclaim_cycle(void) {
+ * every retire published before it started (what tp_epoch_barrier counts).
+ * Returns whether it left every queue empty. */
+static bool reclaim_cycle(void) {
   pthread_mutex_lock(&tp__epoch_state_lock);
   tp__epoch_cycles_started++;
   pthread_mutex_unlock(&tp__epoch_state_lock);
 
   /* Snapshot every tail (acquire: the entries below it are visible). */
-  bool work = false;
+  bool work = false, drained = true;
   pthread_mutex_lock(&tp__epoch_registry_lock);
   struct tp__epoch_queue *first = tp__epoch_queues;
   for (struct tp__epoch_queue *q = first; q; q = q->next) {
@@ -204,13 +218,14 @@ static void reclaim_cycle(void) {
     pthread_mutex_lock(&tp__epoch_registry_lock);
     for (struct tp__epoch_queue **pq = &tp__epoch_queues; *pq;) {
       struct tp__epoch_queue *q = *pq;
-      if (__atomic_load_n(&q->orphaned, __ATOMIC_ACQUIRE) &&
-          q->head == __atomic_load_n(&q->tail, __ATOMIC_ACQUIRE)) {
+      bool empty = q->head == __atomic_load_n(&q->tail, __ATOMIC_ACQUIRE);
+      if (empty && __atomic_load_n(&q->orphaned, __ATOMIC_ACQUIRE)) {
         *pq = q->next;
         queue_retire_counts(q);
         q->next = dead;
         dead = q;
       } else {
+        drained &= empty;
         pq = &q->next;
       }
     }
@@ -225,6 +240,7 @@ static void reclaim_cycle(void) {
   tp__epoch_cycles_done++;
   pthread_cond_broadcast(&tp__epoch_progress_cv);
   pthread_mutex_unlock(&tp__epoch_state_lock);
+  return drained;
 }
 
 /* The reclaimer between two cycles. Something pending: it runs the next
@@ -264,6 +280,7 @@ static void *reclaimer_main(void *arg) {
       /* Nothing pending: announce sleep, fence every CPU, look again. */
       atomic_store_explicit(&tp__epoch_sleeping, 1, memory_order_seq_cst);
       pthread_mutex_unlock(&tp__epoch_state_lock);
+      tp__blocks_trim(&seg_blocks); /* retires stopped: segments held for them go */
       if (tp__epoch_have_membarrier)
         syscall(__NR_membarrier, MEMBARRIER_CMD_PRIVATE_EXPEDITED, 0, 0);
       pending = pending_entries();
@@ -334,10 +351,51 @@ static int over_cap(struct tp__epoch_queue *q) {
   return 0;
 }
 
-/* nowait: internal retires (the sweeper's slabs, tp__epoch_retire_nowait)
- * never wait at the cap. */
-static int retire(void *obj, size_t bytes, void (*fn)(void *, void *), void *arg,
-                  bool nowait) {
+/* Appends an entry to q (room in its current segment) and publishes it,
+ * then does what the count asks for: report the bytes, kick the
+ * reclaimer (rarely; out of line). */
+static TP_NOINLINE void retire_after(struct tp__epoch_queue *q);
+
+TP_INLINE void retire_append(struct tp__epoch_queue *q, void *obj, size_t bytes,
+                             void (*fn)(void *, void *), void *arg) {
+  q->ptail->e[q->pidx++] = (struct tp__epoch_entry){obj, fn, arg, bytes};
+  /* The publication point: the tail store (release: the entry is visible
+   * with the tail) must precede the read of `sleeping` below (file
+   * comment). With membarrier the reclaimer's membarrier orders the two, so
+   * only the compiler must not swap them. Without it the store is a seq_cst
+   * exchange: on x86-64 a locked instruction, which is the full fence too
+   * (an exchange, not atomic_thread_fence, which gcc's TSan does not
+   * support). */
+  if (TP_LIKELY(tp__epoch_have_membarrier)) {
+    __atomic_store_n(&q->tail, ++q->tail_local, __ATOMIC_RELEASE);
+    __atomic_signal_fence(__ATOMIC_SEQ_CST);
+  } else {
+    __atomic_exchange_n(&q->tail, ++q->tail_local, __ATOMIC_SEQ_CST);
+  }
+  q->unreported += bytes;
+  if (TP_UNLIKELY(q->unreported >= REPORT_BYTES ||
+                  atomic_load_explicit(&tp__epoch_sleeping, memory_order_relaxed) ||
+                  ++q->since_kick >= KICK_ENTRIES))
+    retire_after(q);
+}
+
+static TP_NOINLINE void retire_after(struct tp__epoch_queue *q) {
+  if (q->unreported >= REPORT_BYTES) tp__epoch_report_bytes(q);
+  /* since_kick was not counted when a report or `sleeping` cut the test
+   * short: one retire more or less between kicks. */
+  if (atomic_load_explicit(&tp__epoch_sleeping, memory_order_relaxed) ||
+      q->since_kick >= KICK_ENTRIES) {
+    q->since_kick = 0;
+    tp__epoch_kick_reclaimer();
+  }
+}
+
+/* Everything but the common case: no queue yet, no reclaimer yet, the cap
+ * reached, or the current segment full; or fn NULL. nowait: internal
+ * retires (the sweeper's slabs, tp__epoch_retire_nowait) never wait at the
+ * cap. */
+static TP_NOINLINE int retire_slow(void *obj, size_t bytes, void (*fn)(void *, void *),
+                                   void *arg, bool nowait) {
   if (TP_UNLIKELY(!fn)) {
     errno = EINVAL;
     return -EINVAL;
@@ -380,27 +438,23 @@ static int retire(void *obj, size_t bytes, void (*fn)(void *, void *), void *arg
     q->ptail = s;
     q->pidx = 0;
   }
-  q->ptail->e[q->pidx++] = (struct tp__epoch_entry){obj, fn, arg, bytes};
-  /* The publication point: the tail store (release: the entry is visible
-   * with the tail) must precede the read of `sleeping` below (file
-   * comment). With membarrier the reclaimer's membarrier orders the two, so
-   * only the compiler must not swap them. Without it the store is a seq_cst
-   * exchange: on x86-64 a locked instruction, which is the full fence too
-   * (an exchange, not atomic_thread_fence, which gcc's TSan does not
-   * support). */
-  if (TP_LIKELY(tp__epoch_have_membarrier)) {
-    __atomic_store_n(&q->tail, ++q->tail_local, __ATOMIC_RELEASE);
-    __atomic_signal_fence(__ATOMIC_SEQ_CST);
-  } else {
-    __atomic_exchange_n(&q->tail, ++q->tail_local, __ATOMIC_SEQ_CST);
-  }
-  q->unreported += bytes;
-  if (TP_UNLIKELY(q->unreported >= REPORT_BYTES)) tp__epoch_report_bytes(q);
-  if (TP_UNLIKELY(atomic_load_explicit(&tp__epoch_sleeping, memory_order_relaxed) ||
-                  ++q->since_kick >= KICK_ENTRIES)) {
-    q->since_kick = 0;
-    tp__epoch_kick_reclaimer();
-  }
+  retire_append(q, obj, bytes, fn, arg);
+  return 0;
+}
+
+/* The common case inline in each entry point, and a leaf: what can call
+ * out (a new queue or segment, the cap, a report, a kick) is in
+ * retire_slow and retire_after, so the fast path saves no registers. */
+TP_INLINE int retire(void *obj, size_t bytes, void (*fn)(void *, void *), void *arg,
+                     bool nowait) {
+  struct tp__epoch_queue *q = tp__epoch_self.q;
+  if (TP_UNLIKELY(!fn || !q || !__atomic_load_n(&tp__epoch_reclaimer_running, __ATOMIC_RELAXED) ||
+                  (int64_t)(q->unreported + bytes) +
+                          __atomic_load_n(&tp__epoch_pending_bytes, __ATOMIC_RELAXED) >
+                      (int64_t)__atomic_load_n(&tp__epoch_cfg_cap, __ATOMIC_RELAXED) ||
+                  q->pidx == SEG_CAP))
+    return retire_slow(obj, bytes, fn, arg, nowait);
+  retire_append(q, obj, bytes, fn, arg);
   return 0;
 }
 
@@ -445,7 +499,9 @@ int tp_epoch_barrier(void) {
     if (!tp__epoch_reclaimer_running) {
       tp__epoch_inline_cycle = true;
       pthread_mutex_unlock(&tp__epoch_state_lock);
-      reclaim_cycle();
+      /* No reclaimer goes to sleep to trim the held segments: a cycle
+       * that drains everything does. */
+      if (reclaim_cycle()) tp__blocks_trim(&seg_blocks);
       pthread_mutex_lock(&tp__epoch_state_lock);
       tp__epoch_inline_cycle = false;
       pthread_cond_broadcast(&tp__epoch_progress_cv);

@@ -110,7 +110,9 @@ TP_COLD __attribute__((noreturn)) void tp__pool_owner_fatal(const tp_pool *p, co
  * computation", 2019). */
 static inline unsigned __int128 tp__pool_stride_mul(const tp_pool *p, const tp_slab *s,
                                                     const void *obj) {
-  return (unsigned __int128)p->stride_magic * (uint64_t)((const char *)obj - s->data);
+  /* Unsigned subtraction: a ptrdiff_t here made gcc sign-extend it into a
+   * full 128-bit product (three more instructions). */
+  return (unsigned __int128)p->stride_magic * (uint64_t)((uintptr_t)obj - (uintptr_t)s->data);
 }
 
 /* The index of object obj (known to be one) in slab s. */

@@ -2,7 +2,7 @@
  * The set of live slab starts (see slabmap_internal.h).
  *
  * A two-level bitmap over page numbers of the 47-bit user address space:
- * the top level is a static array of 2^15 leaf pointers (256 KiB of .bss,
+ * the top level is an array of 2^15 leaf pointers (tp__slabmap_top) (256 KiB of .bss,
  * of which only the pages naming a used leaf are ever touched), a leaf is a
  * 2^20-bit (128 KiB) bitmap for 4 GiB of addresses, reserved with
  * MAP_NORESERVE when the first slab in its range is added and never freed
@@ -22,13 +22,12 @@
 
 #include <errno.h>
 
-#define PAGE_SHIFT 12
-#define LEAF_BITS 20 /* pages per leaf: 2^20 (4 GiB) */
-#define TOP_BITS (TP__SLABMAP_ADDR_BITS - PAGE_SHIFT - LEAF_BITS)
-#define TP__SLABMAP_ADDR_BITS 47
+#define PAGE_SHIFT TP__SLABMAP_PAGE_SHIFT
+#define LEAF_BITS TP__SLABMAP_LEAF_BITS
+#define TOP_BITS TP__SLABMAP_TOP_BITS
 #define LEAF_BYTES (((size_t)1 << LEAF_BITS) / 8)
 
-static uint64_t *top[(size_t)1 << TOP_BITS];
+uint64_t *tp__slabmap_top[(size_t)1 << TOP_BITS];
 
 static inline bool split(const void *slab, uintptr_t *t, uintptr_t *bit) {
   uintptr_t pn = (uintptr_t)slab >> PAGE_SHIFT;
@@ -41,13 +40,13 @@ static inline bool split(const void *slab, uintptr_t *t, uintptr_t *bit) {
 int tp__slabmap_add(const void *slab) {
   uintptr_t t, b;
   if (!split(slab, &t, &b)) return -ENOMEM;
-  uint64_t *leaf = __atomic_load_n(&top[t], __ATOMIC_ACQUIRE);
+  uint64_t *leaf = __atomic_load_n(&tp__slabmap_top[t], __ATOMIC_ACQUIRE);
   if (!leaf) {
     uint64_t *fresh = tp__os_reserve(LEAF_BYTES, 0);
     if (!fresh) return -ENOMEM;
     leaf = NULL;
     /* release: the (zero) bitmap before the pointer; the loser unmaps. */
-    if (__atomic_compare_exchange_n(&top[t], &leaf, fresh, false, __ATOMIC_ACQ_REL,
+    if (__atomic_compare_exchange_n(&tp__slabmap_top[t], &leaf, fresh, false, __ATOMIC_ACQ_REL,
                                     __ATOMIC_ACQUIRE)) {
       leaf = fresh;
       tp__counter_add(&tp__os.mapped, (int64_t)LEAF_BYTES);
@@ -62,14 +61,6 @@ int tp__slabmap_add(const void *slab) {
 void tp__slabmap_del(const void *slab) {
   uintptr_t t, b;
   if (!split(slab, &t, &b)) return;
-  uint64_t *leaf = __atomic_load_n(&top[t], __ATOMIC_ACQUIRE);
+  uint64_t *leaf = __atomic_load_n(&tp__slabmap_top[t], __ATOMIC_ACQUIRE);
   if (leaf) __atomic_fetch_and(&leaf[b / 64], ~((uint64_t)1 << (b % 64)), __ATOMIC_RELAXED);
-}
-
-bool tp__slabmap_has(const void *slab) {
-  uintptr_t t, b;
-  if (((uintptr_t)slab & (((uintptr_t)1 << PAGE_SHIFT) - 1)) || !split(slab, &t, &b))
-    return false;
-  const uint64_t *leaf = __atomic_load_n(&top[t], __ATOMIC_ACQUIRE);
-  return leaf && (__atomic_load_n(&leaf[b / 64], __ATOMIC_RELAXED) >> (b % 64) & 1);
 }
