@@ -777,6 +777,13 @@ static void stats_tidepool(conn *c) {
   tp_epoch_stats es;
   tp_epoch_read_stats(&es);
   stat_str(c, "epoch_mode", tp_epoch_mode());
+  /* 1 when built with TP_DEBUG (--config=debug): the library's checks and
+   * poisoning, and a little more memory (protocol_test's RSS bound). */
+#if defined(TP_DEBUG) && TP_DEBUG
+  stat_u64(c, "tidepool_debug", 1);
+#else
+  stat_u64(c, "tidepool_debug", 0);
+#endif
   stat_u64(c, "epoch_retired", es.retired);
   stat_u64(c, "epoch_freed", es.freed);
   stat_u64(c, "epoch_pending", es.pending);

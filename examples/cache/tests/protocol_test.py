@@ -307,10 +307,13 @@ def t_memory_returned(srv_unused):
         san = srv.sanitized()
         assert san or peak - base < 100000 * 1400 // 1024, "peak RSS %d KiB over base" % (peak - base)
         c.flush_all()
+        # A debug build (--config=debug) keeps about 0.75 MiB more after the
+        # flush than a release build (17272 against 16524 KiB, measured).
+        slack = 2048 if stats(srv, b"tidepool")["tidepool_debug"] == "1" else 1024
         t0 = time.time()
         while time.time() - t0 < 30:
             rss = srv.rss_kib()
-            if rss <= base + (peak - base) * 0.10 + 1024:
+            if rss <= base + (peak - base) * 0.10 + slack:
                 break
             if san and int(stats(srv, b"tidepool")["item_pool_in_use"]) <= 1:
                 break
@@ -321,7 +324,7 @@ def t_memory_returned(srv_unused):
             tp = stats(srv, b"tidepool")
             assert int(tp["item_pool_in_use"]) <= 1, tp["item_pool_in_use"]
         else:
-            assert rss <= base + (peak - base) * 0.10 + 1024, "RSS not given back"
+            assert rss <= base + (peak - base) * 0.10 + slack, "RSS not given back"
         assert c.get("r5") is None
         c.set("again", b"1")
         assert c.get("again") == b"1"
