@@ -240,6 +240,7 @@ tp_arena *tp_arena_create(const tp_arena_config *cfg) {
     if (!raw) {
       pthread_mutex_destroy(&a->lock);
       tp_pool_put(pool, c);
+      errno = ENOMEM; /* the undo may have touched errno */
       return NULL;
     }
     a->head.regions = raw + REGION_SENTINEL_BYTES;

@@ -1290,12 +1290,12 @@ int main(int argc, char** argv) {
       {"gc_tree_1g", {"secs", "mark_MBps", "heap_MiB"}},
       {"gc_pause_256m", {"gcs", "pause_mean_ms", "pause_max_ms", "gc_share", "heap_MiB"}},
       {"gc_cycles", {"gcs", "gc_share", "heap_max_MiB"}},
-      {"gc_mark_cpu_idle", {"mark_wall_ms", "mutator_Mops", "live_MiB"}},
-      {"gc_mark_cpu_read", {"mark_wall_ms", "mutator_Mops", "live_MiB"}},
-      {"gc_mark_cpu_spin", {"mark_wall_ms", "mutator_Mops", "live_MiB"}},
-      {"gc_mark_cpu_alloc", {"mark_wall_ms", "mutator_Mops", "live_MiB"}},
-      {"gc_mark_cpu_replace", {"mark_wall_ms", "mutator_Mops", "live_MiB"}},
-      {"gc_mark_cpu_swap", {"mark_wall_ms", "mutator_Mops", "live_MiB"}},
+      {"gc_mark_cpu_idle", {"mark_wall_ms", "mutator_Mops", "live_MiB", "pause_max_ms"}},
+      {"gc_mark_cpu_read", {"mark_wall_ms", "mutator_Mops", "live_MiB", "pause_max_ms"}},
+      {"gc_mark_cpu_spin", {"mark_wall_ms", "mutator_Mops", "live_MiB", "pause_max_ms"}},
+      {"gc_mark_cpu_alloc", {"mark_wall_ms", "mutator_Mops", "live_MiB", "pause_max_ms"}},
+      {"gc_mark_cpu_replace", {"mark_wall_ms", "mutator_Mops", "live_MiB", "pause_max_ms"}},
+      {"gc_mark_cpu_swap", {"mark_wall_ms", "mutator_Mops", "live_MiB", "pause_max_ms"}},
   };
   printed = false;
   for (const auto& g : kGcCounters) {

@@ -31,8 +31,9 @@
  *                  100 %; Boehm: its defaults); ns per allocation with the
  *                  collections in it; counters: gcs, pause_mean_ms and
  *                  pause_max_ms (world stopped, as each collector measures
- *                  it: each growth of its stopped total seen after every
- *                  64 trees is one pause; tp's concurrent cycle has two),
+ *                  it: Boehm's every stop from its events; tp's each
+ *                  growth of its stopped total seen after every 64 trees,
+ *                  two per concurrent cycle),
  *                  gc_share, heap_MiB, and the distribution of
  *                  those pauses for the plot: pause_cdf_PPPP_ms
  *                  (quantiles, bench_counter_cdf), pauses_seen
@@ -182,16 +183,18 @@ BENCH_CASE(gc_tree_1g, .workload = "gc_tree_1g", .impl = bench_gc_impl.name, .gr
 static void *gc_pause_setup(const bench_case *c) { return live_tree_setup(c, 1); }
 
 /* The pauses a run sees, for the plots' distributions and the mean and
- * max: polled with G->pauses, as bench/gcserver_workloads.c does. A pause
- * is what the world-stopped total grew by since the last poll, so every
- * stop counts, also when a collection stops the world twice (tp's
- * concurrent cycle: pause 1 and pause 2); stops between two polls merge
- * into one (pauses_seen says how many were seen). Mean and max come from
- * the same log, so the mean never exceeds the max. */
+ * max, as bench/gcserver_workloads.c takes them: a collector with an
+ * exact log of its world stops (G->stw_log: Boehm's collection events)
+ * gives those; otherwise (tp) G->pauses is polled, and a pause is what
+ * the world-stopped total grew by since the last poll, so every stop
+ * counts, also when a collection stops the world twice (tp's concurrent
+ * cycle: pause 1 and pause 2); stops between two polls merge into one
+ * (pauses_seen says how many were seen). Mean and max come from the same
+ * log, so the mean never exceeds the max. */
 #define PAUSE_LOG_MAX 4096
 typedef struct pause_log {
   uint64_t polled_tot, worst_ns, sum_ns;
-  size_t n;
+  size_t n, log0; /* log0: stw_log's length at the start */
   double ms[PAUSE_LOG_MAX];
 } pause_log;
 static pause_log plog; /* one case per process */
@@ -201,9 +204,26 @@ static void pause_log_start(pause_log *l) {
   G->pauses(&n, &l->polled_tot, &last);
   l->worst_ns = l->sum_ns = 0;
   l->n = 0;
+  l->log0 = G->stw_log ? G->stw_log(NULL, 0) : 0;
+}
+
+/* The end of the run: with an exact log, the stops since the start. */
+static void pause_log_end(pause_log *l) {
+  if (!G->stw_log) return;
+  static uint64_t all[PAUSE_LOG_MAX];
+  size_t k = G->stw_log(all, PAUSE_LOG_MAX);
+  if (k > PAUSE_LOG_MAX) k = PAUSE_LOG_MAX;
+  l->worst_ns = l->sum_ns = 0;
+  l->n = 0;
+  for (size_t i = l->log0; i < k; i++) {
+    if (all[i] > l->worst_ns) l->worst_ns = all[i];
+    l->sum_ns += all[i];
+    l->ms[l->n++] = (double)all[i] / 1e6;
+  }
 }
 
 static void pause_log_poll(pause_log *l) {
+  if (G->stw_log) return;
   uint64_t n, tot, last;
   G->pauses(&n, &tot, &last);
   if (tot == l->polled_tot) return;
@@ -238,7 +258,7 @@ static void gc_pause_run(const bench_case *c, void *state, bench_out *out) {
   uint64_t dur = bench_quick() ? 300000000u : 1000000000u;
   uint64_t t0 = bench_now_ns(), end = t0 + dur, allocs = 0, seed = 7;
   /* Short-lived trees; 1 in 8 stays rooted for a while in one of 63 slots.
-   * After every 64 trees: the last pause, if a collection ended since. */
+   * After every 64 trees: a poll of the pauses (pause_log_poll). */
   pause_log_start(&plog);
   while (bench_now_ns() < end) {
     for (int k = 0; k < 64; k++) {
@@ -255,6 +275,7 @@ static void gc_pause_run(const bench_case *c, void *state, bench_out *out) {
   }
   uint64_t t1 = bench_now_ns();
   G->pauses(&n1, &tot1, &last);
+  pause_log_end(&plog);
   if (bench_gc_count_tree(gc_roots[0]) != s->nodes) {
     bench_fail(out, "the live tree lost nodes");
     return;
@@ -323,6 +344,7 @@ static void gc_cycles_run(const bench_case *c, void *state, bench_out *out) {
   }
   uint64_t t1 = bench_now_ns();
   G->pauses(&n1, &tot1, &last);
+  pause_log_end(&plog);
   out->ns = (double)(t1 - t0);
   out->ops = RINGS;
   bench_counter(out, "heap_max_MiB", max_mib);

@@ -29,13 +29,18 @@ void *tp__blocks_get(tp__blocks *b) {
   void *blk = b->free;
   if (blk) {
     b->free = *(void **)blk;
-    b->nfree--;
+    if (--b->nfree < b->low) b->low = b->nfree;
   }
   pthread_mutex_unlock(&blocks_lock);
   if (!blk) blk = tp__os_map(b->size, 0); /* NULL + ENOMEM */
   return blk;
 }
 
+/* The unmaps below happen under the lock: a block taken off the list and
+ * not yet unmapped when another thread forks would stay mapped in the
+ * child, off every list, forever (the fork handler holds the lock, so the
+ * child sees each block either listed or gone). Trims are rare; a get
+ * meanwhile waits for them. */
 void tp__blocks_put(tp__blocks *b, void *blk) {
   if (!blk) return;
   pthread_mutex_lock(&blocks_lock);
@@ -43,29 +48,36 @@ void tp__blocks_put(tp__blocks *b, void *blk) {
     *(void **)blk = b->free;
     b->free = blk;
     b->nfree++;
-    blk = NULL;
+  } else {
+    tp__os_unmap(blk, b->size);
   }
   pthread_mutex_unlock(&blocks_lock);
-  if (blk) tp__os_unmap(blk, b->size);
 }
 
-void tp__blocks_trim(tp__blocks *b) {
-  void *extra = NULL;
-  pthread_mutex_lock(&blocks_lock);
-  while (b->nfree > b->keep) {
+/* Unmaps free blocks until `target` are left. Blocks lock held. */
+static void unmap_down_to(tp__blocks *b, unsigned target) {
+  while (b->nfree > target) {
     void *blk = b->free;
     b->free = *(void **)blk;
     b->nfree--;
-    *(void **)blk = extra;
-    extra = blk;
+    tp__os_unmap(blk, b->size);
   }
+  if (b->low > b->nfree) b->low = b->nfree;
+}
+
+void tp__blocks_trim(tp__blocks *b) {
+  pthread_mutex_lock(&blocks_lock);
+  unmap_down_to(b, b->keep);
   pthread_mutex_unlock(&blocks_lock);
-  /* The unmaps outside the lock (syscalls; a get need not wait for them). */
-  while (extra) {
-    void *next = *(void **)extra;
-    tp__os_unmap(extra, b->size);
-    extra = next;
-  }
+}
+
+void tp__blocks_decay(tp__blocks *b) {
+  pthread_mutex_lock(&blocks_lock);
+  /* low blocks stayed free all period: none of them was needed. */
+  unsigned unused = b->low > b->keep ? b->low - b->keep : 0;
+  unmap_down_to(b, b->nfree - unused);
+  b->low = b->nfree;
+  pthread_mutex_unlock(&blocks_lock);
 }
 
 int tp__blocks_check(tp__blocks *b) {
@@ -80,6 +92,7 @@ int tp__blocks_check(tp__blocks *b) {
     else if (++n > b->hold) bad = "free list longer than hold (or a cycle)";
   }
   if (!bad && n != b->nfree) bad = "nfree does not match the free list";
+  if (!bad && b->low > b->nfree) bad = "low is above nfree";
   pthread_mutex_unlock(&blocks_lock);
   if (!bad) return 0;
   fprintf(stderr, "tidepool: blocks %p: %s\n", (void *)b, bad);

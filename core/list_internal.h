@@ -5,7 +5,8 @@
  *
  * A list is a head pointer (and, for the TP__LIST2_ forms, a tail pointer)
  * to nodes that carry their own prev and next fields, named by the caller
- * (a node may sit on several lists: reg_prev/reg_next beside prev/next).
+ * (a node may sit on several lists: an arena-root link has hprev/hnext for
+ * its heap's list beside anext for its arena's, gc/arena_roots.c).
  * The first node's prev and the last node's next are NULL. No locking: the
  * caller holds whatever guards the list. The macros evaluate their
  * arguments more than once: pass plain lvalues.

@@ -74,7 +74,8 @@
  * retires flow, and trimmed to SEG_KEEP when the reclaimer goes to sleep
  * (nothing pending for LINGER_INTERVALS intervals: 4 ms by default) or a
  * barrier's inline cycle drains every queue, so a burst leaves at most
- * SEG_KEEP segments mapped once retires stop. Unmapping each one past
+ * SEG_KEEP segments mapped once retires stop (and what a steady trickle
+ * does not use goes after SEG_DECAY_MS: below). Unmapping each one past
  * SEG_KEEP at once, as this did, made a retiring thread whose backlog
  * outgrew 32 segments map nearly every segment fresh (BM_retire: ~3 mmap +
  * munmap pairs and 6 page faults per 1000 retires, each munmap a TLB
@@ -83,6 +84,11 @@
  * later). */
 #define SEG_KEEP 32
 #define SEG_HOLD 4096
+/* And every SEG_DECAY_MS of cycles the reclaimer unmaps the segments that
+ * stayed free the whole time (tp__blocks_decay): a trickle of retires
+ * that keeps it from ever sleeping does not pin a past burst's segments
+ * (up to 32 MiB) for good. */
+#define SEG_DECAY_MS 1000
 _Static_assert(sizeof(struct tp__epoch_seg) <= 8192, "a segment fits its block");
 _Static_assert(sizeof(struct tp__epoch_queue) <= 4096, "a queue fits its block");
 static tp__blocks queue_blocks = TP__BLOCKS_INIT(4096, 8, 8);
@@ -256,6 +262,7 @@ static bool reclaim_cycle(void) {
  * switch per request. */
 static void *reclaimer_main(void *arg) {
   (void)arg;
+  uint64_t decayed_ms = tp__now_ms_coarse();
   for (;;) {
     pthread_mutex_lock(&tp__epoch_state_lock);
     unsigned idle = 0;   /* intervals in a row with nothing pending */
@@ -291,6 +298,11 @@ static void *reclaimer_main(void *arg) {
     tp__epoch_kicked = false;
     pthread_mutex_unlock(&tp__epoch_state_lock);
     reclaim_cycle();
+    uint64_t now_ms = tp__now_ms_coarse();
+    if (now_ms - decayed_ms >= SEG_DECAY_MS) {
+      tp__blocks_decay(&seg_blocks);
+      decayed_ms = now_ms;
+    }
   }
   return NULL;
 }

@@ -273,15 +273,28 @@ static void pause1(tp_heap *h, struct tp__release *rel) {
 }
 
 /* Drains the gray stack, the overflow pass and the pushed SATB chunks
- * until all are empty, on `want` markers. false if tp_heap_destroy asked
- * the marker to stop. */
+ * until all are empty, on `want` markers, or until the pushed chunks stop
+ * shrinking: then pause 2 marks what is left with the world stopped. A
+ * mutator that stores pointers faster than the marker looks the logged
+ * values up (a write-only load: no allocation, so no assist slows it)
+ * fills a bigger log every round; waiting for an empty one never ended
+ * (tp_heap_collect did not return under bench gc_mark_cpu_swap). Cutting
+ * at the first round whose log is no smaller than the last bounds the
+ * rounds, and leaves pause 2 one log's worth. false if tp_heap_destroy
+ * asked the marker to stop. */
 static bool mark_concurrently(tp_heap *h, unsigned want) {
+  size_t last = SIZE_MAX;
   for (;;) {
     if (stop_requested(h)) return false;
     tp__mark_drain(&h->mk, want);
     struct tp__satb *list = tp__satb_take(h);
     if (!list) return true;
-    tp__mark_satb_list(&h->mk, list);
+    size_t n = tp__mark_satb_list(&h->mk, list);
+    if (n >= last) {
+      tp__mark_drain(&h->mk, want); /* what this log marked, outside the pause */
+      return true;
+    }
+    last = n;
   }
 }
 

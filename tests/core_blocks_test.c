@@ -2,8 +2,9 @@
  * core/blocks: the fixed-size block cache. A put keeps up to `hold` free
  * blocks and unmaps the rest; tp__blocks_trim unmaps all but `keep`; what
  * is kept is reused by the next get (with its contents), a fresh block is
- * zeroed; every mapping is counted in tp__os.mapped; tp__blocks_check
- * accepts the cache after each step and names a keep above hold.
+ * zeroed; tp__blocks_decay unmaps what a whole period left unused; every
+ * mapping is counted in tp__os.mapped; tp__blocks_check accepts the cache
+ * after each step and names a keep above hold.
  */
 #include <stdarg.h>
 #include <stddef.h>
@@ -70,6 +71,39 @@ static void put_holds_trim_keeps(void **state) {
   assert_int_equal(tp__blocks_check(&b), 0);
 }
 
+/* Decay: what stayed free a whole period (the least number free since the
+ * last decay) goes, down to keep; blocks a get needed in the period stay.
+ * (A decay that unmaps nothing, or everything above keep, fails here.) */
+static void decay_unmaps_what_a_period_left_unused(void **state) {
+  (void)state;
+  size_t page = tp__os_page_size();
+  tp__blocks b = TP__BLOCKS_INIT(page, 2, 64);
+  uint64_t m0 = tp__counter_get(&tp__os.mapped);
+  void *blk[10];
+  for (int i = 0; i < 10; i++) assert_non_null(blk[i] = tp__blocks_get(&b));
+  for (int i = 0; i < 10; i++) tp__blocks_put(&b, blk[i]);
+  /* This period's gets emptied the list: everything was needed. */
+  tp__blocks_decay(&b);
+  assert_int_equal(b.nfree, 10);
+  assert_int_equal(tp__blocks_check(&b), 0);
+  /* Next period: 3 gets at most out at once; 7 stayed free all along,
+   * of which all but keep (2) go: 5 unmapped, 5 left. */
+  for (int i = 0; i < 3; i++) assert_non_null(blk[i] = tp__blocks_get(&b));
+  for (int i = 0; i < 3; i++) tp__blocks_put(&b, blk[i]);
+  tp__blocks_decay(&b);
+  assert_int_equal(b.nfree, 5);
+  assert_int_equal(tp__counter_get(&tp__os.mapped), m0 + 5 * page);
+  assert_int_equal(tp__blocks_check(&b), 0);
+  /* A period with no get at all: down to keep. */
+  tp__blocks_decay(&b);
+  assert_int_equal(b.nfree, 2);
+  assert_int_equal(tp__counter_get(&tp__os.mapped), m0 + 2 * page);
+  tp__blocks_decay(&b);
+  assert_int_equal(b.nfree, 2);
+  assert_int_equal(tp__blocks_check(&b), 0);
+  tp__blocks_trim(&b);
+}
+
 static void check_names_keep_above_hold(void **state) {
   (void)state;
   tp__blocks b = TP__BLOCKS_INIT(tp__os_page_size(), 3, 2);
@@ -81,6 +115,7 @@ static void check_names_keep_above_hold(void **state) {
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(put_holds_trim_keeps),
+      cmocka_unit_test(decay_unmaps_what_a_period_left_unused),
       cmocka_unit_test(check_names_keep_above_hold),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
