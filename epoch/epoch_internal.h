@@ -13,4 +13,9 @@
  * 0; -EINVAL (NULL fn); -ENOMEM. */
 int tp__epoch_retire_nowait(void *obj, size_t bytes, void (*fn)(void *obj, void *arg), void *arg);
 
+/* Unmaps the retire-queue segments held for reuse beyond the few always
+ * kept (as the reclaimer does when it goes to sleep): for tp_sweep_all,
+ * which gives back everything idle now. Returns the bytes unmapped. */
+size_t tp__epoch_trim(void);
+
 #endif /* TIDEPOOL_EPOCH_INTERNAL_H */

@@ -15,6 +15,7 @@
 
 #include "core/debug_internal.h"
 #include "core/fork_internal.h"
+#include "epoch/epoch_internal.h"
 #include "core/os_internal.h"
 #include "pool/sweeper_internal.h"
 #include "pool/pool_internal.h"
@@ -160,9 +161,10 @@ size_t tp_sweep_now(void) {
 size_t tp_sweep_all(void) {
   /* No sweeper_init: pass() reads neither cfg nor the wake and control
    * state. Two passes: the first notes every CPU cache's word, the
-   * second sees the idle ones unchanged and drains them (decay 0). */
+   * second sees the idle ones unchanged and drains them (decay 0). The
+   * epoch layer's held retire-queue segments are idle memory too. */
   size_t r = pass(0, 0);
-  return r + pass(0, 0);
+  return r + pass(0, 0) + tp__epoch_trim();
 }
 
 static void add_pool_stats(tp_pool *p, void *arg) {

@@ -78,7 +78,8 @@ TP_API int tp_sweeper_running(void);
 TP_API size_t tp_sweep_now(void);
 
 /* Like tp_sweep_now, but treats everything unused as decayed (decay 0) and
- * keeps no retained memory: gives back all that can go now. */
+ * keeps no retained memory: gives back all that can go now (also the
+ * retire-queue segments the epoch layer holds for reuse). */
 TP_API size_t tp_sweep_all(void);
 
 /* Fills *out. 0, or -EINVAL (errno) for NULL. Lock-free for get/put. */
