@@ -158,7 +158,8 @@ static void queue_consume(struct tp__epoch_queue *q, uint64_t upto) {
 static void queue_retire_counts(struct tp__epoch_queue *q) {
   __atomic_fetch_add(&tp__epoch_dead_retired, __atomic_load_n(&q->tail, __ATOMIC_RELAXED),
                      __ATOMIC_RELAXED);
-  __atomic_fetch_add(&tp__epoch_dead_freed, q->head, __ATOMIC_RELAXED);
+  __atomic_fetch_add(&tp__epoch_dead_freed, __atomic_load_n(&q->head, __ATOMIC_RELAXED),
+                    __ATOMIC_RELAXED);
 }
 
 /* Not under registry_lock: nothing needs it, and the unmaps are syscalls. */
@@ -231,7 +232,10 @@ static bool reclaim_cycle(void) {
     pthread_mutex_lock(&tp__epoch_registry_lock);
     for (struct tp__epoch_queue **pq = &tp__epoch_queues; *pq;) {
       struct tp__epoch_queue *q = *pq;
-      bool empty = q->head == __atomic_load_n(&q->tail, __ATOMIC_ACQUIRE);
+      /* head atomically: a thread past the cap consumes its own queue
+       * (over_cap) under consume_lock, which this walk does not hold. */
+      bool empty = __atomic_load_n(&q->head, __ATOMIC_ACQUIRE) ==
+                   __atomic_load_n(&q->tail, __ATOMIC_ACQUIRE);
       if (empty && __atomic_load_n(&q->orphaned, __ATOMIC_ACQUIRE)) {
         *pq = q->next;
         queue_retire_counts(q);
