@@ -26,6 +26,7 @@ def bench_worker(name, copts = [], linkopts = [], deps = []):
         name = "bench_" + name,
         srcs = native.glob(["*_workloads.c"]) + [
             "alloc.h",
+            "gc_pauses.h",
             "alloc_%s.h" % name,
             "harness.c",
             "harness.h",

@@ -69,6 +69,8 @@
 
 #if BENCH_HAVE_GC
 
+#include "bench/gc_pauses.h"
+
 static const bench_gc_ops *const G = &bench_gc_impl;
 
 /* The roots: a static array (tp_heap: registered; Boehm: scanned with the
@@ -182,71 +184,17 @@ BENCH_CASE(gc_tree_1g, .workload = "gc_tree_1g", .impl = bench_gc_impl.name, .gr
 
 static void *gc_pause_setup(const bench_case *c) { return live_tree_setup(c, 1); }
 
-/* The pauses a run sees, for the plots' distributions and the mean and
- * max, as bench/gcserver_workloads.c takes them: a collector with an
- * exact log of its world stops (G->stw_log: Boehm's collection events)
- * gives those; otherwise (tp) G->pauses is polled, and a pause is what
- * the world-stopped total grew by since the last poll, so every stop
- * counts, also when a collection stops the world twice (tp's concurrent
- * cycle: pause 1 and pause 2); stops between two polls merge into one
- * (pauses_seen says how many were seen). Mean and max come from the same
- * log, so the mean never exceeds the max. */
-#define PAUSE_LOG_MAX 4096
-typedef struct pause_log {
-  uint64_t polled_tot, worst_ns, sum_ns;
-  size_t n, log0; /* log0: stw_log's length at the start */
-  double ms[PAUSE_LOG_MAX];
-} pause_log;
-static pause_log plog; /* one case per process */
+/* The pauses a run sees (bench/gc_pauses.h), for the plots' distributions
+ * (pause_cdf_PPPP_ms, pauses_seen) and the mean and max. */
+static bench_pauses plog; /* one case per process */
 
-static void pause_log_start(pause_log *l) {
-  uint64_t n, last;
-  G->pauses(&n, &l->polled_tot, &last);
-  l->worst_ns = l->sum_ns = 0;
-  l->n = 0;
-  l->log0 = G->stw_log ? G->stw_log(NULL, 0) : 0;
-}
-
-/* The end of the run: with an exact log, the stops since the start. */
-static void pause_log_end(pause_log *l) {
-  if (!G->stw_log) return;
-  static uint64_t all[PAUSE_LOG_MAX];
-  size_t k = G->stw_log(all, PAUSE_LOG_MAX);
-  if (k > PAUSE_LOG_MAX) k = PAUSE_LOG_MAX;
-  l->worst_ns = l->sum_ns = 0;
-  l->n = 0;
-  for (size_t i = l->log0; i < k; i++) {
-    if (all[i] > l->worst_ns) l->worst_ns = all[i];
-    l->sum_ns += all[i];
-    l->ms[l->n++] = (double)all[i] / 1e6;
-  }
-}
-
-static void pause_log_poll(pause_log *l) {
-  if (G->stw_log) return;
-  uint64_t n, tot, last;
-  G->pauses(&n, &tot, &last);
-  if (tot == l->polled_tot) return;
-  uint64_t ns = tot - l->polled_tot;
-  l->polled_tot = tot;
-  if (ns > l->worst_ns) l->worst_ns = ns;
-  if (l->n < PAUSE_LOG_MAX) {
-    l->ms[l->n++] = (double)ns / 1e6;
-    l->sum_ns += ns;
-  }
-}
-
-static int cmp_double(const void *a, const void *b) {
-  double x = *(const double *)a, y = *(const double *)b;
-  return (x > y) - (x < y);
-}
-
-/* Counters pauses_seen and pause_cdf_PPPP_ms (bench_counter_cdf). */
-static void pause_log_report(pause_log *l, bench_out *out) {
-  qsort(l->ms, l->n, sizeof l->ms[0], cmp_double);
-  bench_sorted sorted = {l->ms, l->n};
-  bench_counter(out, "pauses_seen", (double)l->n);
-  bench_counter_cdf(out, "pause_cdf", "_ms", bench_sorted_quantile_fn, &sorted);
+/* Ends the log; counters pauses_seen and pause_cdf_PPPP_ms. */
+static void pause_log_end(bench_out *out) {
+  uint64_t gcs, total;
+  bench_pauses_end(&plog, G, &gcs, &total);
+  bench_sorted ms = bench_pauses_ms(&plog);
+  bench_counter(out, "pauses_seen", (double)plog.n);
+  bench_counter_cdf(out, "pause_cdf", "_ms", bench_sorted_quantile_fn, &ms);
 }
 
 static void gc_pause_run(const bench_case *c, void *state, bench_out *out) {
@@ -258,8 +206,8 @@ static void gc_pause_run(const bench_case *c, void *state, bench_out *out) {
   uint64_t dur = bench_quick() ? 300000000u : 1000000000u;
   uint64_t t0 = bench_now_ns(), end = t0 + dur, allocs = 0, seed = 7;
   /* Short-lived trees; 1 in 8 stays rooted for a while in one of 63 slots.
-   * After every 64 trees: a poll of the pauses (pause_log_poll). */
-  pause_log_start(&plog);
+   * After every 64 trees: a poll of the pauses. */
+  bench_pauses_start(&plog, G);
   while (bench_now_ns() < end) {
     for (int k = 0; k < 64; k++) {
       bench_gnode *t = bench_gc_make_tree(5);
@@ -271,11 +219,11 @@ static void gc_pause_run(const bench_case *c, void *state, bench_out *out) {
       uint64_t r = bench_rand(&seed);
       if ((r & 7) == 0) gc_roots[1 + (r >> 8) % (NROOTS - 1)] = t;
     }
-    pause_log_poll(&plog);
+    bench_pauses_poll(&plog, G);
   }
   uint64_t t1 = bench_now_ns();
   G->pauses(&n1, &tot1, &last);
-  pause_log_end(&plog);
+  pause_log_end(out);
   if (bench_gc_count_tree(gc_roots[0]) != s->nodes) {
     bench_fail(out, "the live tree lost nodes");
     return;
@@ -284,11 +232,11 @@ static void gc_pause_run(const bench_case *c, void *state, bench_out *out) {
   out->ns = (double)(t1 - t0);
   out->ops = (double)allocs;
   bench_counter(out, "gcs", (double)gcs);
-  bench_counter(out, "pause_mean_ms", plog.n ? (double)plog.sum_ns / (double)plog.n / 1e6 : 0);
-  bench_counter(out, "pause_max_ms", (double)plog.worst_ns / 1e6);
+  bench_counter(out, "pause_mean_ms",
+                plog.n ? (double)bench_pauses_sum_ns(&plog) / (double)plog.n / 1e6 : 0);
+  bench_counter(out, "pause_max_ms", (double)bench_pauses_max_ns(&plog) / 1e6);
   bench_counter(out, "gc_share", (double)(tot1 - tot0) / (double)(t1 - t0));
   bench_counter(out, "heap_MiB", G->heap_mib());
-  pause_log_report(&plog, out);
 }
 
 BENCH_CASE(gc_pause_256m, .workload = "gc_pause_256m", .impl = bench_gc_impl.name, .group = "gc",
@@ -314,7 +262,7 @@ static void gc_cycles_run(const bench_case *c, void *state, bench_out *out) {
   double max_mib = 0;
   uint64_t n0, tot0, n1, tot1, last;
   G->pauses(&n0, &tot0, &last);
-  pause_log_start(&plog);
+  bench_pauses_start(&plog, G);
   uint64_t t0 = bench_now_ns();
   for (int k = 0; k < RINGS; k++) {
     bench_gnode *first = G->node(), *prev = first;
@@ -336,7 +284,7 @@ static void gc_cycles_run(const bench_case *c, void *state, bench_out *out) {
     prev->l = first;
     first->r = prev;
     gc_roots[0] = first; /* the previous ring is now cyclic garbage */
-    pause_log_poll(&plog); /* two loads and a compare while nothing ended */
+    bench_pauses_poll(&plog, G);
     if (k % 256 == 0) {
       double m = G->heap_mib();
       if (m > max_mib) max_mib = m;
@@ -344,13 +292,12 @@ static void gc_cycles_run(const bench_case *c, void *state, bench_out *out) {
   }
   uint64_t t1 = bench_now_ns();
   G->pauses(&n1, &tot1, &last);
-  pause_log_end(&plog);
+  pause_log_end(out);
   out->ns = (double)(t1 - t0);
   out->ops = RINGS;
   bench_counter(out, "heap_max_MiB", max_mib);
   bench_counter(out, "gcs", (double)(n1 - n0));
   bench_counter(out, "gc_share", (double)(tot1 - tot0) / (double)(t1 - t0));
-  pause_log_report(&plog, out);
   if (max_mib > 256) bench_fail(out, "heap grew to %.0f MiB: cycles were not collected", max_mib);
 }
 
@@ -432,11 +379,6 @@ fail:
   return NULL;
 }
 
-static int cmp_u64(const void *a, const void *b) {
-  uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
-  return x < y ? -1 : x > y;
-}
-
 /* The world-stopped time of one collection: both pauses of a concurrent
  * cycle (the arenas are scanned in pause 1; last_pause_ns is pause 2). */
 static uint64_t ar_collect(ar_state *s) {
@@ -468,9 +410,9 @@ static void ar_run(const bench_case *c, void *state, bench_out *out) {
     for (size_t i = 0; i < s->narenas; i++) tp_heap_remove_arena(s->h, s->arenas[i]);
     without[r] = ar_collect(s);
   }
-  qsort(with, AR_ROUNDS, sizeof with[0], cmp_u64);
-  qsort(without, AR_ROUNDS, sizeof without[0], cmp_u64);
-  qsort(rd, AR_ROUNDS, sizeof rd[0], cmp_u64);
+  qsort(with, AR_ROUNDS, sizeof with[0], bench_cmp_u64);
+  qsort(without, AR_ROUNDS, sizeof without[0], bench_cmp_u64);
+  qsort(rd, AR_ROUNDS, sizeof rd[0], bench_cmp_u64);
   __asm__ volatile("" : : "r"(acc));
   double mib = 0;
   for (size_t i = 0; i < s->narenas; i++) {

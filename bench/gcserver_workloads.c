@@ -69,6 +69,7 @@
  *         above (tp polled every 256 node allocations).
  */
 #include "bench/alloc.h"
+#include "bench/gc_pauses.h"
 
 #include <pthread.h>
 #include <stdlib.h>
@@ -83,7 +84,6 @@ static const bench_gc_ops *const S = &bench_gc_impl;
 #define SRV_BATCH 16                  /* operations between clock reads */
 #define SRV_GAP_NS 100000u            /* gaps recorded: over 100 us */
 #define SRV_GAP_MAX (1u << 18)        /* per mutator */
-#define SRV_PAUSE_MAX 16384
 
 /* The roots (tp_heap: registered; Boehm: the data segment). 0: the table;
  * 1, 2: GCBench's long-lived tree and array. */
@@ -101,74 +101,15 @@ static double rss_peak_mib(void) {
   return (double)ru.ru_maxrss / 1024.0; /* KiB on Linux */
 }
 
-static int cmp_u64(const void *a, const void *b) {
-  uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
-  return (x > y) - (x < y);
-}
+/* ---- pauses: bench/gc_pauses.h ---------------------------------------------------- */
 
-/* ---- pauses: the collector's own log, or polling pauses() --------------------- */
-
-typedef struct srv_pauses {
-  uint64_t n0, tot0;  /* pauses() at the start */
-  size_t log0;        /* stw_log length at the start */
-  uint64_t polled_tot; /* polling: the pause total last seen */
-  size_t n;
-  uint64_t ns[SRV_PAUSE_MAX];
-  double ms[SRV_PAUSE_MAX]; /* ns in ms, sorted (pauses_end) */
-} srv_pauses;
-
-static void pauses_start(srv_pauses *p) {
-  uint64_t last;
-  S->pauses(&p->n0, &p->tot0, &last);
-  p->polled_tot = p->tot0;
-  p->n = 0;
-  p->log0 = S->stw_log ? S->stw_log(NULL, 0) : 0;
-}
-
-/* Polling (collectors without stw_log): cheap while nothing changed. A
- * pause is what the world-stopped total grew by since the last poll, so
- * every stop counts, also when a collection stops the world more than
- * once (a concurrent mark: start and termination); two stops merge only
- * if the polling mutator did not finish 16 operations between them. */
-static inline void pauses_poll(srv_pauses *p) {
-  if (S->stw_log) return;
-  uint64_t n, tot, last;
-  S->pauses(&n, &tot, &last);
-  if (tot == p->polled_tot) return;
-  if (p->n < SRV_PAUSE_MAX) p->ns[p->n++] = tot - p->polled_tot;
-  p->polled_tot = tot;
-}
-
-/* Ends the log: sorts the pauses; *gcs and *total_ns from pauses(). */
-static void pauses_end(srv_pauses *p, uint64_t *gcs, uint64_t *total_ns) {
-  uint64_t n, tot, last;
-  S->pauses(&n, &tot, &last);
-  *gcs = n - p->n0;
-  *total_ns = tot - p->tot0;
-  if (S->stw_log) {
-    static uint64_t all[SRV_PAUSE_MAX];
-    size_t k = S->stw_log(all, SRV_PAUSE_MAX);
-    if (k > SRV_PAUSE_MAX) k = SRV_PAUSE_MAX;
-    p->n = 0;
-    for (size_t i = p->log0; i < k; i++) p->ns[p->n++] = all[i];
-    uint64_t sum = 0;
-    for (size_t i = 0; i < p->n; i++) sum += p->ns[i];
-    *total_ns = sum; /* the stops themselves (pauses() times whole collections) */
-  }
-  qsort(p->ns, p->n, sizeof p->ns[0], cmp_u64);
-  for (size_t i = 0; i < p->n; i++) p->ms[i] = (double)p->ns[i] / 1e6;
-}
-
-/* The sorted pauses in ms, for bench_sorted_quantile_fn. */
-static bench_sorted pause_ms(const srv_pauses *p) { return (bench_sorted){p->ms, p->n}; }
-
-static void pauses_report(const srv_pauses *p, uint64_t gcs, uint64_t total_ns, bench_out *out) {
+static void pauses_report(const bench_pauses *p, uint64_t gcs, uint64_t total_ns, bench_out *out) {
   bench_counter(out, "gcs", (double)gcs);
   bench_counter(out, "pauses_seen", (double)p->n);
-  bench_sorted ms = pause_ms(p);
+  bench_sorted ms = bench_pauses_ms(p);
   bench_counter(out, "stw_p50_ms", bench_sorted_quantile_fn(0.50, &ms));
   bench_counter(out, "stw_p99_ms", bench_sorted_quantile_fn(0.99, &ms));
-  bench_counter(out, "stw_max_ms", p->n ? (double)p->ns[p->n - 1] / 1e6 : 0);
+  bench_counter(out, "stw_max_ms", (double)bench_pauses_max_ns(p) / 1e6);
   bench_counter(out, "stw_total_ms", (double)total_ns / 1e6);
 }
 
@@ -265,7 +206,7 @@ typedef struct srv_mutator {
   int failed;
   volatile unsigned *ready, *go;
   srv_gaps gaps;
-  srv_pauses *pauses; /* mutator 0 polls */
+  bench_pauses *pauses; /* mutator 0 polls */
 } srv_mutator;
 
 /* One operation's objects: a fresh entry for slot i with its tree. The
@@ -322,7 +263,7 @@ static void *srv_mutator_main(void *arg) {
       }
     }
     last = now;
-    if (m->pauses) pauses_poll(m->pauses);
+    if (m->pauses) bench_pauses_poll(m->pauses, S);
     if (now >= end) break;
   }
 out:
@@ -354,7 +295,7 @@ static void srv_teardown(const bench_case *c, void *state) {
   if (state) bench_unmap(state, sizeof(srv_state));
 }
 
-static srv_pauses srv_plog; /* one case per process */
+static bench_pauses srv_plog; /* one case per process */
 
 static void srv_run(const bench_case *c, void *state, bench_out *out) {
   (void)c;
@@ -363,7 +304,7 @@ static void srv_run(const bench_case *c, void *state, bench_out *out) {
   srv_mutator m[SRV_THREADS];
   volatile unsigned ready = 0, go = 0;
   memset(m, 0, sizeof m);
-  pauses_start(&srv_plog);
+  bench_pauses_start(&srv_plog, S);
   uint64_t t0 = bench_now_ns() + 50000000u; /* the threads start within 50 ms */
   for (int t = 0; t < SRV_THREADS; t++) {
     m[t].index = t;
@@ -397,7 +338,7 @@ static void srv_run(const bench_case *c, void *state, bench_out *out) {
   uint64_t t1 = bench_now_ns();
   if (S->blocking_leave) S->blocking_leave();
   uint64_t gcs, total;
-  pauses_end(&srv_plog, &gcs, &total);
+  bench_pauses_end(&srv_plog, S, &gcs, &total);
   if (started < SRV_THREADS) {
     bench_fail(out, "pthread_create failed");
     return;
@@ -428,7 +369,7 @@ static void srv_run(const bench_case *c, void *state, bench_out *out) {
   bench_counter(out, "rss_peak_MiB", rss_peak_mib());
   bench_counter(out, "heap_MiB", S->heap_mib());
   if (S->describe_run) S->describe_run(out); /* tp: mark time, assists, hard-limit waits */
-  bench_sorted plog_ms = pause_ms(&srv_plog);
+  bench_sorted plog_ms = bench_pauses_ms(&srv_plog);
   bench_counter_cdf(out, "pause_cdf", "_ms", bench_sorted_quantile_fn, &plog_ms);
   for (int t = 0; t < SRV_THREADS; t++) {
     bench_unmap(m[t].gaps.start, SRV_GAP_MAX * sizeof(uint64_t));
@@ -477,14 +418,14 @@ static void tree_run(const bench_case *c, void *state, bench_out *out) {
 #define GCB_MIN_DEPTH 4
 #define GCB_MAX_DEPTH 16
 
-static srv_pauses gcb_plog;
+static bench_pauses gcb_plog;
 static int gcb_oom;
 static unsigned gcb_tick;
 
 /* A node; every 256th allocation also polls the pauses (collections can
  * come a few MiB apart here, several within one tree). */
 static inline bench_gnode *gcb_node(void) {
-  if (BENCH_UNLIKELY((++gcb_tick & 255) == 0)) pauses_poll(&gcb_plog);
+  if (BENCH_UNLIKELY((++gcb_tick & 255) == 0)) bench_pauses_poll(&gcb_plog, S);
   return S->node();
 }
 
@@ -544,7 +485,7 @@ static void gcb_run(const bench_case *c, void *state, bench_out *out) {
   (void)c;
   BENCH_NEED_STATE(state, out);
   gcb_oom = 0;
-  pauses_start(&gcb_plog);
+  bench_pauses_start(&gcb_plog, S);
   uint64_t t0 = bench_now_ns();
   bench_keep((uint64_t)(uintptr_t)gcb_make_tree(GCB_STRETCH)); /* the stretch tree, dropped */
   bench_gnode *long_lived = gcb_node();
@@ -556,9 +497,9 @@ static void gcb_run(const bench_case *c, void *state, bench_out *out) {
   for (int i = 1; !gcb_oom && i < GCB_ARRAY / 2; i++) array[i] = 1.0 / i;
   for (int d = GCB_MIN_DEPTH; d <= GCB_MAX_DEPTH && !gcb_oom; d += 2) gcb_time_construction(d);
   uint64_t t1 = bench_now_ns();
-  pauses_poll(&gcb_plog);
+  bench_pauses_poll(&gcb_plog, S);
   uint64_t gcs, total;
-  pauses_end(&gcb_plog, &gcs, &total);
+  bench_pauses_end(&gcb_plog, S, &gcs, &total);
   if (gcb_oom) {
     bench_fail(out, "allocation returned NULL");
     return;
