@@ -54,21 +54,25 @@ void tp__blocks_put(tp__blocks *b, void *blk) {
   pthread_mutex_unlock(&blocks_lock);
 }
 
-/* Unmaps free blocks until `target` are left. Blocks lock held. */
-static void unmap_down_to(tp__blocks *b, unsigned target) {
-  while (b->nfree > target) {
+/* Unmaps free blocks until `target` are left; the bytes unmapped. Blocks
+ * lock held. */
+static size_t unmap_down_to(tp__blocks *b, unsigned target) {
+  size_t n = 0;
+  for (; b->nfree > target; n++) {
     void *blk = b->free;
     b->free = *(void **)blk;
     b->nfree--;
     tp__os_unmap(blk, b->size);
   }
   if (b->low > b->nfree) b->low = b->nfree;
+  return n * b->size;
 }
 
-void tp__blocks_trim(tp__blocks *b) {
+size_t tp__blocks_trim(tp__blocks *b) {
   pthread_mutex_lock(&blocks_lock);
-  unmap_down_to(b, b->keep);
+  size_t bytes = unmap_down_to(b, b->keep);
   pthread_mutex_unlock(&blocks_lock);
+  return bytes;
 }
 
 void tp__blocks_decay(tp__blocks *b) {

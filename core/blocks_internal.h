@@ -45,8 +45,8 @@ void *tp__blocks_get(tp__blocks *b);
 /* Gives a block back (kept if fewer than `hold` are free, else unmapped);
  * NULL is a no-op. */
 void tp__blocks_put(tp__blocks *b, void *blk);
-/* Unmaps free blocks beyond `keep`. */
-void tp__blocks_trim(tp__blocks *b);
+/* Unmaps free blocks beyond `keep`; returns the bytes unmapped. */
+size_t tp__blocks_trim(tp__blocks *b);
 /* Unmaps the free blocks no get needed since the last call (the least
  * number free over the period, above `keep`), and starts a new period. */
 void tp__blocks_decay(tp__blocks *b);

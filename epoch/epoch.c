@@ -94,12 +94,7 @@ _Static_assert(sizeof(struct tp__epoch_queue) <= 4096, "a queue fits its block")
 static tp__blocks queue_blocks = TP__BLOCKS_INIT(4096, 8, 8);
 static tp__blocks seg_blocks = TP__BLOCKS_INIT(8192, SEG_KEEP, SEG_HOLD);
 
-size_t tp__epoch_trim(void) {
-  uint64_t before = tp__counter_get(&tp__os.mapped);
-  tp__blocks_trim(&seg_blocks);
-  uint64_t after = tp__counter_get(&tp__os.mapped);
-  return before > after ? (size_t)(before - after) : 0; /* other unmaps may race */
-}
+size_t tp__epoch_trim(void) { return tp__blocks_trim(&seg_blocks); }
 
 static struct tp__epoch_seg *seg_new(void) {
   struct tp__epoch_seg *s = tp__blocks_get(&seg_blocks);

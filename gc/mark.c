@@ -475,6 +475,11 @@ static inline void scan(struct tp__marker *mk, uintptr_t p, bool check) {
  * 32 entries, the stack's bottom -- the oldest entries, the biggest
  * subtrees of a depth-first walk -- goes to the shared list if a peer is
  * idle and the list is empty: tp__markwork_share_stack). */
+/* The bottom of mk's stack below which entries were shared. It moves only
+ * when peers share work (par): one marker keeps it 0, so its loop is
+ * `while (top)` with no reload. */
+TP_INLINE size_t bot_of(const struct tp__marker *mk, bool par) { return par ? mk->bot : 0; }
+
 TP_INLINE void drain_as(struct tp__marker *mk, bool par) {
   tp_heap *h = mk->h;
   const uintptr_t lo = mk->lo, span = mk->span, mask = h->region_mask;
@@ -482,9 +487,7 @@ TP_INLINE void drain_as(struct tp__marker *mk, bool par) {
   const uint8_t epoch = mk->epoch;
   uintptr_t *const st = mk->st;
   const size_t cap = mk->cap;
-  /* bot moves only when peers share work (par): one marker keeps it 0,
-   * so its loop is `while (top)` with no reload. */
-  size_t top = mk->top, bot = par ? mk->bot : 0;
+  size_t top = mk->top, bot = bot_of(mk, par);
   uint64_t bytes = 0, objs = 0;
   unsigned tick = 0;
   uintptr_t cbase = 1; /* no region starts at 1 */
@@ -494,14 +497,14 @@ TP_INLINE void drain_as(struct tp__marker *mk, bool par) {
         tp__markwork_hungry(mk->ws)) {
       mk->top = top;
       tp__markwork_share_stack(mk);
-      bot = par ? mk->bot : 0;
+      bot = bot_of(mk, par);
     }
     uintptr_t p = st[--top];
     if (TP_UNLIKELY(p & 1)) {
       mk->top = top;
       scan_rest(mk, p - 1);
       top = mk->top;
-      bot = par ? mk->bot : 0;
+      bot = bot_of(mk, par);
       continue;
     }
     uintptr_t hdr = *(const uintptr_t *)(p - 8);
@@ -510,7 +513,7 @@ TP_INLINE void drain_as(struct tp__marker *mk, bool par) {
       mk->top = top;
       scan(mk, p, false);
       top = mk->top;
-      bot = par ? mk->bot : 0;
+      bot = bot_of(mk, par);
       continue;
     }
     size_t sb = (size_t)(hdr >> TP__HDR_K_SHIFT) << TP__GRAN_SHIFT;
@@ -550,7 +553,7 @@ TP_INLINE void drain_as(struct tp__marker *mk, bool par) {
           mk->top = top;
           mark_addr_as(mk, v, par);
           top = mk->top;
-          bot = par ? mk->bot : 0;
+          bot = bot_of(mk, par);
           continue;
         }
         if (!set_mark(&bp->mark, bit, par)) continue;
@@ -560,7 +563,7 @@ TP_INLINE void drain_as(struct tp__marker *mk, bool par) {
           mk->top = top;
           push_slow(mk, v, (struct tp__region *)vb, NULL, g, par);
           top = mk->top;
-          bot = par ? mk->bot : 0;
+          bot = bot_of(mk, par);
         }
       }
     }

@@ -92,10 +92,7 @@ tp__mut *tp__find_mut(tp_heap *h) {
   for (tp__mut **pp = &tls_list; (m = *pp);) {
     /* acquire: pairs with destroy's CAS; after it the record is ours. */
     if (__atomic_load_n(&m->owner, __ATOMIC_ACQUIRE) == TP__OWNER_HEAP_GONE) {
-      *pp = m->tnext;
-      if (tp__tls_mut == m) tp__tls_mut = NULL;
-      tp__lo_drop(m); /* as in tp__mut_free_own */
-      tp__mut_free(m);
+      tp__mut_free_own(m); /* unlinks it: *pp is its successor now */
       continue;
     }
     if (__atomic_load_n(&m->heap, __ATOMIC_RELAXED) == h) {

@@ -22,24 +22,15 @@
 
 #include <errno.h>
 
-#define PAGE_SHIFT TP__SLABMAP_PAGE_SHIFT
 #define LEAF_BITS TP__SLABMAP_LEAF_BITS
 #define TOP_BITS TP__SLABMAP_TOP_BITS
 #define LEAF_BYTES (((size_t)1 << LEAF_BITS) / 8)
 
 uint64_t *tp__slabmap_top[(size_t)1 << TOP_BITS];
 
-static inline bool split(const void *slab, uintptr_t *t, uintptr_t *bit) {
-  uintptr_t pn = (uintptr_t)slab >> PAGE_SHIFT;
-  if (pn >> (LEAF_BITS + TOP_BITS)) return false; /* not a user address */
-  *t = pn >> LEAF_BITS;
-  *bit = pn & (((uintptr_t)1 << LEAF_BITS) - 1);
-  return true;
-}
-
 int tp__slabmap_add(const void *slab) {
   uintptr_t t, b;
-  if (!split(slab, &t, &b)) return -ENOMEM;
+  if (!tp__slabmap_split(slab, &t, &b)) return -ENOMEM;
   uint64_t *leaf = __atomic_load_n(&tp__slabmap_top[t], __ATOMIC_ACQUIRE);
   if (!leaf) {
     uint64_t *fresh = tp__os_reserve(LEAF_BYTES, 0);
@@ -60,7 +51,7 @@ int tp__slabmap_add(const void *slab) {
 
 void tp__slabmap_del(const void *slab) {
   uintptr_t t, b;
-  if (!split(slab, &t, &b)) return;
+  if (!tp__slabmap_split(slab, &t, &b)) return;
   uint64_t *leaf = __atomic_load_n(&tp__slabmap_top[t], __ATOMIC_ACQUIRE);
   if (leaf) __atomic_fetch_and(&leaf[b / 64], ~((uint64_t)1 << (b % 64)), __ATOMIC_RELAXED);
 }

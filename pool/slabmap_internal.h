@@ -35,19 +35,26 @@ void tp__slabmap_del(const void *slab);
 /* Leaf pointers (installed once, release; read acquire). */
 extern uint64_t *tp__slabmap_top[(size_t)1 << TP__SLABMAP_TOP_BITS];
 
+/* The map position of the page at `slab`: its top index (*t) and its bit
+ * in that leaf (*bit); false if it is not a user address. */
+static inline bool tp__slabmap_split(const void *slab, uintptr_t *t, uintptr_t *bit) {
+  uintptr_t pn = (uintptr_t)slab >> TP__SLABMAP_PAGE_SHIFT;
+  *t = pn >> TP__SLABMAP_LEAF_BITS;
+  *bit = pn & (((uintptr_t)1 << TP__SLABMAP_LEAF_BITS) - 1);
+  return !(pn >> (TP__SLABMAP_LEAF_BITS + TP__SLABMAP_TOP_BITS));
+}
+
 /* Whether `slab` is a live slab start. Two loads; never faults. Inline: it
  * is on the owner check of every tp_pool_retire (20 instructions there);
  * out of line, the call and the registers it made tp_pool_retire save cost
  * 16 more per retire (callgrind). */
 static inline bool tp__slabmap_has(const void *slab) {
-  uintptr_t pn = (uintptr_t)slab >> TP__SLABMAP_PAGE_SHIFT;
-  /* Not page aligned, or not a user address. */
-  if (((uintptr_t)slab & (((uintptr_t)1 << TP__SLABMAP_PAGE_SHIFT) - 1)) |
-      (pn >> (TP__SLABMAP_LEAF_BITS + TP__SLABMAP_TOP_BITS)))
-    return false;
-  const uint64_t *leaf =
-      __atomic_load_n(&tp__slabmap_top[pn >> TP__SLABMAP_LEAF_BITS], __ATOMIC_ACQUIRE);
-  uintptr_t b = pn & (((uintptr_t)1 << TP__SLABMAP_LEAF_BITS) - 1);
+  uintptr_t t, b;
+  /* One branch for both refusals: not a user address, or not page aligned. */
+  bool user = tp__slabmap_split(slab, &t, &b);
+  bool aligned = !((uintptr_t)slab & (((uintptr_t)1 << TP__SLABMAP_PAGE_SHIFT) - 1));
+  if (!(user & aligned)) return false;
+  const uint64_t *leaf = __atomic_load_n(&tp__slabmap_top[t], __ATOMIC_ACQUIRE);
   return leaf && (__atomic_load_n(&leaf[b / 64], __ATOMIC_RELAXED) >> (b % 64) & 1);
 }
 
