@@ -121,19 +121,25 @@ static void heap_child(void *arg) {
   tp_heap_destroy(h);
 }
 
-static void nothing(void *obj, void *arg) {
+static int freed;
+static void count_free(void *obj, void *arg) {
   (void)obj;
   (void)arg;
+  freed++;
 }
 
-/* The parent used epochs (its reclaimer and watchdog run), never a heap:
- * fork_test's epoch module. */
+/* A parent whose reclaimer (and watchdog) runs: it retired, then forks. */
+static void fork_after_a_retire(void (*child)(void *)) {
+  static char x;
+  assert_int_equal(tp_epoch_retire(&x, count_free, NULL), 0);
+  assert_int_equal(tp_epoch_barrier(), 0);
+  fork_with_idler(child);
+}
+
+/* The parent used epochs, never a heap: fork_test's epoch module. */
 static void heap_first_used_in_child(void **state) {
   (void)state;
-  static char x;
-  assert_int_equal(tp_epoch_retire(&x, nothing, NULL), 0);
-  assert_int_equal(tp_epoch_barrier(), 0);
-  fork_with_idler(heap_child);
+  fork_after_a_retire(heap_child);
 }
 
 /* The first grace period of this process (which starts the stall
@@ -150,13 +156,6 @@ static void epoch_child(void *arg) {
 static void epoch_first_used_in_child(void **state) {
   (void)state;
   fork_with_idler(epoch_child);
-}
-
-static int freed;
-static void count_free(void *obj, void *arg) {
-  (void)obj;
-  (void)arg;
-  freed++;
 }
 
 /* The threads a retire and the sweeper start. Under TSan the child starts
@@ -184,13 +183,10 @@ static void threads_child(void *arg) {
   }
 }
 
-/* The parent's reclaimer runs (it retired), its sweeper does not. */
+/* The parent's reclaimer runs, its sweeper does not. */
 static void background_threads_in_child(void **state) {
   (void)state;
-  static char y;
-  assert_int_equal(tp_epoch_retire(&y, count_free, NULL), 0);
-  assert_int_equal(tp_epoch_barrier(), 0);
-  fork_with_idler(threads_child);
+  fork_after_a_retire(threads_child);
 }
 
 int main(void) {
