@@ -126,7 +126,7 @@ TP_API int tp_epoch_register_thread(void);
  * Begins a read section; nestable. A call into libtidepool (see "Inline
  * read side" above): one registration test (liburcu's flag), then
  * liburcu's read lock (a load and a store of thread-local data): 12
- * instructions with the return, no stack frame; tp_epoch_leave is 16 (gcc
+ * instructions with the return, no stack frame; tp_epoch_leave is 13 (gcc
  * 12 -O2, objdump of a program linking libtidepool.a). Safe to call
  * concurrently; never blocks.
  */

@@ -85,7 +85,37 @@ void tp_epoch_enter(void) {
   }
   tp__epoch_read_lock_inline();
 }
-void tp_epoch_leave(void) { tp__epoch_leave_inline(); }
+/* The outermost leave is liburcu's read unlock
+ * (_urcu_memb_read_unlock_update_and_wakeup) with its membarrier flag
+ * read once: liburcu's helper tests urcu_memb_has_sys_membarrier on
+ * each side of the counter store, and the compiler barrier between them
+ * makes the compiler load it twice. The flag is set once, by liburcu's
+ * constructor, before any reader can run, so one load serves both sides.
+ * Fences, as liburcu's: the first orders the section's accesses before
+ * the counter store, the second the counter store before the read of
+ * the grace-period futex in urcu_common_wake_up_gp; with sys_membarrier
+ * each is a compiler barrier only (the updater's membarrier makes it a
+ * full fence on demand). Nested and unbalanced leaves take the header's
+ * path. 13 instructions on the outermost leave against 16 (objdump). */
+void tp_epoch_leave(void) {
+#if TP__TSAN
+  tp__epoch_leave_inline();
+#else
+  unsigned long tmp = URCU_TLS(urcu_memb_reader).ctr;
+  if (TP_UNLIKELY((tmp & URCU_GP_CTR_NEST_MASK) != URCU_GP_COUNT)) {
+    tp__epoch_leave_inline();
+    return;
+  }
+  int sys = urcu_memb_has_sys_membarrier;
+  if (TP_LIKELY(sys)) cmm_barrier(); /* section before the store */
+  else cmm_smp_mb();
+  _CMM_STORE_SHARED(URCU_TLS(urcu_memb_reader).ctr, tmp - URCU_GP_COUNT);
+  if (TP_LIKELY(sys)) cmm_barrier(); /* the store before the futex read */
+  else cmm_smp_mb();
+  urcu_common_wake_up_gp(&urcu_memb_gp);
+  cmm_barrier(); /* as liburcu's read unlock: not reordered with what follows */
+#endif
+}
 int tp_epoch_in_section(void) { return tp__epoch_in_section_inline(); }
 void tp__publish(void *ptr_addr, void *value) { tp__publish_inline(*(void **)ptr_addr, value); }
 void *tp__deref(const void *ptr_addr) { return tp__deref_inline(*(void *const *)ptr_addr); }
