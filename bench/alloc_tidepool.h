@@ -113,6 +113,10 @@ static inline void tp_b_gc_describe_run(bench_out *out) {
   bench_counter(out, "assist_max_ms", (double)s.assist_max_ns / 1e6); /* since open */
   bench_counter(out, "limit_waits", (double)(s.limit_waits - s0->limit_waits));
   bench_counter(out, "limit_wait_ms_total", (double)(s.limit_wait_ns - s0->limit_wait_ns) / 1e6);
+  bench_counter(out, "store_assists", (double)(s.store_assists - s0->store_assists));
+  bench_counter(out, "store_assist_ms_total",
+                (double)(s.store_assist_ns - s0->store_assist_ns) / 1e6);
+  bench_counter(out, "mark_term_satb_max", (double)s.mark_term_satb_max); /* since open */
   /* The pacer at the end of the run: live, trigger, goal, hard limit. */
   bench_counter(out, "live_MiB", (double)s.heap_live / 1048576.0);
   if (s.next_gc != UINT64_MAX) {

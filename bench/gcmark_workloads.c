@@ -212,6 +212,9 @@ static void gm_run(const bench_case *c, void *state, bench_out *out) {
   bench_counter(out, "mutator_Mops", (double)(ops1 - ops0) / ((double)(t1 - t0) / 1e3));
   bench_counter(out, "live_MiB", (double)b.heap_live / 1048576.0);
   bench_counter(out, "pause_max_ms", (double)b.pause_max_ns / 1e6); /* since open */
+  bench_counter(out, "store_assists", (double)(b.store_assists - a.store_assists) / GM_CYCLES);
+  bench_counter(out, "store_assist_ms", (double)(b.store_assist_ns - a.store_assist_ns) / 1e6 / GM_CYCLES);
+  bench_counter(out, "pause2_satb_max", (double)b.mark_term_satb_max); /* since open */
 }
 
 static void gm_teardown(const bench_case *c, void *state) {

@@ -22,6 +22,32 @@
  * should not hold heap pointers, but must not break the heap) append to
  * h->satb_shared under satb_lock.
  *
+ * Store assists. A thread that only stores (no allocation, so the
+ * pacer's assists never slow it) can log values faster than the marker
+ * looks them up: each round's log is then bigger than the last, and
+ * whatever the concurrent mark leaves, pause 2 marks with the world
+ * stopped (1.8 s under bench gc_mark_cpu_swap before assists). So when a
+ * round's log does not shrink, the collector turns h->satb_throttle on
+ * (tp__satb_throttle; off again in pause 2): from then on a writer that
+ * fills its chunk pushes it and waits, as a blocking section, until the
+ * marker has taken a list after the push (satb_takes moved; cv_satb) or
+ * 1 ms has passed, whichever is first. Then it re-reads the field and the
+ * mark flag and logs again (tp__heap_write_slow's loop): the wait was a
+ * blocking section, so a pause 2 or a whole new cycle may have run, and
+ * the value its store replaces must be logged in the mark that is running
+ * when it stores. The throttle also goes on when the concurrent mark
+ * ends, for the tail between the marker's last (empty) take and the stop
+ * of the world, which can take milliseconds. Termination: while throttled
+ * a writer pushes at most
+ * one chunk per list the marker takes, plus one per millisecond, so a
+ * round's log is bounded by the writers and no longer by their speed; the
+ * collector still ends the concurrent mark at the first throttled round
+ * whose log does not shrink (gc/collect.c), and pause 2 then marks the
+ * chunks pushed since the last take and the ones not yet full: a few per
+ * writer (tests/gc_store_assist_test bounds it). Weak-reference reads
+ * (tp_weak_get) log without assisting: they have no field to re-read.
+ * Counted in store_assists and store_assist_ns.
+ *
  * Orderings. The push is a release CAS, the marker's exchange acquire:
  * the marker reads the values written before the push. The flag test in
  * tp_heap_write is relaxed: TP__F_MARK changes only while every attached
@@ -36,8 +62,10 @@
 #include "core/fault_internal.h"
 #include "core/os_internal.h"
 
+#include <errno.h>
 #include <sched.h>
 #include <stdlib.h>
+#include <time.h>
 #include "core/lockorder_internal.h" /* last: wraps the pthread_mutex calls */
 
 static void push_full(tp_heap *h, struct tp__satb *c) {
@@ -76,18 +104,49 @@ TP_NOINLINE static bool next_chunk(tp_heap *h, tp__mut *m) {
   }
 }
 
-void tp__satb_log(tp_heap *h, uintptr_t v) {
-  if (TP_UNLIKELY(h->nobarrier)) return; /* TIDEPOOL_GC_NOBARRIER: debug */
+/* A store assist (the header): m has just pushed its full chunk; waits,
+ * as a blocking section, until the marker takes a list or 1 ms passes,
+ * the throttle goes off or the mark ends. */
+TP_NOINLINE static void store_assist(tp_heap *h, uint64_t takes) {
+  uint64_t t0 = tp__now_ns();
+  tp_heap_blocking_enter(h);
+  struct timespec ts = tp__deadline_ns(TP__STORE_ASSIST_MAX_NS);
+  pthread_mutex_lock(&h->satb_lock);
+  h->satb_waiters++;
+  while (__atomic_load_n(&h->satb_takes, __ATOMIC_RELAXED) == takes &&
+         __atomic_load_n(&h->satb_throttle, __ATOMIC_RELAXED) &&
+         (__atomic_load_n(&h->flags, __ATOMIC_RELAXED) & TP__F_MARK))
+    if (pthread_cond_timedwait(&h->cv_satb, &h->satb_lock, &ts) == ETIMEDOUT) break;
+  h->satb_waiters--;
+  pthread_mutex_unlock(&h->satb_lock);
+  tp_heap_blocking_leave(h);
+  tp__counter_add(&h->store_assist_ns, (int64_t)(tp__now_ns() - t0));
+  tp__counter_add(&h->store_assists, 1);
+}
+
+/* Logs v; false if it did not because it assisted instead (the caller
+ * re-reads its field and the mark flag and calls again). */
+static bool log_value(tp_heap *h, uintptr_t v, bool may_assist) {
+  if (TP_UNLIKELY(h->nobarrier)) return true; /* TIDEPOOL_GC_NOBARRIER: debug */
   tp__mut *m = tp__tls_mut;
   if (!m || m->heap != h) m = tp__find_mut(h);
   if (m && m->attach_depth && m->state == TP__MS_RUNNING) {
     struct tp__satb *c = m->satb;
     if (TP_UNLIKELY(!c || c->n == TP__SATB_N)) {
-      if (!next_chunk(h, m)) return;
+      if (c && may_assist && __atomic_load_n(&h->satb_throttle, __ATOMIC_RELAXED)) {
+        /* relaxed, read before the push: a take between the two ends the
+         * wait early, which costs nothing but a shorter assist. */
+        uint64_t takes = __atomic_load_n(&h->satb_takes, __ATOMIC_RELAXED);
+        push_full(h, c);
+        m->satb = NULL;
+        store_assist(h, takes);
+        return false;
+      }
+      if (!next_chunk(h, m)) return true;
       c = m->satb;
     }
     c->v[c->n++] = v;
-    return;
+    return true;
   }
   /* Not attached: the shared log. On ENOMEM the value is dropped: such a
    * thread holds no heap pointer the collector promised to keep. */
@@ -107,13 +166,26 @@ void tp__satb_log(tp_heap *h, uintptr_t v) {
     h->satb_shared = c;
   }
   pthread_mutex_unlock(&h->satb_lock);
+  return true;
 }
+
+void tp__satb_log(tp_heap *h, uintptr_t v) { (void)log_value(h, v, false); }
 
 TP_API TP_NOINLINE void tp__heap_write_slow(tp_heap *h, void **field) {
   /* relaxed: coherence alone makes this read the value the store below
    * replaces, or one stored after the mark began (see gc/mark.c). */
-  void *old = __atomic_load_n(field, __ATOMIC_RELAXED);
-  if (old) tp__satb_log(h, (uintptr_t)old);
+  for (void *old; (old = __atomic_load_n(field, __ATOMIC_RELAXED));) {
+    if (log_value(h, (uintptr_t)old, true)) return;
+    /* It assisted (a blocking section): the mark may have ended. */
+    if (!(__atomic_load_n(&h->flags, __ATOMIC_RELAXED) & TP__F_MARK)) return;
+  }
+}
+
+void tp__satb_throttle(tp_heap *h, bool on) {
+  pthread_mutex_lock(&h->satb_lock);
+  __atomic_store_n(&h->satb_throttle, on, __ATOMIC_RELAXED);
+  if (h->satb_waiters) pthread_cond_broadcast(&h->cv_satb);
+  pthread_mutex_unlock(&h->satb_lock);
 }
 
 void tp__satb_flush_mut(tp_heap *h, tp__mut *m) {
@@ -132,7 +204,15 @@ void tp__satb_flush_mut(tp_heap *h, tp__mut *m) {
 
 struct tp__satb *tp__satb_take(tp_heap *h) {
   /* acquire: pairs with push_full's release. */
-  return __atomic_exchange_n(&h->satb_full, NULL, __ATOMIC_ACQUIRE);
+  struct tp__satb *list = __atomic_exchange_n(&h->satb_full, NULL, __ATOMIC_ACQUIRE);
+  if (list && __atomic_load_n(&h->satb_throttle, __ATOMIC_RELAXED)) {
+    /* Wakes the store assists waiting for a take (the header). */
+    pthread_mutex_lock(&h->satb_lock);
+    __atomic_store_n(&h->satb_takes, h->satb_takes + 1, __ATOMIC_RELAXED);
+    if (h->satb_waiters) pthread_cond_broadcast(&h->cv_satb);
+    pthread_mutex_unlock(&h->satb_lock);
+  }
+  return list;
 }
 
 void tp__satb_give_back(tp_heap *h, struct tp__satb *list) {

@@ -237,8 +237,11 @@ static void restart_world(tp_heap *h, uint32_t flags, int phase) {
   __atomic_store_n(&h->flags, flags, __ATOMIC_RELAXED);
   __atomic_store_n(&h->phase, phase, __ATOMIC_RELAXED);
   h->stw_epoch++;
-  pthread_cond_broadcast(&h->cv_resume);
   pthread_mutex_unlock(&h->sp_lock);
+  /* After the unlock: each woken thread takes sp_lock to resume, and would
+   * otherwise wake only to wait for it. The waiters test stw_epoch under
+   * sp_lock, so none can miss this broadcast. */
+  pthread_cond_broadcast(&h->cv_resume);
 }
 
 static void pause1(tp_heap *h, struct tp__release *rel) {
@@ -273,24 +276,40 @@ static void pause1(tp_heap *h, struct tp__release *rel) {
 }
 
 /* Drains the gray stack, the overflow pass and the pushed SATB chunks
- * until all are empty, on `want` markers, or until the pushed chunks stop
- * shrinking: then pause 2 marks what is left with the world stopped. A
- * mutator that stores pointers faster than the marker looks the logged
- * values up (a write-only load: no allocation, so no assist slows it)
- * fills a bigger log every round; waiting for an empty one never ended
- * (tp_heap_collect did not return under bench gc_mark_cpu_swap). Cutting
- * at the first round whose log is no smaller than the last bounds the
- * rounds, and leaves pause 2 one log's worth. false if tp_heap_destroy
- * asked the marker to stop. */
+ * until all are empty, on `want` markers. A mutator that stores pointers
+ * faster than the marker looks the logged values up (a write-only load:
+ * no allocation, so no allocation assist slows it) fills a bigger log
+ * every round; waiting for an empty one never ended (tp_heap_collect did
+ * not return under bench gc_mark_cpu_swap). So at the first round whose
+ * log is no smaller than the last, store assists go on (gc/barrier.c):
+ * from then on a writer pushes at most one chunk per list taken, plus one
+ * per millisecond, and the rounds shrink to that; the first throttled
+ * round whose log does not shrink ends the concurrent mark, which bounds
+ * the rounds, and pause 2 marks what is left: a few chunks per writer.
+ * false if tp_heap_destroy asked the marker to stop. */
 static bool mark_concurrently(tp_heap *h, unsigned want) {
   size_t last = SIZE_MAX;
+  bool throttled = false;
   for (;;) {
     if (stop_requested(h)) return false;
     tp__mark_drain(&h->mk, want);
     struct tp__satb *list = tp__satb_take(h);
-    if (!list) return true;
+    if (!list) {
+      /* The tail: from here to the stop, writers are throttled too. Stopping
+       * the world can take milliseconds (the marker or a writer descheduled:
+       * 7 ms seen, with three writers on two CPUs); unthrottled writers
+       * logged 0.14 M values in that time, all for pause 2. */
+      if (!throttled) tp__satb_throttle(h, true);
+      return true;
+    }
     size_t n = tp__mark_satb_list(&h->mk, list);
     if (n >= last) {
+      if (!throttled) {
+        throttled = true;
+        tp__satb_throttle(h, true);
+        last = SIZE_MAX; /* the throttled rounds count from here */
+        continue;
+      }
       tp__mark_drain(&h->mk, want); /* what this log marked, outside the pause */
       return true;
     }
@@ -300,20 +319,24 @@ static bool mark_concurrently(tp_heap *h, unsigned want) {
 
 /* The values the mutators logged and did not push: each record's chunk
  * (its thread is stopped) and the shared one. */
-static void mark_unpushed(tp_heap *h) {
+static size_t mark_unpushed(tp_heap *h) {
+  size_t n = 0;
   for (tp__mut *m = h->muts; m; m = m->next) {
     struct tp__satb *c = m->satb;
     if (!c) continue;
     for (size_t i = 0; i < c->n; i++) tp__mark_visit(&h->mk, c->v[i]);
+    n += c->n;
     c->n = 0;
   }
   pthread_mutex_lock(&h->satb_lock);
   struct tp__satb *c = h->satb_shared;
   if (c) {
     for (size_t i = 0; i < c->n; i++) tp__mark_visit(&h->mk, c->v[i]);
+    n += c->n;
     c->n = 0;
   }
   pthread_mutex_unlock(&h->satb_lock);
+  return n;
 }
 
 static void pause2(tp_heap *h, uint64_t mark_t0) {
@@ -326,13 +349,17 @@ static void pause2(tp_heap *h, uint64_t mark_t0) {
   pthread_mutex_lock(&h->lock);
   __atomic_store_n(&h->phase, TP__PH_MARK_TERM, __ATOMIC_RELAXED);
   struct tp__marker *mk = &h->mk;
-  mark_unpushed(h);
+  /* Store assists end with the mark (writers in one are in a blocking
+   * section: they wake, find the mark over and store). */
+  tp__satb_throttle(h, false);
+  size_t logged = mark_unpushed(h);
   for (;;) {
     tp__mark_drain(mk, stopped_want(h, mk));
     struct tp__satb *list = tp__satb_take(h);
     if (!list) break;
-    tp__mark_satb_list(mk, list);
+    logged += tp__mark_satb_list(mk, list);
   }
+  tp__counter_max(&h->mark_term_satb_max, logged);
   retire_all(h);
   /* Everything allocated since pause 1 was born black. */
   uint64_t black = tp__counter_get(&h->total_alloc) - h->black_from;
@@ -388,6 +415,7 @@ static void sweep_concurrently(tp_heap *h) {
 /* A mark that tp_heap_destroy interrupted: the barrier goes off, so its
  * own finalizers run in a heap that is not marking. */
 static void abandon_mark(tp_heap *h) {
+  tp__satb_throttle(h, false);
   stop_world(h);
   restart_world(h, 0, TP__PH_IDLE);
 }

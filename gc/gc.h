@@ -235,6 +235,14 @@ typedef struct tp_heap_stats {
                                be woken, and a pause it runs into) */
   uint64_t limit_waits;     /* allocations that waited at gc_hard_limit */
   uint64_t limit_wait_ns;   /* their time, summed */
+  /* ---- store assists (docs/gc.md, "Concurrent marking") ---- */
+  uint64_t store_assists;   /* times a thread that filled its write-barrier
+                               log waited for the marker (only while the
+                               log outgrows the marker) */
+  uint64_t store_assist_ns; /* their time, summed (each at most 1 ms plus
+                               the time to be woken, and a pause it runs into) */
+  uint64_t mark_term_satb_max; /* the most logged values one pause 2
+                               marked: what the concurrent mark left */
 } tp_heap_stats;
 
 /* Creates a heap (NULL config = defaults). NULL + errno EINVAL (bad

@@ -47,6 +47,7 @@ static void init_conds(tp_heap *h) {
   tp__cond_init_monotonic(&h->cv_resume);
   tp__cond_init_monotonic(&h->cv_marker);
   tp__cond_init_monotonic(&h->cv_cycle);
+  tp__cond_init_monotonic(&h->cv_satb);
 }
 
 /* ---- create / destroy ------------------------------------------------------- */
@@ -227,6 +228,7 @@ void tp_heap_destroy(tp_heap *h) {
   pthread_cond_destroy(&h->cv_resume);
   pthread_cond_destroy(&h->cv_marker);
   pthread_cond_destroy(&h->cv_cycle);
+  pthread_cond_destroy(&h->cv_satb);
   h->magic = 0;
   free(h);
 }
@@ -347,6 +349,8 @@ static void heap_fork_child(struct tp__reg_link *l) {
   if (h->satb_shared) h->satb_shared->n = 0;
   for (tp__mut *m = h->muts; m; m = m->next)
     if (m->satb) m->satb->n = 0;
+  h->satb_throttle = false; /* no store assist waits here */
+  h->satb_waiters = 0;
   init_conds(h);
   tp__markwork_fork_child(h); /* its lock stays held: heap_fork_unlock */
 }

@@ -97,6 +97,7 @@
  * the trigger takes the largest of, and the bounds of one assist. */
 #define TP__PACE_HISTORY 4
 #define TP__ASSIST_MAX_NS ((uint64_t)1000000) /* per allocation slow path */
+#define TP__STORE_ASSIST_MAX_NS ((uint64_t)1000000) /* per SATB chunk (gc/barrier.c) */
 #define TP__ASSIST_MIN_NS ((uint64_t)50000)   /* shorter debts wait for more */
 
 #define TP__HDR_ARRAY ((uintptr_t)1)
@@ -313,6 +314,13 @@ struct tp_heap {
   pthread_mutex_t satb_lock;     /* satb_free, satb_shared */
   struct tp__satb *satb_free;    /* chunks the marker gave back */
   struct tp__satb *satb_shared;  /* the log of unattached writers */
+  pthread_cond_t cv_satb;        /* store assists wait here (satb_lock) */
+  uint64_t satb_takes;           /* lists the marker took while throttled
+                                    (written under satb_lock, read relaxed) */
+  unsigned satb_waiters;         /* threads in a store assist (satb_lock) */
+  bool satb_throttle;            /* store assists on: the collector sets it
+                                    when a round's log did not shrink, clears
+                                    it in pause 2 (relaxed atomic) */
 
   /* ---- the safepoint handshake (sp_lock) ---- */
   pthread_mutex_t sp_lock __attribute__((aligned(TP_CACHELINE)));
@@ -341,6 +349,8 @@ struct tp_heap {
                               (Q16) in the last concurrent marks (collector) */
   unsigned cons_mark_i;    /* the next slot of cons_mark (collector) */
   uint64_t mark_assist_ns, assists, assist_max_ns; /* bounded assists */
+  uint64_t store_assists, store_assist_ns;          /* gc/barrier.c */
+  uint64_t mark_term_satb_max; /* the most logged values a pause 2 marked */
   uint64_t limit_waits, limit_wait_ns;            /* waits at hard_limit */
 
   /* ---- registered arenas (gc/arena_roots.c) ---- */
@@ -570,6 +580,10 @@ void tp__gc_retire_tlab(tp_heap *h, tp__mut *m);
 /* Logs v (a heap pointer being overwritten, or a weak reference's target
  * returned) while a mark runs. */
 void tp__satb_log(tp_heap *h, uintptr_t v);
+
+/* The collector: turns store assists on (the log outgrows the marker) or
+ * off (pause 2, an abandoned mark), and counts a list taken. */
+void tp__satb_throttle(tp_heap *h, bool on);
 
 /* Pushes m's chunk for the marker (m detaching), or frees it if empty. */
 void tp__satb_flush_mut(tp_heap *h, tp__mut *m);

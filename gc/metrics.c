@@ -46,4 +46,7 @@ void tp__gc_read_metrics(const tp_heap *h, tp_heap_stats *out) {
   out->assist_max_ns = tp__counter_get(&h->assist_max_ns);
   out->limit_waits = tp__counter_get(&h->limit_waits);
   out->limit_wait_ns = tp__counter_get(&h->limit_wait_ns);
+  out->store_assists = tp__counter_get(&h->store_assists);
+  out->store_assist_ns = tp__counter_get(&h->store_assist_ns);
+  out->mark_term_satb_max = tp__counter_get(&h->mark_term_satb_max);
 }

@@ -205,6 +205,8 @@ static void print_table(FILE *f, const struct report *r) {
             phase_name(h->phase), h->arenas, h->assists, nanos(a, sizeof a, h->mark_assist_ns),
             nanos(b, sizeof b, h->assist_max_ns), h->limit_waits, nanos(c, sizeof c, h->limit_wait_ns),
             nanos(d, sizeof d, h->mark_bg_cpu_ns));
+    fprintf(f, "  store assists %" PRIu64 " (%s); most logged values marked in one pause 2 %" PRIu64 "\n",
+            h->store_assists, nanos(a, sizeof a, h->store_assist_ns), h->mark_term_satb_max);
     /* The non-empty buckets of the pause histogram, as [low, high). */
     fprintf(f, "  pauses %" PRIu64 ":", h->pauses);
     for (unsigned k = 0; k < TP_HEAP_PAUSE_BUCKETS; k++) {
@@ -377,6 +379,9 @@ static void print_json(FILE *f, const struct report *r) {
     JU(f, ", ", "assist_max_ns", h->assist_max_ns);
     JU(f, ", ", "limit_waits", h->limit_waits);
     JU(f, ", ", "limit_wait_ns", h->limit_wait_ns);
+    JU(f, ", ", "store_assists", h->store_assists);
+    JU(f, ", ", "store_assist_ns", h->store_assist_ns);
+    JU(f, ", ", "mark_term_satb_max", h->mark_term_satb_max);
     fputc('}', f);
   }
   fprintf(f, "]");
