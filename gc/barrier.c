@@ -26,7 +26,7 @@
  * pacer's assists never slow it) can log values faster than the marker
  * looks them up: each round's log is then bigger than the last, and
  * whatever the concurrent mark leaves, pause 2 marks with the world
- * stopped (1.8 s under bench gc_mark_cpu_swap before assists). So when a
+ * stopped (1.8-5.4 s under bench gc_mark_cpu_swap before assists). So when a
  * round's log does not shrink, the collector turns h->satb_throttle on
  * (tp__satb_throttle; off again in pause 2): from then on a writer that
  * fills its chunk pushes it and waits, as a blocking section, until the
