@@ -117,6 +117,7 @@ static inline void tp_b_gc_describe_run(bench_out *out) {
   bench_counter(out, "store_assist_ms_total",
                 (double)(s.store_assist_ns - s0->store_assist_ns) / 1e6);
   bench_counter(out, "mark_term_satb_max", (double)s.mark_term_satb_max); /* since open */
+  bench_counter(out, "stop_max_ms", (double)s.stop_max_ns / 1e6);        /* since open */
   /* The pacer at the end of the run: live, trigger, goal, hard limit. */
   bench_counter(out, "live_MiB", (double)s.heap_live / 1048576.0);
   if (s.next_gc != UINT64_MAX) {

@@ -99,24 +99,52 @@ void tp__gc_retire_tlab(tp_heap *h, tp__mut *m) {
   m->ocursor = m->olimit = m->oacct = NULL;
 }
 
-/* Opens [a, b) as an allocation buffer: unpoisoned, zeroed unless it is
- * known to be zero. Returns its first cursor (8 mod 16). */
-static char *open_buffer(char *a, char *b, bool zero) {
+/* Zeroes [a, b) a page at a time, testing before each page whether a
+ * collection wants the threads stopped; returns where it stopped (b when
+ * done). Zeroing memory the OS has not backed yet (a hole whose pages the
+ * pool gave back, a region cached for reuse) costs a page fault per page:
+ * on the VMs we measure on one 256 KiB hole took 3 ms (perf: the memset's
+ * time all in clear_page_erms under the fault), and a stop of the world
+ * waited for all of it. Between pages the wait for this thread is one
+ * page's fault. */
+#define ZERO_STEP ((uintptr_t)4096) /* a page: what one fault backs */
+static char *zero_polling(const tp_heap *h, char *a, char *b) {
+  while (a < b) {
+    if (TP_UNLIKELY(tp__stw_wanted(h))) return a;
+    char *e = (char *)(((uintptr_t)a + ZERO_STEP) & ~(ZERO_STEP - 1));
+    if (e > b) e = b;
+    memset(a, 0, (size_t)(e - a));
+    a = e;
+  }
+  return b;
+}
+
+/* Opens [a, b), zeroed, as an allocation buffer: unpoisoned. Returns its
+ * first cursor (8 mod 16). */
+static char *open_buffer(char *a, char *b) {
   TP_UNPOISON(a, (size_t)(b - a));
-  if (!zero) memset(a, 0, (size_t)(b - a));
   return a + 8;
 }
 
-/* Takes the next hole of m->region, zeroed. false if it has none left.
- * black (a mark runs): the hole is shrunk to whole bitmap words (8 lines,
- * 1 KiB) and born black like a new region (see new_region): its mark bits
- * set, its lines at the epoch. Whole words, because the marker writes the
- * mark words of the region's old objects without atomics (gc/mark.c): a
- * word it may write must not hold a bit of ours; a word inside a hole
- * holds no old object, and the marker reads one only after seeing a start
- * bit we set (release) after the mark bits. The line bytes are read with
- * relaxed atomics: the marker writes those of the old objects. */
-static bool next_hole(tp_heap *h, tp__mut *m, bool black) {
+/* next_hole's results. */
+enum { HOLE_NONE, HOLE_OPEN, HOLE_STOPPED };
+
+/* Takes the next hole of m->region, zeroed: HOLE_OPEN. HOLE_NONE if it has
+ * none left. HOLE_STOPPED if a collection asked the threads to stop while
+ * the hole was being zeroed (zero_polling): the hole is left free (its
+ * lines untouched, part of it zeroed, which free memory may be) and
+ * m->next_line at its start, and the caller returns to the allocation
+ * loop, which parks; after the pause the search starts again, with the
+ * mark state the pause left. black (a mark runs): the hole is shrunk to
+ * whole bitmap words (8 lines, 1 KiB) and born black like a new region
+ * (see new_region): its mark bits set, its lines at the epoch, once it is
+ * zeroed. Whole words, because the marker writes the mark words of the
+ * region's old objects without atomics (gc/mark.c): a word it may write
+ * must not hold a bit of ours; a word inside a hole holds no old object,
+ * and the marker reads one only after seeing a start bit we set (release)
+ * after the mark bits. The line bytes are read with relaxed atomics: the
+ * marker writes those of the old objects. */
+static int next_hole(tp_heap *h, tp__mut *m, bool black) {
   struct tp__region *r = m->region;
   uint8_t *lines = tp__region_lines(h, r);
   uint32_t i = m->next_line, n = h->nlines, j;
@@ -124,32 +152,42 @@ static bool next_hole(tp_heap *h, tp__mut *m, bool black) {
     while (i < n && __atomic_load_n(&lines[i], __ATOMIC_RELAXED)) i++;
     if (i >= n) {
       m->next_line = n;
-      return false;
+      return HOLE_NONE;
     }
     j = i;
     while (j < n && !__atomic_load_n(&lines[j], __ATOMIC_RELAXED)) j++;
     if (!black) break;
     uint32_t a = (i + 7) & ~(uint32_t)7, b = j & ~(uint32_t)7;
     if (a < b) {
-      struct tp__bitpair *bits = tp__region_bits(h, r);
-      for (uint32_t w = a / 8; w < b / 8; w++) bits[w].mark = ~(uint64_t)0;
-      for (uint32_t k = a; k < b; k++) __atomic_store_n(&lines[k], h->mark_epoch, __ATOMIC_RELAXED);
       i = a;
       j = b;
       break;
     }
     i = j;
   }
+  char *lo = (char *)r + ((size_t)i << TP__LINE_SHIFT), *hi = (char *)r + ((size_t)j << TP__LINE_SHIFT);
+  TP_UNPOISON(lo, (size_t)(hi - lo));
+  if (zero_polling(h, lo, hi) != hi) {
+    TP_POISON(lo, (size_t)(hi - lo));
+    m->next_line = i;
+    return HOLE_STOPPED;
+  }
+  if (black) {
+    struct tp__bitpair *bits = tp__region_bits(h, r);
+    for (uint32_t w = i / 8; w < j / 8; w++) bits[w].mark = ~(uint64_t)0;
+    for (uint32_t k = i; k < j; k++) __atomic_store_n(&lines[k], h->mark_epoch, __ATOMIC_RELAXED);
+  }
   m->next_line = j;
-  char *b = (char *)r + ((size_t)j << TP__LINE_SHIFT);
-  m->cursor = m->acct = open_buffer((char *)r + ((size_t)i << TP__LINE_SHIFT), b, false);
-  m->limit = b;
-  return true;
+  m->cursor = m->acct = lo + 8;
+  m->limit = hi;
+  return HOLE_OPEN;
 }
 
-/* A region off the recyclable stack (it has a free line), or NULL. */
-static struct tp__region *take_recyclable(tp_heap *h) {
-  pthread_mutex_lock(&h->lock);
+/* A region off the recyclable stack (it has a free line), or NULL. Sets
+ * *stale if the world was stopped while m waited for h->lock
+ * (tp__mut_lock_heap). */
+static struct tp__region *take_recyclable(tp_heap *h, tp__mut *m, bool *stale) {
+  if (!tp__mut_lock_heap(h, m)) *stale = true;
   struct tp__region *r = h->recyclable;
   if (r) {
     h->recyclable = r->rnext;
@@ -159,9 +197,9 @@ static struct tp__region *take_recyclable(tp_heap *h) {
   return r;
 }
 
-/* A new region from the pool: its whole data area is free (and poisoned);
- * *zero tells whether that area is all zero. NULL + ENOMEM. */
-static struct tp__region *new_region(tp_heap *h, bool *zero) {
+/* A new region from the pool for m: its whole data area is free (and
+ * poisoned) and zero. NULL + ENOMEM. */
+static struct tp__region *new_region(tp_heap *h, tp__mut *m) {
   struct tp__region *r = tp_pool_get(h->pool);
   if (!r) {
     errno = ENOMEM;
@@ -169,12 +207,20 @@ static struct tp__region *new_region(tp_heap *h, bool *zero) {
   }
   /* The pool never writes into a region it holds; we always leave a
    * nonzero magic in one we give back, and debug builds poison it. So a
-   * zero magic means the memory came straight from mmap. */
-  *zero = r->magic == 0;
-  if (!*zero) memset(r, 0, h->data_off); /* fresh from mmap: already zero */
+   * zero magic means the memory came straight from mmap, already zero.
+   * One from the pool's cache is zeroed here, while no one else can see
+   * it, so this thread may stop for a collection halfway (zero_polling). */
+  if (r->magic != 0) {
+    memset(r, 0, h->data_off);
+    char *a = (char *)r + h->data_off, *e = (char *)r + h->region_size;
+    TP_UNPOISON(a, (size_t)(e - a));
+    while ((a = zero_polling(h, a, e)) != e) tp__gc_park(h, m);
+  }
   r->magic = TP__REGION_MAGIC;
   TP_POISON((char *)r + h->data_off, h->region_size - h->data_off);
-  pthread_mutex_lock(&h->lock);
+  /* The mark flag is read under the lock below, so a pause passed while
+   * waiting for it leaves nothing stale here. */
+  (void)tp__mut_lock_heap(h, m);
   /* Allocate black: while a mark runs, a new region is born with every
    * mark bit set and every line at the mark's epoch, so what is allocated
    * in it survives the sweep and the marker, which finds those bits set,
@@ -219,33 +265,38 @@ static bool refill(tp_heap *h, tp__mut *m, size_t adv) {
     tp__gc_after_collection(h);
     return true; /* the caller retries: buffers were retired */
   }
-  bool zero;
   /* While a mark runs, holes are born black (next_hole, new_region). */
   bool marking = __atomic_load_n(&h->flags, __ATOMIC_RELAXED) & TP__F_MARK;
   if (adv > TP__LINE) {
     /* Medium object: a new overflow region (the previous one becomes a
      * full region). */
-    struct tp__region *r = new_region(h, &zero);
+    struct tp__region *r = new_region(h, m);
     if (!r) return false;
     m->olimit = (char *)r + h->region_size;
-    m->ocursor = m->oacct = open_buffer((char *)r + h->data_off, m->olimit, zero);
+    m->ocursor = m->oacct = open_buffer((char *)r + h->data_off, m->olimit);
     return true;
   }
-  if (m->region && next_hole(h, m, marking)) return true;
+  /* HOLE_OPEN, or HOLE_STOPPED: the caller's loop parks, then retries. */
+  if (m->region && next_hole(h, m, marking) != HOLE_NONE) return true;
   /* The next region; the previous one becomes a full region. */
   struct tp__region *r;
-  while ((r = take_recyclable(h))) {
+  bool stale = false;
+  while ((r = take_recyclable(h, m, &stale))) {
     m->region = r;
     m->next_line = h->first_line;
-    if (next_hole(h, m, marking)) return true;
+    /* A pause passed while waiting for the lock: `marking` may be stale;
+     * the caller retries, and the next refill starts from r. */
+    if (stale) return true;
+    if (next_hole(h, m, marking) != HOLE_NONE) return true;
     /* Marking and no whole-word hole: it stays a full region until the
      * sweep. */
   }
-  if (!(r = new_region(h, &zero))) return false;
+  if (stale) return true;
+  if (!(r = new_region(h, m))) return false;
   m->region = r;
   m->next_line = h->nlines; /* its one hole, the whole data area, is taken */
   m->limit = (char *)r + h->region_size;
-  m->cursor = m->acct = open_buffer((char *)r + h->data_off, m->limit, zero);
+  m->cursor = m->acct = open_buffer((char *)r + h->data_off, m->limit);
   return true;
 }
 
@@ -286,7 +337,7 @@ static void *alloc_large(tp_heap *h, tp__mut *m, const tp_type *t, size_t n, siz
   l->payload = pay8;
   l->n = n;
   l->hdr = (uintptr_t)t | TP__HDR_LARGE | (array ? TP__HDR_ARRAY : 0);
-  pthread_mutex_lock(&h->lock);
+  (void)tp__mut_lock_heap(h, m); /* the mark flag is read under it */
   /* Allocate black (see new_region). */
   l->marked = (__atomic_load_n(&h->flags, __ATOMIC_RELAXED) & TP__F_MARK) ? 1 : 0;
   int rc = tp__map_set_range(h, (uintptr_t)l, map, (void *)((uintptr_t)l | 1));

@@ -243,6 +243,12 @@ typedef struct tp_heap_stats {
                                the time to be woken, and a pause it runs into) */
   uint64_t mark_term_satb_max; /* the most logged values one pause 2
                                marked: what the concurrent mark left */
+  /* ---- stopping (Go's /sched/pauses/stopping/gc) ---- */
+  uint64_t stop_total_ns;   /* of pause_total_ns, the time from each stop
+                               request until every attached thread had
+                               stopped (reached a safepoint or was in a
+                               blocking section), summed */
+  uint64_t stop_max_ns;     /* the longest such wait */
 } tp_heap_stats;
 
 /* Creates a heap (NULL config = defaults). NULL + errno EINVAL (bad

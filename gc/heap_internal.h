@@ -351,6 +351,7 @@ struct tp_heap {
   uint64_t mark_assist_ns, assists, assist_max_ns; /* bounded assists */
   uint64_t store_assists, store_assist_ns;          /* gc/barrier.c */
   uint64_t mark_term_satb_max; /* the most logged values a pause 2 marked */
+  uint64_t stop_total, stop_max; /* time to stop, of the pauses (gc/metrics.c) */
   uint64_t limit_waits, limit_wait_ns;            /* waits at hard_limit */
 
   /* ---- registered arenas (gc/arena_roots.c) ---- */
@@ -546,6 +547,14 @@ void tp__gc_wait_all_stopped(tp_heap *h, tp__mut *self);
  * collection wants it; registers spilled. Call with no lock held. */
 void tp__gc_park(tp_heap *h, tp__mut *m);
 
+/* Takes h->lock for the attached, running thread m (an allocation's slow
+ * path), which counts as stopped while it waits for the lock. Returns
+ * false if the world was stopped and restarted meanwhile: the caller
+ * holds h->lock either way, but what it read of the heap's state before
+ * the call (the mark flag, its allocation buffers, which the pause
+ * retired) may be stale. Call with no lock held. */
+bool tp__mut_lock_heap(tp_heap *h, tp__mut *m);
+
 /* gc/collect.c */
 
 /* Runs a collection with the calling thread's registers spilled onto its
@@ -669,10 +678,11 @@ uintptr_t tp__gc_find(const tp_heap *h, uintptr_t a);
 
 /* ---- metrics (gc/metrics.c) ----------------------------------------------- */
 
-/* Records a stop-the-world pause of ns nanoseconds: total, last, max,
- * histogram, pauses. Every pause: pause 1 and pause 2 of a concurrent
- * cycle (two per collection) and the stop-the-world fallback's one. */
-void tp__gc_note_pause(tp_heap *h, uint64_t ns);
+/* Records a stop-the-world pause of ns nanoseconds, of which stop_ns went
+ * to stopping the threads: total, last, max, histogram, pauses, stopping.
+ * Every pause: pause 1 and pause 2 of a concurrent cycle (two per
+ * collection) and the stop-the-world fallback's one. */
+void tp__gc_note_pause(tp_heap *h, uint64_t ns, uint64_t stop_ns);
 
 /* The runtime/metrics part of tp_heap_read_stats. */
 void tp__gc_read_metrics(const tp_heap *h, tp_heap_stats *out);

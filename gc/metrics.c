@@ -1,7 +1,8 @@
 /*
  * The collector's metrics after Go's runtime/metrics: the pause histogram
  * (/gc/pauses:seconds), cumulative pause time, mark assist and background
- * mark CPU time, the phase in progress (written by the collector), and
+ * mark CPU time, the time spent stopping the threads
+ * (/sched/pauses/stopping/gc), the phase in progress (written by the collector), and
  * the pacer's trigger and hard limit, assists and waits (written by the
  * pacer and the allocators, gc/pacing.c). Read by tp_heap_read_stats from
  * any thread at any time.
@@ -24,7 +25,9 @@ static unsigned pause_bucket(uint64_t ns) {
   return i < TP_HEAP_PAUSE_BUCKETS ? i : TP_HEAP_PAUSE_BUCKETS - 1;
 }
 
-void tp__gc_note_pause(tp_heap *h, uint64_t ns) {
+void tp__gc_note_pause(tp_heap *h, uint64_t ns, uint64_t stop_ns) {
+  tp__counter_add(&h->stop_total, (int64_t)stop_ns);
+  tp__counter_max(&h->stop_max, stop_ns);
   tp__counter_add(&h->pause_total, (int64_t)ns);
   __atomic_store_n(&h->last_pause, ns, __ATOMIC_RELAXED);
   tp__counter_max(&h->pause_max, ns);
@@ -49,4 +52,6 @@ void tp__gc_read_metrics(const tp_heap *h, tp_heap_stats *out) {
   out->store_assists = tp__counter_get(&h->store_assists);
   out->store_assist_ns = tp__counter_get(&h->store_assist_ns);
   out->mark_term_satb_max = tp__counter_get(&h->mark_term_satb_max);
+  out->stop_total_ns = tp__counter_get(&h->stop_total);
+  out->stop_max_ns = tp__counter_get(&h->stop_max);
 }

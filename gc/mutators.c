@@ -258,11 +258,13 @@ void tp_heap_safepoint(tp_heap *h) {
 /* Records the caller's stack and callee-saved registers for a BLOCKING
  * section. The registers were spilled into tp_heap_blocking_enter's frame
  * (below caller_sp) by __builtin_unwind_init; that frame is gone once enter
- * returns, so it is copied into the record. */
-__attribute__((no_sanitize_address, no_sanitize_thread)) TP_NOINLINE static void
+ * returns, so it is copied into the record. Returns h->stw_epoch as it was
+ * when the section began. */
+__attribute__((no_sanitize_address, no_sanitize_thread)) TP_NOINLINE static uint64_t
 blocking_enter_inner(tp_heap *h, tp__mut *m, char *caller_sp) {
   char *sp = tp__current_sp();
   pthread_mutex_lock(&h->sp_lock);
+  uint64_t epoch = h->stw_epoch;
   if (m->blocking_depth++ == 0) {
     size_t n = (size_t)(caller_sp - sp) / sizeof(uintptr_t);
     if (n > 64) n = 64;
@@ -275,6 +277,7 @@ blocking_enter_inner(tp_heap *h, tp__mut *m, char *caller_sp) {
     pthread_cond_broadcast(&h->cv_parked);
   }
   pthread_mutex_unlock(&h->sp_lock);
+  return epoch;
 }
 
 TP_NOINLINE void tp_heap_blocking_enter(tp_heap *h) {
@@ -308,6 +311,68 @@ void tp_heap_blocking_leave(tp_heap *h) {
   tp__mut *m = tp__find_mut(h);
   if (!m || !m->attach_depth || !m->blocking_depth) return;
   blocking_leave_mut(h, m);
+}
+
+/* tp__mut_lock_heap's wait. The sweeper holds h->lock for a batch of
+ * regions at a time, and an allocating thread that needs a region waits
+ * for it; stopping the world used to wait for that thread to get the lock,
+ * run (a lock handed from thread to thread, each needing a CPU) and reach
+ * a safepoint: 4 ms in one gcserver pause, while the thread sat woken on a
+ * CPU that had gone idle. So the wait is a blocking section, and the
+ * collector does not wait for it: the collector never stops the world
+ * holding h->lock (it takes h->lock after the world is stopped, and the
+ * sweeper releases it between batches), so when the waiter gets the lock
+ * it finds, under sp_lock, either no stop wanted (it is RUNNING again, as
+ * before it waited) or a stop wanted, then it gives the lock back, waits
+ * for the restart and tries again. Whether a whole pause went by while it
+ * waited is told by stw_epoch (each restart moves it). The stack and
+ * registers are recorded as tp_heap_blocking_enter records them. */
+__attribute__((no_sanitize_address, no_sanitize_thread)) TP_NOINLINE static bool
+lock_heap_wait(tp_heap *h, tp__mut *m, char *caller_sp) {
+  uint64_t epoch = blocking_enter_inner(h, m, caller_sp);
+  for (;;) {
+    pthread_mutex_lock(&h->lock);
+    pthread_mutex_lock(&h->sp_lock);
+    bool wanted = tp__stw_wanted(h), same = h->stw_epoch == epoch;
+    if (!wanted) {
+      m->blocking_depth = 0;
+      m->state = TP__MS_RUNNING;
+      tp__lo_hold(m);
+      m->nspill = 0;
+    }
+    pthread_mutex_unlock(&h->sp_lock);
+    if (!wanted) return same;
+    pthread_mutex_unlock(&h->lock);
+    blocking_leave_mut(h, m); /* until the world restarts */
+    if (pthread_mutex_trylock(&h->lock) == 0) return false;
+    blocking_enter_inner(h, m, caller_sp);
+  }
+}
+
+TP_NOINLINE static bool lock_heap_slow(tp_heap *h, tp__mut *m) {
+  bool r;
+  TP__WITH_REGS_SPILLED(r = lock_heap_wait(h, m, (char *)__builtin_frame_address(0) + 2 * sizeof(void *)));
+  return r;
+}
+
+/* Zeroes 2 KiB of the stack below the caller's frame. The frames of
+ * lock_heap_slow and below held the caller's callee-saved registers
+ * (spilled for the collector) and what pthread's futex wait left; a later
+ * blocking section at that depth copies the slots it does not write
+ * (padding) into its record, and a conservative scan would then keep
+ * alive what those stale words point to (seen: tests/robust/fault_test,
+ * a dropped list kept by one such word). Boehm's GC_clear_stack, for
+ * the same reason. */
+TP_NOINLINE static void clear_dead_stack(void) {
+  volatile uintptr_t z[256];
+  for (size_t i = 0; i < sizeof z / sizeof z[0]; i++) z[i] = 0;
+}
+
+bool tp__mut_lock_heap(tp_heap *h, tp__mut *m) {
+  if (pthread_mutex_trylock(&h->lock) == 0) return true;
+  bool r = lock_heap_slow(h, m);
+  clear_dead_stack();
+  return r;
 }
 
 /* Waits in other layers (epoch grace periods and barriers, through

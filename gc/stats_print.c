@@ -205,8 +205,10 @@ static void print_table(FILE *f, const struct report *r) {
             phase_name(h->phase), h->arenas, h->assists, nanos(a, sizeof a, h->mark_assist_ns),
             nanos(b, sizeof b, h->assist_max_ns), h->limit_waits, nanos(c, sizeof c, h->limit_wait_ns),
             nanos(d, sizeof d, h->mark_bg_cpu_ns));
-    fprintf(f, "  store assists %" PRIu64 " (%s); most logged values marked in one pause 2 %" PRIu64 "\n",
-            h->store_assists, nanos(a, sizeof a, h->store_assist_ns), h->mark_term_satb_max);
+    fprintf(f, "  store assists %" PRIu64 " (%s); most logged values marked in one pause 2 %" PRIu64
+               "; stopping the threads %s of the pauses (max %s)\n",
+            h->store_assists, nanos(a, sizeof a, h->store_assist_ns), h->mark_term_satb_max,
+            nanos(b, sizeof b, h->stop_total_ns), nanos(c, sizeof c, h->stop_max_ns));
     /* The non-empty buckets of the pause histogram, as [low, high). */
     fprintf(f, "  pauses %" PRIu64 ":", h->pauses);
     for (unsigned k = 0; k < TP_HEAP_PAUSE_BUCKETS; k++) {
@@ -382,6 +384,8 @@ static void print_json(FILE *f, const struct report *r) {
     JU(f, ", ", "store_assists", h->store_assists);
     JU(f, ", ", "store_assist_ns", h->store_assist_ns);
     JU(f, ", ", "mark_term_satb_max", h->mark_term_satb_max);
+    JU(f, ", ", "stop_total_ns", h->stop_total_ns);
+    JU(f, ", ", "stop_max_ns", h->stop_max_ns);
     fputc('}', f);
   }
   fprintf(f, "]");

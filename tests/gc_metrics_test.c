@@ -2,7 +2,7 @@
  * tp_heap_stats after Go's runtime/metrics: the pause histogram counts
  * every pause, two per concurrent collection (pause 1 and pause 2), each in
  * the bucket of its duration (consistent with last_pause_ns, pause_max_ns,
- * pause_total_ns); the phase is idle between collections; mark assist is 0
+ * pause_total_ns, and stop_total_ns/stop_max_ns within them); the phase is idle between collections; mark assist is 0
  * (the collector has none) and background mark CPU grows with the
  * concurrent marks; tp_heap_read_stats racing collections, allocations and
  * arena registrations from other threads (seeded, time-bounded, more
@@ -92,6 +92,11 @@ static void test_histogram(void **state) {
       hi += s.pause_hist[k] * (tp_heap_pause_bucket_ns(k + 1) - 1);
     }
     assert_true(lo <= s.pause_total_ns && s.pause_total_ns <= hi);
+    /* Stopping is part of each pause, and takes some time (two clock
+     * reads at least). */
+    assert_true(s.stop_total_ns > 0);
+    assert_true(s.stop_total_ns <= s.pause_total_ns);
+    assert_true(s.stop_max_ns <= s.pause_max_ns);
   }
   assert_int_equal(s.num_gc, 40);
   /* Manual only: no goal, so no allocation assisted or waited. */
@@ -161,7 +166,8 @@ static void *reader(void *p) {
     if (s.num_gc < prev.num_gc || s.pauses < prev.pauses || s.pause_total_ns < prev.pause_total_ns ||
         s.pause_max_ns < prev.pause_max_ns || s.mark_bg_cpu_ns < prev.mark_bg_cpu_ns ||
         s.mark_assist_ns < prev.mark_assist_ns || s.assists < prev.assists ||
-        s.limit_waits < prev.limit_waits || s.limit_wait_ns < prev.limit_wait_ns)
+        s.limit_waits < prev.limit_waits || s.limit_wait_ns < prev.limit_wait_ns ||
+        s.stop_total_ns < prev.stop_total_ns || s.stop_max_ns < prev.stop_max_ns)
       tt_fail_once(&r->f, "a counter went backwards");
     for (unsigned k = 0; k < TP_HEAP_PAUSE_BUCKETS; k++)
       if (s.pause_hist[k] < prev.pause_hist[k]) tt_fail_once(&r->f, "bucket %u went backwards", k);
