@@ -29,17 +29,9 @@
  * MARK from pause 1, MARK_TERMINATION in pause 2, SWEEP from the end of
  * pause 2, IDLE when the sweep is done. Each pause, and the fallback's one,
  * is recorded by tp__gc_note_pause (gc/metrics.c: total, last, max,
- * histogram, and the part of it spent stopping): two per concurrent cycle.
- *
- * A pause is timed as Go times its own (runtime startTheWorldWithSema
- * reads the clock before it wakes anyone): from the stop request until the
- * world is let go. Letting it go is a futex wake-up of the stopped
- * threads, and on a machine with fewer CPUs than threads those threads
- * preempt the collecting thread inside that call, which then waits up to a
- * scheduler tick for a CPU while they run: a clock read after the wake-up
- * made gcserver's pauses 1.8-3.3 ms where the wake-up itself took under
- * 0.03 ms. So the wake-up is timed by the thread's CPU time (wake_begin,
- * wake_end): its own cost counts, its wait for a CPU after it does not.
+ * histogram, and the part of it spent stopping): two per concurrent cycle,
+ * each from the stop request until the world is let go (gc/metrics.c,
+ * tp__gc_wake_begin, says how the end is timed).
  *
  * The argument that this marks everything reachable is at the top of
  * gc/mark.c. What the pauses hold: pause 1 is O(threads + stack bytes +
@@ -168,17 +160,6 @@ static void mark_and_sweep(tp_heap *h, struct tp__release *rel) {
   __atomic_store_n(&h->phase, TP__PH_IDLE, __ATOMIC_RELAXED);
 }
 
-/* The clock around the wake-up that ends a pause (top of the file). */
-struct wake_clock {
-  uint64_t t, cpu;
-};
-static struct wake_clock wake_begin(void) {
-  return (struct wake_clock){tp__now_ns(), tp__clock_ns(CLOCK_THREAD_CPUTIME_ID)};
-}
-static uint64_t wake_end(struct wake_clock w) {
-  return w.t + (tp__clock_ns(CLOCK_THREAD_CPUTIME_ID) - w.cpu);
-}
-
 /* The collection proper, called with the caller's registers spilled into
  * tp__gc_collect's frame (above this frame's stack pointer). */
 TP_NOINLINE static bool collect_inner(tp_heap *h, tp__mut *self) {
@@ -215,11 +196,11 @@ TP_NOINLINE static bool collect_inner(tp_heap *h, tp__mut *self) {
   pthread_mutex_lock(&h->sp_lock);
   __atomic_fetch_and(&h->flags, ~TP__F_STW, __ATOMIC_RELAXED);
   h->stw_epoch++;
-  struct wake_clock w = wake_begin();
+  struct tp__wake_clock w = tp__gc_wake_begin();
   pthread_cond_broadcast(&h->cv_resume);
   pthread_mutex_unlock(&h->sp_lock);
 
-  tp__gc_note_pause(h, wake_end(w) - t0, stopped - t0); /* gc/metrics.c */
+  tp__gc_note_pause(h, tp__gc_wake_end(w) - t0, stopped - t0); /* gc/metrics.c */
   tp__counter_add(&h->num_gc, 1);
 
   tp__gc_release(h, &rel);
@@ -258,19 +239,19 @@ static uint64_t stop_world(tp_heap *h) {
  * `phase`. Both change while every attached thread is stopped, and each
  * takes sp_lock to resume: the relaxed flag tests of the fast paths and
  * the barrier see the new value from their first step on. Returns the
- * pause's end (top of the file). */
+ * pause's end (tp__gc_wake_end). */
 static uint64_t restart_world(tp_heap *h, uint32_t flags, int phase) {
   pthread_mutex_lock(&h->sp_lock);
   __atomic_store_n(&h->flags, flags, __ATOMIC_RELAXED);
   __atomic_store_n(&h->phase, phase, __ATOMIC_RELAXED);
   h->stw_epoch++;
-  struct wake_clock w = wake_begin();
+  struct tp__wake_clock w = tp__gc_wake_begin();
   pthread_mutex_unlock(&h->sp_lock);
   /* After the unlock: each woken thread takes sp_lock to resume, and would
    * otherwise wake only to wait for it. The waiters test stw_epoch under
    * sp_lock, so none can miss this broadcast. */
   pthread_cond_broadcast(&h->cv_resume);
-  return wake_end(w);
+  return tp__gc_wake_end(w);
 }
 
 static void pause1(tp_heap *h, struct tp__release *rel) {

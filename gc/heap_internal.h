@@ -684,6 +684,14 @@ uintptr_t tp__gc_find(const tp_heap *h, uintptr_t a);
  * collection) and the stop-the-world fallback's one. */
 void tp__gc_note_pause(tp_heap *h, uint64_t ns, uint64_t stop_ns);
 
+/* The clock around the wake-up of the stopped threads that ends a pause:
+ * begin before it, end after it returns the pause's end (gc/metrics.c). */
+struct tp__wake_clock {
+  uint64_t t, cpu;
+};
+struct tp__wake_clock tp__gc_wake_begin(void);
+uint64_t tp__gc_wake_end(struct tp__wake_clock w);
+
 /* The runtime/metrics part of tp_heap_read_stats. */
 void tp__gc_read_metrics(const tp_heap *h, tp_heap_stats *out);
 

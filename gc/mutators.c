@@ -1,7 +1,8 @@
 /*
  * The collector's threads: a mutator's record per heap (tp__mut), attach
  * and detach, thread exit, safepoints, blocking sections (and the other
- * layers' waits as blocking sections), and the handshake by which a
+ * layers' waits, and an allocation's wait for the heap lock, as blocking
+ * sections), and the handshake by which a
  * collection stops the attached threads and lets them go.
  *
  * Threads. The mutator list h->muts holds every record of the heap (any
@@ -25,7 +26,9 @@
  * registers are dead across the call by the ABI, callee-saved ones are in
  * the scanned frames (or, for BLOCKING, copied into the record). Attach,
  * detach and blocking_leave wait while TP__F_STW is set, so the set of
- * running threads cannot grow during a collection.
+ * running threads cannot grow during a collection. An allocating thread's
+ * wait for h->lock is BLOCKING too (tp__mut_lock_heap); one that gets the
+ * lock while a stop is wanted gives it back before it touches anything.
  */
 #define _GNU_SOURCE
 #include <tidepool/epoch.h>
