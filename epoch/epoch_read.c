@@ -67,6 +67,13 @@ static TP_COLD void enter_slow(void) {
   tp__epoch_read_lock_inline();
 }
 
+/* Both halves of the pair start on a cache line (TP__FAST_ALIGN): their
+ * fast paths (51 and 46 bytes) then each sit in one line. Where the linker
+ * happened to put them across a 64-byte boundary the pair measured
+ * 3.3 ns against 2.5 ns for the same instructions (//bench read_pair,
+ * 3 alternations, AMD EPYC). */
+#define TP__FAST_ALIGN __attribute__((aligned(TP_CACHELINE)))
+
 /* The read side for programs that do not opt in to the inline one
  * (epoch.h): liburcu's read lock, one call away, behind one registration
  * test. The test is liburcu's own flag, not tidepool's: it is what must
@@ -78,12 +85,6 @@ static TP_COLD void enter_slow(void) {
  * tidepool's flag instead (it reads nothing of liburcu's but the nesting
  * counter); there the application calls tp_epoch_register_thread() again
  * after it unregistered a thread itself. */
-/* Both halves of the pair start on a cache line (TP__FAST_ALIGN): their
- * fast paths (51 and 46 bytes) then each sit in one line. Where the linker
- * happened to put them across a 64-byte boundary the pair measured
- * 3.3 ns against 2.5 ns for the same instructions (//bench read_pair,
- * 3 alternations, AMD EPYC). */
-#define TP__FAST_ALIGN __attribute__((aligned(TP_CACHELINE)))
 TP__FAST_ALIGN void tp_epoch_enter(void) {
   if (TP_UNLIKELY(!URCU_TLS(urcu_memb_reader).registered)) {
     enter_slow();

@@ -218,15 +218,17 @@ static struct tp__region *new_region(tp_heap *h, tp__mut *m) {
   }
   r->magic = TP__REGION_MAGIC;
   TP_POISON((char *)r + h->data_off, h->region_size - h->data_off);
-  /* The mark flag is read under the lock below, so a pause passed while
-   * waiting for it leaves nothing stale here. */
+  /* The mark flag and epoch are read after the lock is taken, so a pause
+   * that went by while this thread waited for it leaves nothing stale. */
   (void)tp__mut_lock_heap(h, m);
   /* Allocate black: while a mark runs, a new region is born with every
    * mark bit set and every line at the mark's epoch, so what is allocated
    * in it survives the sweep and the marker, which finds those bits set,
    * never scans it (gc/mark.c). Written before the region is published in
-   * the map (release) and under h->lock, which pause 1 holds when it sets
-   * TP__F_MARK and the epoch. */
+   * the map (release). TP__F_MARK and the epoch change only while every
+   * attached thread is stopped, and tp__mut_lock_heap returns this one
+   * running with no stop wanted, so what it reads here holds until its
+   * next safepoint. */
   if (__atomic_load_n(&h->flags, __ATOMIC_RELAXED) & TP__F_MARK) {
     struct tp__bitpair *bits = tp__region_bits(h, r);
     for (size_t w = h->first_word; w < h->nwords; w++) bits[w].mark = ~(uint64_t)0;
@@ -337,7 +339,7 @@ static void *alloc_large(tp_heap *h, tp__mut *m, const tp_type *t, size_t n, siz
   l->payload = pay8;
   l->n = n;
   l->hdr = (uintptr_t)t | TP__HDR_LARGE | (array ? TP__HDR_ARRAY : 0);
-  (void)tp__mut_lock_heap(h, m); /* the mark flag is read under it */
+  (void)tp__mut_lock_heap(h, m); /* then the mark flag: see new_region */
   /* Allocate black (see new_region). */
   l->marked = (__atomic_load_n(&h->flags, __ATOMIC_RELAXED) & TP__F_MARK) ? 1 : 0;
   int rc = tp__map_set_range(h, (uintptr_t)l, map, (void *)((uintptr_t)l | 1));

@@ -245,11 +245,14 @@ static uint64_t restart_world(tp_heap *h, uint32_t flags, int phase) {
   __atomic_store_n(&h->flags, flags, __ATOMIC_RELAXED);
   __atomic_store_n(&h->phase, phase, __ATOMIC_RELAXED);
   h->stw_epoch++;
-  struct tp__wake_clock w = tp__gc_wake_begin();
   pthread_mutex_unlock(&h->sp_lock);
   /* After the unlock: each woken thread takes sp_lock to resume, and would
    * otherwise wake only to wait for it. The waiters test stw_epoch under
-   * sp_lock, so none can miss this broadcast. */
+   * sp_lock, so none can miss this broadcast. The clock starts after the
+   * unlock: a thread queued on sp_lock (one back from tp__mut_lock_heap's
+   * wait) may take the CPU there while the parked ones are still asleep,
+   * and that time is pause. */
+  struct tp__wake_clock w = tp__gc_wake_begin();
   pthread_cond_broadcast(&h->cv_resume);
   return tp__gc_wake_end(w);
 }

@@ -25,15 +25,17 @@ static unsigned pause_bucket(uint64_t ns) {
   return i < TP_HEAP_PAUSE_BUCKETS ? i : TP_HEAP_PAUSE_BUCKETS - 1;
 }
 
-/* A pause is timed as Go times its own (runtime startTheWorldWithSema
- * reads the clock before it wakes anyone): from the stop request until the
- * world is let go. Letting it go is a futex wake-up of the stopped
- * threads, and on a machine with fewer CPUs than threads those threads
- * preempt the collecting thread inside that call, which then waits up to a
- * scheduler tick for a CPU while they run: a clock read after the wake-up
- * made gcserver's pauses 1.8-3.3 ms where the wake-up itself took under
- * 0.03 ms. So the wake-up is timed by the thread's CPU time: its own cost
- * counts, its wait for a CPU after it does not. */
+/* A pause runs from the stop request until the stopped threads are woken.
+ * The wake-up is a futex call, and with more runnable threads than CPUs
+ * the threads it wakes preempt the collecting thread inside it; that
+ * thread then waits for a CPU, up to a scheduler tick, while the woken
+ * threads run: a clock read after the call made gcserver's pauses
+ * 1.8-3.3 ms where everything up to the wake-up took under 0.03 ms. So the
+ * wall clock runs up to the wake-up and the wake-up itself counts by the
+ * thread's CPU time: its cost is pause, its wait for a CPU once the world
+ * runs is not. (Go reads its clock after its wake-ups, in
+ * startTheWorldWithSema; it never has more running threads than
+ * GOMAXPROCS, so the thread that wakes the others keeps its CPU.) */
 struct tp__wake_clock tp__gc_wake_begin(void) {
   return (struct tp__wake_clock){tp__now_ns(), tp__clock_ns(CLOCK_THREAD_CPUTIME_ID)};
 }
