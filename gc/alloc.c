@@ -119,12 +119,9 @@ static char *zero_polling(const tp_heap *h, char *a, char *b) {
   return b;
 }
 
-/* Opens [a, b), zeroed, as an allocation buffer: unpoisoned. Returns its
- * first cursor (8 mod 16). */
-static char *open_buffer(char *a, char *b) {
-  TP_UNPOISON(a, (size_t)(b - a));
-  return a + 8;
-}
+/* The first cursor of a buffer that starts at a (line-aligned): headers
+ * sit at 8 mod 16. */
+static char *first_cursor(char *a) { return a + 8; }
 
 /* next_hole's results. */
 enum { HOLE_NONE, HOLE_OPEN, HOLE_STOPPED };
@@ -135,16 +132,18 @@ enum { HOLE_NONE, HOLE_OPEN, HOLE_STOPPED };
  * lines untouched, part of it zeroed, which free memory may be) and
  * m->next_line at its start, and the caller returns to the allocation
  * loop, which parks; after the pause the search starts again, with the
- * mark state the pause left. black (a mark runs): the hole is shrunk to
- * whole bitmap words (8 lines, 1 KiB) and born black like a new region
- * (see new_region): its mark bits set, its lines at the epoch, once it is
- * zeroed. Whole words, because the marker writes the mark words of the
+ * mark state the pause left. While a mark runs (TP__F_MARK, stable while
+ * this thread runs: it changes only with every thread stopped) the hole
+ * is shrunk to whole bitmap words (8 lines, 1 KiB) and born black like a
+ * new region (see new_region): its mark bits set, its lines at the epoch,
+ * once it is zeroed. Whole words, because the marker writes the mark words of the
  * region's old objects without atomics (gc/mark.c): a word it may write
  * must not hold a bit of ours; a word inside a hole holds no old object,
  * and the marker reads one only after seeing a start bit we set (release)
  * after the mark bits. The line bytes are read with relaxed atomics: the
  * marker writes those of the old objects. */
-static int next_hole(tp_heap *h, tp__mut *m, bool black) {
+static int next_hole(tp_heap *h, tp__mut *m) {
+  bool black = __atomic_load_n(&h->flags, __ATOMIC_RELAXED) & TP__F_MARK;
   struct tp__region *r = m->region;
   uint8_t *lines = tp__region_lines(h, r);
   uint32_t i = m->next_line, n = h->nlines, j;
@@ -178,16 +177,14 @@ static int next_hole(tp_heap *h, tp__mut *m, bool black) {
     for (uint32_t k = i; k < j; k++) __atomic_store_n(&lines[k], h->mark_epoch, __ATOMIC_RELAXED);
   }
   m->next_line = j;
-  m->cursor = m->acct = lo + 8;
+  m->cursor = m->acct = first_cursor(lo);
   m->limit = hi;
   return HOLE_OPEN;
 }
 
-/* A region off the recyclable stack (it has a free line), or NULL. Sets
- * *stale if the world was stopped while m waited for h->lock
- * (tp__mut_lock_heap). */
-static struct tp__region *take_recyclable(tp_heap *h, tp__mut *m, bool *stale) {
-  if (!tp__mut_lock_heap(h, m)) *stale = true;
+/* A region off the recyclable stack (it has a free line), or NULL. */
+static struct tp__region *take_recyclable(tp_heap *h, tp__mut *m) {
+  tp__mut_lock_heap(h, m);
   struct tp__region *r = h->recyclable;
   if (r) {
     h->recyclable = r->rnext;
@@ -197,8 +194,9 @@ static struct tp__region *take_recyclable(tp_heap *h, tp__mut *m, bool *stale) {
   return r;
 }
 
-/* A new region from the pool for m: its whole data area is free (and
- * poisoned) and zero. NULL + ENOMEM. */
+/* A new region from the pool for m: its whole data area is free and
+ * zero (and, as the pool gives it, not poisoned: the caller makes it one
+ * buffer). NULL + ENOMEM. */
 static struct tp__region *new_region(tp_heap *h, tp__mut *m) {
   struct tp__region *r = tp_pool_get(h->pool);
   if (!r) {
@@ -213,14 +211,10 @@ static struct tp__region *new_region(tp_heap *h, tp__mut *m) {
   if (r->magic != 0) {
     memset(r, 0, h->data_off);
     char *a = (char *)r + h->data_off, *e = (char *)r + h->region_size;
-    TP_UNPOISON(a, (size_t)(e - a));
     while ((a = zero_polling(h, a, e)) != e) tp__gc_park(h, m);
   }
   r->magic = TP__REGION_MAGIC;
-  TP_POISON((char *)r + h->data_off, h->region_size - h->data_off);
-  /* The mark flag and epoch are read after the lock is taken, so a pause
-   * that went by while this thread waited for it leaves nothing stale. */
-  (void)tp__mut_lock_heap(h, m);
+  tp__mut_lock_heap(h, m);
   /* Allocate black: while a mark runs, a new region is born with every
    * mark bit set and every line at the mark's epoch, so what is allocated
    * in it survives the sweep and the marker, which finds those bits set,
@@ -267,38 +261,33 @@ static bool refill(tp_heap *h, tp__mut *m, size_t adv) {
     tp__gc_after_collection(h);
     return true; /* the caller retries: buffers were retired */
   }
-  /* While a mark runs, holes are born black (next_hole, new_region). */
-  bool marking = __atomic_load_n(&h->flags, __ATOMIC_RELAXED) & TP__F_MARK;
+  /* While a mark runs, holes are born black (next_hole, new_region: each
+   * reads the mark flag itself, after any wait for h->lock). */
   if (adv > TP__LINE) {
     /* Medium object: a new overflow region (the previous one becomes a
      * full region). */
     struct tp__region *r = new_region(h, m);
     if (!r) return false;
     m->olimit = (char *)r + h->region_size;
-    m->ocursor = m->oacct = open_buffer((char *)r + h->data_off, m->olimit);
+    m->ocursor = m->oacct = first_cursor((char *)r + h->data_off);
     return true;
   }
   /* HOLE_OPEN, or HOLE_STOPPED: the caller's loop parks, then retries. */
-  if (m->region && next_hole(h, m, marking) != HOLE_NONE) return true;
+  if (m->region && next_hole(h, m) != HOLE_NONE) return true;
   /* The next region; the previous one becomes a full region. */
   struct tp__region *r;
-  bool stale = false;
-  while ((r = take_recyclable(h, m, &stale))) {
+  while ((r = take_recyclable(h, m))) {
     m->region = r;
     m->next_line = h->first_line;
-    /* A pause passed while waiting for the lock: `marking` may be stale;
-     * the caller retries, and the next refill starts from r. */
-    if (stale) return true;
-    if (next_hole(h, m, marking) != HOLE_NONE) return true;
+    if (next_hole(h, m) != HOLE_NONE) return true;
     /* Marking and no whole-word hole: it stays a full region until the
      * sweep. */
   }
-  if (stale) return true;
   if (!(r = new_region(h, m))) return false;
   m->region = r;
   m->next_line = h->nlines; /* its one hole, the whole data area, is taken */
   m->limit = (char *)r + h->region_size;
-  m->cursor = m->acct = open_buffer((char *)r + h->data_off, m->limit);
+  m->cursor = m->acct = first_cursor((char *)r + h->data_off);
   return true;
 }
 
@@ -339,7 +328,7 @@ static void *alloc_large(tp_heap *h, tp__mut *m, const tp_type *t, size_t n, siz
   l->payload = pay8;
   l->n = n;
   l->hdr = (uintptr_t)t | TP__HDR_LARGE | (array ? TP__HDR_ARRAY : 0);
-  (void)tp__mut_lock_heap(h, m); /* then the mark flag: see new_region */
+  tp__mut_lock_heap(h, m); /* then the mark flag: see new_region */
   /* Allocate black (see new_region). */
   l->marked = (__atomic_load_n(&h->flags, __ATOMIC_RELAXED) & TP__F_MARK) ? 1 : 0;
   int rc = tp__map_set_range(h, (uintptr_t)l, map, (void *)((uintptr_t)l | 1));

@@ -30,8 +30,8 @@
  * pause 2, IDLE when the sweep is done. Each pause, and the fallback's one,
  * is recorded by tp__gc_note_pause (gc/metrics.c: total, last, max,
  * histogram, and the part of it spent stopping): two per concurrent cycle,
- * each from the stop request until the world is let go (gc/metrics.c,
- * tp__gc_wake_begin, says how the end is timed).
+ * each from the stop request until the world is let go (gc/mutators.c,
+ * tp__gc_wake_stopped, says how the end is timed).
  *
  * The argument that this marks everything reachable is at the top of
  * gc/mark.c. What the pauses hold: pause 1 is O(threads + stack bytes +
@@ -160,6 +160,8 @@ static void mark_and_sweep(tp_heap *h, struct tp__release *rel) {
   __atomic_store_n(&h->phase, TP__PH_IDLE, __ATOMIC_RELAXED);
 }
 
+static uint64_t restart_world(tp_heap *h, uint32_t flags, int phase);
+
 /* The collection proper, called with the caller's registers spilled into
  * tp__gc_collect's frame (above this frame's stack pointer). */
 TP_NOINLINE static bool collect_inner(tp_heap *h, tp__mut *self) {
@@ -181,8 +183,7 @@ TP_NOINLINE static bool collect_inner(tp_heap *h, tp__mut *self) {
    * else reads it under sp_lock. */
   __atomic_fetch_or(&h->flags, TP__F_STW, __ATOMIC_RELAXED);
   if (self) self->scan_lo = sp;
-  tp__gc_wait_all_stopped(h, self);
-  uint64_t stopped = tp__now_ns();
+  uint64_t stopped = tp__gc_wait_all_stopped(h, self);
   pthread_mutex_unlock(&h->sp_lock);
 
   struct tp__release rel = {NULL, NULL};
@@ -193,14 +194,9 @@ TP_NOINLINE static bool collect_inner(tp_heap *h, tp__mut *self) {
   mark_and_sweep(h, &rel);
   pthread_mutex_unlock(&h->lock);
 
-  pthread_mutex_lock(&h->sp_lock);
-  __atomic_fetch_and(&h->flags, ~TP__F_STW, __ATOMIC_RELAXED);
-  h->stw_epoch++;
-  struct tp__wake_clock w = tp__gc_wake_begin();
-  pthread_cond_broadcast(&h->cv_resume);
-  pthread_mutex_unlock(&h->sp_lock);
-
-  tp__gc_note_pause(h, tp__gc_wake_end(w) - t0, stopped - t0); /* gc/metrics.c */
+  /* No marker thread, so no concurrent mark: the flags go back to 0. */
+  uint64_t end = restart_world(h, 0, TP__PH_IDLE);
+  tp__gc_note_pause(h, end - t0, stopped - t0); /* gc/metrics.c */
   tp__counter_add(&h->num_gc, 1);
 
   tp__gc_release(h, &rel);
@@ -229,8 +225,7 @@ static uint64_t stop_world(tp_heap *h) {
   pthread_mutex_lock(&h->sp_lock);
   while (tp__stw_wanted(h)) pthread_cond_wait(&h->cv_resume, &h->sp_lock);
   __atomic_fetch_or(&h->flags, TP__F_STW, __ATOMIC_RELAXED);
-  tp__gc_wait_all_stopped(h, NULL);
-  uint64_t stopped = tp__now_ns();
+  uint64_t stopped = tp__gc_wait_all_stopped(h, NULL);
   pthread_mutex_unlock(&h->sp_lock);
   return stopped;
 }
@@ -239,7 +234,7 @@ static uint64_t stop_world(tp_heap *h) {
  * `phase`. Both change while every attached thread is stopped, and each
  * takes sp_lock to resume: the relaxed flag tests of the fast paths and
  * the barrier see the new value from their first step on. Returns the
- * pause's end (tp__gc_wake_end). */
+ * pause's end (tp__gc_wake_stopped). */
 static uint64_t restart_world(tp_heap *h, uint32_t flags, int phase) {
   pthread_mutex_lock(&h->sp_lock);
   __atomic_store_n(&h->flags, flags, __ATOMIC_RELAXED);
@@ -252,9 +247,7 @@ static uint64_t restart_world(tp_heap *h, uint32_t flags, int phase) {
    * unlock: a thread queued on sp_lock (one back from tp__mut_lock_heap's
    * wait) may take the CPU there while the parked ones are still asleep,
    * and that time is pause. */
-  struct tp__wake_clock w = tp__gc_wake_begin();
-  pthread_cond_broadcast(&h->cv_resume);
-  return tp__gc_wake_end(w);
+  return tp__gc_wake_stopped(h);
 }
 
 static void pause1(tp_heap *h, struct tp__release *rel) {

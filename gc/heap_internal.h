@@ -540,20 +540,25 @@ void tp__mut_reap(tp_heap *h);
  * collection in progress has ended (sp_lock held). */
 void tp__mut_park_locked(tp_heap *h, tp__mut *m, char *sp);
 
-/* Waits (sp_lock held) until every attached thread but self is stopped. */
-void tp__gc_wait_all_stopped(tp_heap *h, tp__mut *self);
+/* Waits (sp_lock held) until every attached thread but self is stopped;
+ * returns when that was (tp__now_ns). */
+uint64_t tp__gc_wait_all_stopped(tp_heap *h, tp__mut *self);
+
+/* Wakes the threads stopped for a pause (cv_resume); returns the pause's
+ * end, timed as the top of gc/mutators.c says. */
+uint64_t tp__gc_wake_stopped(tp_heap *h);
 
 /* Stops the calling (attached, running) thread at a safepoint if a
  * collection wants it; registers spilled. Call with no lock held. */
 void tp__gc_park(tp_heap *h, tp__mut *m);
 
 /* Takes h->lock for the attached, running thread m (an allocation's slow
- * path), which counts as stopped while it waits for the lock. Returns
- * false if the world was stopped and restarted meanwhile: the caller
- * holds h->lock either way, but what it read of the heap's state before
- * the call (the mark flag, its allocation buffers, which the pause
- * retired) may be stale. Call with no lock held. */
-bool tp__mut_lock_heap(tp_heap *h, tp__mut *m);
+ * path), which counts as stopped while it waits for the lock. The world
+ * may have been stopped and restarted meanwhile (its allocation buffers
+ * retired, the mark flag changed): read such state after the call. It
+ * returns m running with no stop wanted, so what it reads then holds until
+ * its next safepoint. Call with no lock held. */
+void tp__mut_lock_heap(tp_heap *h, tp__mut *m);
 
 /* gc/collect.c */
 
@@ -684,13 +689,6 @@ uintptr_t tp__gc_find(const tp_heap *h, uintptr_t a);
  * collection) and the stop-the-world fallback's one. */
 void tp__gc_note_pause(tp_heap *h, uint64_t ns, uint64_t stop_ns);
 
-/* The clock around the wake-up of the stopped threads that ends a pause:
- * begin before it, end after it returns the pause's end (gc/metrics.c). */
-struct tp__wake_clock {
-  uint64_t t, cpu;
-};
-struct tp__wake_clock tp__gc_wake_begin(void);
-uint64_t tp__gc_wake_end(struct tp__wake_clock w);
 
 /* The runtime/metrics part of tp_heap_read_stats. */
 void tp__gc_read_metrics(const tp_heap *h, tp_heap_stats *out);

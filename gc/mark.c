@@ -107,8 +107,8 @@
  *    thread's; it touches no heap object until leave, and after leave it
  *    is an ordinary running thread. An allocation's wait for h->lock is
  *    one (tp__mut_lock_heap): when it gets the lock during a stop it hands
- *    it back untouched, and after a pause it went through it starts its
- *    refill again, reading the mark flag anew.
+ *    it back untouched, and it reads the mark flag only once it holds
+ *    the lock, so a pause it slept through leaves it nothing stale.
  *  - allocation: while TP__F_MARK is set every allocation buffer is in a
  *    region born black (all mark bits set, lines at the epoch: gc/alloc.c)
  *    and every large object is born marked; pause 1 retired the buffers

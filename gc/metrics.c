@@ -25,25 +25,6 @@ static unsigned pause_bucket(uint64_t ns) {
   return i < TP_HEAP_PAUSE_BUCKETS ? i : TP_HEAP_PAUSE_BUCKETS - 1;
 }
 
-/* A pause runs from the stop request until the stopped threads are woken.
- * The wake-up is a futex call, and with more runnable threads than CPUs
- * the threads it wakes preempt the collecting thread inside it; that
- * thread then waits for a CPU, up to a scheduler tick, while the woken
- * threads run: a clock read after the call made gcserver's pauses
- * 1.8-3.3 ms where everything up to the wake-up took under 0.03 ms. So the
- * wall clock runs up to the wake-up and the wake-up itself counts by the
- * thread's CPU time: its cost is pause, its wait for a CPU once the world
- * runs is not. (Go reads its clock after its wake-ups, in
- * startTheWorldWithSema; it never has more running threads than
- * GOMAXPROCS, so the thread that wakes the others keeps its CPU.) */
-struct tp__wake_clock tp__gc_wake_begin(void) {
-  return (struct tp__wake_clock){tp__now_ns(), tp__clock_ns(CLOCK_THREAD_CPUTIME_ID)};
-}
-
-uint64_t tp__gc_wake_end(struct tp__wake_clock w) {
-  return w.t + (tp__clock_ns(CLOCK_THREAD_CPUTIME_ID) - w.cpu);
-}
-
 void tp__gc_note_pause(tp_heap *h, uint64_t ns, uint64_t stop_ns) {
   tp__counter_add(&h->stop_total, (int64_t)stop_ns);
   tp__counter_max(&h->stop_max, stop_ns);

@@ -15,9 +15,9 @@
  *  - a collection asked for meanwhile gets its world stopped: its pause 1
  *    then waits for h->lock (held here), and when the lock goes, either
  *    the worker gets it first and hands it back (a stop is wanted), or the
- *    pause runs first and the worker finds, by stw_epoch, that a pause went
- *    by while it waited and starts its refill again (its mark flag is
- *    stale). Rounds alternate both orders by chance; every collection is
+ *    pause runs first and the worker, which slept through it, reads the
+ *    mark flag the pause left (a hole it opens during the mark must be
+ *    born black). Rounds alternate both orders by chance; every collection is
  *    checkmarked (TIDEPOOL_GC_CHECKMARK=1), and the worker's list is
  *    checked whole after each round.
  * Time-bounded; the rounds count is printed. TP_TEST_SECONDS_SCALE scales.
